@@ -1,0 +1,1 @@
+"""The I/O: LLM providers and the Redis insight store."""

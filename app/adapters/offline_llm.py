@@ -1,0 +1,77 @@
+"""The ``offline`` provider: a deterministic local insight, no network, no key.
+
+It reads the same prompt a real model gets (so it sees only the allow-listed fields)
+and answers with the same JSON shape. Used by the demo, by local runs and as a
+stand-in where no model is reachable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.domain.ports import Completion, CompletionRequest
+
+__all__ = ["OfflineLLM"]
+
+_RISK_BY_SEVERITY = {"low": "low", "medium": "medium", "high": "high", "critical": "critical"}
+_ADVICE = {
+    "deny": "Confirm the block was right and review what the agent was trying to do.",
+    "escalate": "Review the escalated call and approve or reject it.",
+    "allow": "No action needed unless the findings are unexpected for this agent.",
+}
+
+
+def _facts(user_message: str) -> dict[str, Any]:
+    start, end = user_message.find("{"), user_message.rfind("}")
+    if start < 0 or end < start:
+        return {}
+    try:
+        facts = json.loads(user_message[start : end + 1])
+    except ValueError:
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _finding_text(finding: object) -> str:
+    if isinstance(finding, dict):
+        return str(finding.get("rule") or finding.get("detail") or "finding")
+    return str(finding)
+
+
+class OfflineLLM:
+    """``LLM`` without a model: the insight is derived from the prompt's facts."""
+
+    name = "offline"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        facts = _facts(request.user)
+        agent = facts.get("agent_name") or "the agent"
+        tool = facts.get("tool_name") or "a tool"
+        decision = str(facts.get("decision") or "unknown")
+        severity = str(facts.get("severity") or "unknown")
+        findings = [_finding_text(f) for f in facts.get("findings") or []]
+        flags = [str(flag) for flag in facts.get("flags") or []]
+        summary = f"{agent} called {tool}; the gateway decided {decision} ({severity} severity)."
+        if findings:
+            summary += " Findings: " + ", ".join(findings[:5]) + "."
+        if flags:
+            summary += " Flags: " + ", ".join(flags[:5]) + "."
+        answer = {
+            "summary": summary,
+            "risk": _RISK_BY_SEVERITY.get(severity, "medium"),
+            "recommendation": _ADVICE.get(
+                decision, "Review the decision against the agent's expected behaviour."
+            ),
+        }
+        text = json.dumps(answer)
+        return Completion(
+            text=text,
+            model=f"offline/{request.model}",
+            prompt_tokens=(len(request.system) + len(request.user)) // 4,
+            completion_tokens=len(text) // 4,
+            finish_reason="stop",
+        )
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,227 @@
+"""The Redis side of one event: admission (idempotency, ownership, budget) and the writes.
+
+Every key of the contract is named here and nowhere else. The writes of one event and
+its XACK go in one MULTI/EXEC, so a crash leaves either all of them or none (and then
+the entry is still pending and will be delivered again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.domain.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+
+__all__ = [
+    "INSIGHT_TTL_SECONDS",
+    "Admission",
+    "EntryRef",
+    "InsightStore",
+    "Keys",
+    "RedisInsightStore",
+]
+
+INSIGHT_TTL_SECONDS = 86_400
+BUDGET_WINDOW_SECONDS = 3_600
+TIMELINE_KEEP = 10_000
+AGENT_LIST_KEEP = 100
+INSIGHT_STREAM_MAXLEN = 10_000
+
+
+class Keys:
+    """The contract's Redis keys. Ids reaching here were validated by ``AuditEvent``."""
+
+    TIMELINE = "acp:groq:insights:timeline"
+    INSIGHTS_STREAM = "acp:groq:insights:stream"
+    DLQ = "acp:groq:dlq"
+
+    @staticmethod
+    def insight(event_id: str) -> str:
+        return f"acp:groq:insight:{event_id}"
+
+    @staticmethod
+    def by_agent(agent_id: str) -> str:
+        return f"acp:groq:insights:by_agent:{agent_id}"
+
+    @staticmethod
+    def by_tenant(tenant_id: str) -> str:
+        return f"acp:groq:insights:by_tenant:{tenant_id}"
+
+    @staticmethod
+    def rate_limit(tenant_id: str) -> str:
+        return f"acp:groq:rate_limit:{tenant_id}"
+
+    @staticmethod
+    def owner(event_id: str) -> str:
+        """Which tenant an event id belongs to (internal; lives as long as the insight)."""
+        return f"acp:groq:owner:{event_id}"
+
+
+class Admission(StrEnum):
+    ADMITTED = "admitted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRef:
+    """Where an entry lives, so that its XACK can join the writes of its event."""
+
+    stream: str
+    group: str
+    entry_id: str
+
+
+Publish = Callable[["Pipeline[bytes] | None"], Awaitable[Any]]
+
+
+class InsightStore(Protocol):
+    """What the service needs from the insight store (a fake implements it for tests)."""
+
+    async def admit(self, *, event_id: str, tenant_id: str, budget: int) -> Admission: ...
+
+    async def write_insight(
+        self,
+        entry: EntryRef,
+        *,
+        event_id: str,
+        tenant_id: str,
+        agent_id: str,
+        score: float,
+        record_json: str,
+        publish: Publish,
+    ) -> None: ...
+
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int: ...
+
+    async def ack(self, entry: EntryRef) -> None: ...
+
+
+# Admission in one atomic step: ownership of the event id, an existing insight, the
+# tenant's hourly budget. The owner key makes "never overwrite another tenant's insight"
+# hold even for two deliveries in flight at once; the budget counter gets its TTL in the
+# same script that creates it, so no crash can leave a counter that never expires.
+_ADMIT = """
+local owner = redis.call('GET', KEYS[2])
+if owner then
+  if owner ~= ARGV[1] then return 'conflict' end
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end
+else
+  local existing = redis.call('GET', KEYS[1])
+  if existing then
+    local ok, doc = pcall(cjson.decode, existing)
+    if ok and type(doc) == 'table' and doc['tenant_id'] == ARGV[1] then
+      return 'duplicate'
+    end
+    return 'conflict'
+  end
+end
+local used = redis.call('INCR', KEYS[3])
+if used == 1 or redis.call('TTL', KEYS[3]) < 0 then
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+if used > tonumber(ARGV[2]) then return 'rate_limited' end
+if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3]) end
+return 'admitted'
+"""
+
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError)
+
+
+@asynccontextmanager
+async def unavailable_as_domain_error(operation: str) -> AsyncIterator[None]:
+    """Redis being away is ``StoreUnavailable`` to the service (it waits and retries)."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"{operation}: {type(exc).__name__}: {exc}") from exc
+
+
+def _raise_errors(results: list[Any]) -> list[Any]:
+    """Raise the first error of a transaction's replies, but a vanished group's XACK.
+
+    When the stream or group is gone (Redis restarted empty), there is nothing left to
+    acknowledge: the writes are what matter, and they were made.
+    """
+    for result in results:
+        if isinstance(result, ResponseError) and not str(result).startswith("NOGROUP"):
+            raise result
+    return results
+
+
+class RedisInsightStore:
+    """``InsightStore`` on a real Redis (redis-py's asyncio client)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._admit = redis.register_script(_ADMIT)
+
+    async def admit(self, *, event_id: str, tenant_id: str, budget: int) -> Admission:
+        async with unavailable_as_domain_error("admit"):
+            verdict = await self._admit(
+                keys=[Keys.insight(event_id), Keys.owner(event_id), Keys.rate_limit(tenant_id)],
+                args=[tenant_id, budget, INSIGHT_TTL_SECONDS, BUDGET_WINDOW_SECONDS],
+            )
+        return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
+
+    async def write_insight(
+        self,
+        entry: EntryRef,
+        *,
+        event_id: str,
+        tenant_id: str,
+        agent_id: str,
+        score: float,
+        record_json: str,
+        publish: Publish,
+    ) -> None:
+        agent_key = Keys.by_agent(agent_id)
+        tenant_key = Keys.by_tenant(tenant_id)
+        async with (
+            unavailable_as_domain_error("write_insight"),
+            self._redis.pipeline(transaction=True) as pipe,
+        ):
+            pipe.set(Keys.insight(event_id), record_json, ex=INSIGHT_TTL_SECONDS)
+            pipe.zadd(Keys.TIMELINE, {event_id: score})
+            pipe.zremrangebyrank(Keys.TIMELINE, 0, -(TIMELINE_KEEP + 1))
+            pipe.zadd(tenant_key, {event_id: score})
+            pipe.zremrangebyrank(tenant_key, 0, -(TIMELINE_KEEP + 1))
+            # LREM first: a redelivered event must not appear twice in its agent's list.
+            pipe.lrem(agent_key, 0, event_id)
+            pipe.lpush(agent_key, event_id)
+            pipe.ltrim(agent_key, 0, AGENT_LIST_KEEP - 1)
+            await publish(pipe)
+            pipe.xack(entry.stream, entry.group, entry.entry_id)
+            _raise_errors(await pipe.execute(raise_on_error=False))
+
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int:
+        """LPUSH the dead letter and XACK its entry together; returns the DLQ's length."""
+        async with (
+            unavailable_as_domain_error("dead_letter"),
+            self._redis.pipeline(transaction=True) as pipe,
+        ):
+            pipe.lpush(Keys.DLQ, letter_json)
+            pipe.xack(entry.stream, entry.group, entry.entry_id)
+            length, _ = _raise_errors(await pipe.execute(raise_on_error=False))
+        return int(length)
+
+    async def ack(self, entry: EntryRef) -> None:
+        async with unavailable_as_domain_error("ack"):
+            try:
+                await self._redis.xack(entry.stream, entry.group, entry.entry_id)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise

@@ -1,0 +1,228 @@
+"""The composition root: settings, clients, metrics and providers are built here, once.
+
+``create_app`` returns the FastStream app that ``faststream run app:app`` runs; tests call
+``build_worker`` (or ``create_app``) with fakes. Nothing here connects to anything: Redis
+and the model are reached only once the app starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from faststream import FastStream
+from faststream.middlewares import ExceptionMiddleware
+from faststream.redis import RedisRouter
+from faststream.specification import AsyncAPI
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.adapters.redis_client import GroupHealingBroker, ensure_group
+from app.adapters.redis_store import InsightStore, RedisInsightStore
+from app.domain.insights import InsightCreated
+from app.domain.ports import LLM
+from app.handlers.events import declare_insights_publisher, register_event_handlers
+from app.logs import configure_logging, get_logger
+from app.metrics import Metrics
+from app.service import InsightService
+from app.settings import LLMProvider, Settings, SettingsError, load_settings
+
+__all__ = ["Worker", "build_llm", "build_worker", "create_app", "package_version"]
+
+log = get_logger("acp.groq_worker")
+
+SPEC_SERVER_URL = "redis://redis:6379/0"
+_SPEC_DESCRIPTION = """\
+The LLM enrichment worker of the agent-security platform. It consumes the gateway's audit
+events from a Redis stream as the consumer group `acp_insights_consumer_group`, asks a
+Groq-hosted model for a short analyst insight on each, and writes the insight where the
+Insight API and UI read it.
+
+Redis keys written per enriched event (the contract): `acp:groq:insight:{event_id}` (JSON,
+TTL 24 h), `acp:groq:insights:timeline` and `acp:groq:insights:by_tenant:{tenant_id}`
+(ZSETs scored by the event timestamp, newest 10,000), `acp:groq:insights:by_agent:{agent_id}`
+(LIST, newest 100), `acp:groq:insights:stream` (InsightCreated). Failures go to
+`acp:groq:dlq` (LIST of JSON dead letters); per-tenant budgets live in
+`acp:groq:rate_limit:{tenant_id}`.
+"""
+
+
+def package_version() -> str:
+    try:
+        return version("acp-groq-worker")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+local"
+
+
+def build_llm(settings: Settings) -> LLM:
+    """The configured LLM provider. Refuses to start the Groq one without a key."""
+    if settings.llm_provider is LLMProvider.OFFLINE:
+        from app.adapters.offline_llm import OfflineLLM
+
+        return OfflineLLM()
+    if settings.groq_api_key is None:
+        raise SettingsError(
+            "invalid settings: GROQ_API_KEY: required when LLM_PROVIDER=groq "
+            "(set LLM_PROVIDER=offline to run without a model)"
+        )
+    from app.adapters.groq_llm import GroqLLM
+
+    return GroqLLM(
+        api_key=settings.groq_api_key.get_secret_value(),
+        base_url=str(settings.groq_base_url) if settings.groq_base_url else None,
+        timeout_seconds=settings.groq_timeout_seconds,
+    )
+
+
+@dataclass
+class Worker:
+    """Everything ``create_app`` wires, for tests and the CLI to reach into."""
+
+    settings: Settings
+    app: FastStream
+    broker: GroupHealingBroker
+    metrics: Metrics
+    service: InsightService
+    redis: Redis
+    store: InsightStore
+    llm: LLM | None
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+class _PendingLLM:
+    """Stands in for the provider until the app starts (the provider is built then)."""
+
+    async def complete(self, request: Any) -> Any:
+        raise RuntimeError("the LLM provider is built when the app starts")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _wait_for_redis(redis: Redis, settings: Settings) -> None:
+    """Create the group at 0 (MKSTREAM) before the subscriber starts; wait out an outage."""
+    delay = 0.5
+    while True:
+        try:
+            created = await ensure_group(redis, settings.insight_stream, settings.insight_group)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("redis_unreachable_at_start", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        log.info(
+            "consumer_group_ready",
+            stream=settings.insight_stream,
+            group=settings.insight_group,
+            created=created,
+            consumer=settings.worker_id,
+        )
+        return
+
+
+def build_worker(
+    settings: Settings | None = None,
+    *,
+    llm: LLM | None = None,
+    store: InsightStore | None = None,
+    metrics: Metrics | None = None,
+    configure_logs: bool = True,
+) -> Worker:
+    """Wire the worker. ``llm``/``store``/``metrics`` replace the real ones in tests."""
+    settings = settings if settings is not None else load_settings()
+    if configure_logs:
+        secrets = [settings.groq_api_key.get_secret_value()] if settings.groq_api_key else []
+        configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
+    metrics = metrics if metrics is not None else Metrics()
+    redis = Redis.from_url(
+        str(settings.redis_url),
+        socket_timeout=10.0,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=15,
+    )
+    store = store if store is not None else RedisInsightStore(redis)
+
+    broker = GroupHealingBroker(
+        str(settings.redis_url),
+        graceful_timeout=settings.shutdown_timeout_seconds,
+        logger=logging.getLogger("acp.groq_worker.faststream"),
+        # "Received"/"Processed" per message at DEBUG: our canonical line says more.
+        log_level=logging.DEBUG,
+        specification_url=SPEC_SERVER_URL,
+        description="The Redis holding the gateway's event stream and the insight keys.",
+        socket_timeout=max(10.0, settings.read_block_ms / 1000 + 5.0),
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=15,
+    )
+    errors = ExceptionMiddleware()
+    router = RedisRouter(middlewares=[errors])
+    publisher = declare_insights_publisher(router)
+
+    async def publish_created(created: InsightCreated, pipeline: Any) -> Any:
+        return await publisher.publish(created, pipeline=pipeline)
+
+    service = InsightService(
+        settings,
+        llm=llm if llm is not None else _PendingLLM(),
+        store=store,
+        metrics=metrics,
+        publish_created=publish_created,
+    )
+    register_event_handlers(router, settings=settings, service=service, errors=errors)
+    broker.include_router(router)
+
+    app = FastStream(
+        broker,
+        logger=logging.getLogger("acp.groq_worker.app"),
+        specification=AsyncAPI(
+            title="acp-groq-worker",
+            version=package_version(),
+            description=_SPEC_DESCRIPTION,
+            schema_version="3.0.0",
+        ),
+    )
+    worker = Worker(
+        settings=settings,
+        app=app,
+        broker=broker,
+        metrics=metrics,
+        service=service,
+        redis=redis,
+        store=store,
+        llm=llm,
+    )
+
+    @app.on_startup
+    async def start() -> None:
+        if worker.llm is None:
+            worker.llm = build_llm(settings)
+            service.llm = worker.llm
+        await _wait_for_redis(redis, settings)
+
+    @app.after_shutdown
+    async def close() -> None:
+        for task in worker.background:
+            task.cancel()
+        if worker.llm is not None:
+            await worker.llm.aclose()
+        await redis.aclose()
+        log.info("worker_stopped", consumer=settings.worker_id)
+
+    return worker
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    llm: LLM | None = None,
+    store: InsightStore | None = None,
+    metrics: Metrics | None = None,
+) -> FastStream:
+    """The FastStream app of the worker (``faststream run app:app``)."""
+    return build_worker(settings, llm=llm, store=store, metrics=metrics).app

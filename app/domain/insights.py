@@ -1,0 +1,182 @@
+"""What the worker produces: insights, the InsightCreated message, dead letters, outcomes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domain.events import Severity
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetterReason",
+    "Insight",
+    "InsightCreated",
+    "InsightRecord",
+    "Outcome",
+    "Risk",
+]
+
+
+class Outcome(StrEnum):
+    """Exactly one per event; the label of ``acp_groq_events_consumed_total{result}``."""
+
+    ENRICHED = "enriched"
+    DUPLICATE = "duplicate"
+    RATE_LIMITED = "rate_limited"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class DeadLetterReason(StrEnum):
+    INVALID = "invalid"
+    LLM_PERMANENT = "llm_permanent"
+    LLM_EXHAUSTED = "llm_exhausted"
+    CONFLICT = "conflict"
+    MAX_DELIVERIES = "max_deliveries"
+
+
+class Risk(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+
+class Insight(BaseModel):
+    """The analyst-facing answer of the model, after parsing and sanitizing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    summary: str = Field(
+        description="What happened, in one or two sentences.",
+        examples=["The billing agent tried to upload an SSH private key with curl."],
+    )
+    risk: Risk = Field(
+        description="The model's assessment of the risk.", examples=["high"]
+    )
+    recommendation: str = Field(
+        description="What an analyst should do next.",
+        examples=["Rotate the key and review the agent's recent shell commands."],
+    )
+
+
+class InsightRecord(BaseModel):
+    """The JSON stored at ``acp:groq:insight:{event_id}`` (read by the Insight API)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="Id of the enriched event.", examples=["evt-1"])
+    tenant_id: str = Field(description="Tenant of the event.", examples=["acme"])
+    agent_id: str = Field(description="Agent of the event.", examples=["billing-agent"])
+    severity: Severity = Field(description="Severity of the event.", examples=["high"])
+    decision: str = Field(description="The gateway's decision.", examples=["deny"])
+    timestamp: float = Field(
+        description="The event's timestamp, epoch seconds.", examples=[1764037200.5]
+    )
+    model: str = Field(
+        description="The model that answered (after any fallback).",
+        examples=["openai/gpt-oss-120b"],
+    )
+    insight: Insight = Field(description="The analyst insight.")
+    created_at: str = Field(
+        description="When the insight was written, RFC 3339.",
+        examples=["2026-11-25T02:20:01.204Z"],
+    )
+    latency_ms: int = Field(
+        description="Milliseconds from the worker taking the event to the insight.",
+        examples=[812],
+    )
+    attempts: int = Field(1, description="LLM attempts the insight took.", examples=[1])
+    fallback: bool = Field(
+        False, description="True when the deep model failed and the fast one answered."
+    )
+    prompt_tokens: int | None = Field(None, description="Tokens of the prompt.", examples=[312])
+    completion_tokens: int | None = Field(
+        None, description="Tokens of the answer.", examples=[96]
+    )
+
+
+class InsightCreated(BaseModel):
+    """Published on ``acp:groq:insights:stream`` when an insight is written."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "evt-2026-11-25-0001",
+                    "tenant_id": "acme",
+                    "agent_id": "billing-agent",
+                    "severity": "high",
+                    "model": "openai/gpt-oss-120b",
+                    "insight_key": "acp:groq:insight:evt-2026-11-25-0001",
+                    "created_at": "2026-11-25T02:20:01.204Z",
+                }
+            ]
+        },
+    )
+
+    event_id: str = Field(description="Id of the enriched event.", examples=["evt-1"])
+    tenant_id: str = Field(description="Tenant of the event.", examples=["acme"])
+    agent_id: str = Field(description="Agent of the event.", examples=["billing-agent"])
+    severity: Severity = Field(description="Severity of the event.", examples=["high"])
+    model: str = Field(description="Model that answered.", examples=["openai/gpt-oss-20b"])
+    insight_key: str = Field(
+        description="Redis key holding the insight JSON (TTL 24 h).",
+        examples=["acp:groq:insight:evt-1"],
+    )
+    created_at: str = Field(
+        description="When the insight was written, RFC 3339.",
+        examples=["2026-11-25T02:20:01.204Z"],
+    )
+
+
+class DeadLetter(BaseModel):
+    """One entry of ``acp:groq:dlq``: enough to understand the failure and to replay it."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "entry_id": "1764037200000-0",
+                    "stream": "acp:groq_queue",
+                    "fields": {"payload": '{"event_id": "evt-9", "tenant_id": "acme"}'},
+                    "payload": '{"event_id": "evt-9", "tenant_id": "acme"}',
+                    "reason": "invalid",
+                    "error": "agent_id: Field required",
+                    "attempts": 0,
+                    "failed_at": "2026-11-25T02:20:01.204Z",
+                    "event_id": "evt-9",
+                    "tenant_id": "acme",
+                }
+            ]
+        },
+    )
+
+    entry_id: str = Field(description="Stream entry id the event had.", examples=["1-0"])
+    stream: str = Field(description="Stream it was read from.", examples=["acp:groq_queue"])
+    fields: dict[str, str] = Field(
+        description="The entry's fields exactly as received (bytes that are not UTF-8 are "
+        "escaped).",
+        examples=[{"payload": "{}"}],
+    )
+    payload: str | None = Field(
+        None,
+        description="The event JSON, as replay puts it back on the stream (absent when the "
+        "entry had no readable payload).",
+        examples=['{"event_id": "evt-9", "tenant_id": "acme"}'],
+    )
+    reason: DeadLetterReason = Field(description="Why it was dead-lettered.")
+    error: str = Field(description="Human-readable cause.", examples=["timestamp: required"])
+    attempts: int = Field(description="LLM attempts made (0 when none).", examples=[3])
+    failed_at: str = Field(description="When, RFC 3339.", examples=["2026-11-25T02:20:01Z"])
+    event_id: str | None = Field(None, description="The event id, when it was readable.")
+    tenant_id: str | None = Field(None, description="The tenant id, when it was readable.")
+    deliveries: int | None = Field(None, description="Deliveries of the entry, when known.")
+
+    def summary(self) -> dict[str, Any]:
+        return {"entry_id": self.entry_id, "reason": self.reason.value, "error": self.error}

@@ -1,0 +1,130 @@
+"""Scrubbing text of credentials and of echoes of an event's raw fields.
+
+Used on model output before it is stored or published, and by the log redaction
+processor. The patterns aim at shapes real credentials have (provider key prefixes,
+JWTs, PEM blocks, ``password=``-style pairs); harmless prose must pass unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from app.domain.events import AuditEvent
+from app.domain.insights import Insight
+
+__all__ = [
+    "REDACTED",
+    "echo_candidates",
+    "redact_secrets",
+    "sanitize_insight",
+    "sanitize_text",
+]
+
+REDACTED = "[REDACTED]"
+
+_SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
+    # PEM private key blocks, also when the model cut the block short.
+    re.compile(
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+        r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        re.DOTALL,
+    ),
+    re.compile(r"\bgsk_[A-Za-z0-9]{20,}"),  # Groq
+    re.compile(r"\bsk-(?:proj-|ant-|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),  # OpenAI, Anthropic
+    re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),  # AWS key id
+    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b"),  # GitHub tokens
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
+    re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"),  # GitLab
+    re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),  # Slack tokens
+    re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),  # Google API key
+    re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe
+    re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),  # JWT
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}"),
+    re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}={0,2}"),
+)
+
+# key=value / key: value pairs whose value is a secret; the key is kept for context.
+_SECRET_PAIR = re.compile(
+    r"""(?ix)
+    \b(
+        password | passwd | pwd | pass | secret | client[_-]?secret | api[_-]?key |
+        access[_-]?key(?:[_-]?id)? | secret[_-]?access[_-]?key | private[_-]?key |
+        auth[_-]?token | access[_-]?token | refresh[_-]?token | token
+    )\b
+    (\s*["']?\s*[:=]\s*)
+    ("[^"\n]*"|'[^'\n]*'|[^\s,;"'}\]]+)
+    """
+)
+
+# user:password@host in URLs (connection strings): the password goes.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(@)")
+
+_MIN_ECHO_LENGTH = 8
+_PROMPT_KEYS = frozenset(
+    {"event_id", "tenant_id", "agent_id", "severity", "decision", "timestamp", "agent_name",
+     "tool_name", "findings"}
+)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def echo_candidates(event: AuditEvent) -> list[str]:
+    """Values of the event's raw fields (never in the prompt) that output must not echo.
+
+    Every string of a field outside the prompt allow-list, and of ``metadata`` outside
+    ``flags``, at least 8 characters long (shorter ones would strike ordinary words).
+    Longest first, so a value that contains another is removed whole.
+    """
+    raw: dict[str, Any] = dict(event.model_extra or {})
+    raw["metadata"] = {key: value for key, value in event.metadata.items() if key != "flags"}
+    values: set[str] = set()
+    for key, value in raw.items():
+        if key in _PROMPT_KEYS:
+            continue
+        for text in _strings(value):
+            values.update(
+                part for part in (text, text.strip()) if len(part) >= _MIN_ECHO_LENGTH
+            )
+    return sorted(values, key=len, reverse=True)
+
+
+def sanitize_text(text: str, *, echoes: Iterable[str] = (), limit: int | None = None) -> str:
+    """Credentials and echoed raw values removed, then cut to ``limit`` characters."""
+    for value in echoes:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    text = redact_secrets(text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…" if limit > 0 else ""
+    return text
+
+
+def sanitize_insight(insight: Insight, *, echoes: Iterable[str], max_chars: int) -> Insight:
+    """The insight safe to store: no credentials, no echoes, at most ``max_chars`` in all."""
+    echo_list = list(echoes)
+    summary = sanitize_text(insight.summary, echoes=echo_list, limit=max_chars)
+    recommendation = sanitize_text(
+        insight.recommendation, echoes=echo_list, limit=max(max_chars - len(summary), 0)
+    )
+    return insight.model_copy(update={"summary": summary, "recommendation": recommendation})

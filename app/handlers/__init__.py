@@ -1,0 +1,1 @@
+"""Thin FastStream subscribers and publishers."""

@@ -1,0 +1,98 @@
+"""Logging: structlog over the standard library, so FastStream's own lines share the pipeline.
+
+JSON off a TTY, a readable console on one (``LOG_FORMAT``). Every line, ours or a
+library's, passes the redaction processor, which removes the API key and anything
+shaped like a credential, in messages, fields and exception tracebacks alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+from app.domain.sanitize import REDACTED, redact_secrets
+
+__all__ = ["RedactSecrets", "configure_logging", "get_logger"]
+
+
+class RedactSecrets:
+    """A structlog processor: no secret survives into a rendered log line."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = [secret for secret in secrets if secret]
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return redact_secrets(value)
+        if isinstance(value, dict):
+            return {key: self._clean(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._clean(item) for item in value)
+        return value
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in list(event_dict.items()):
+            if key in {"exc_info", "_record", "_from_structlog"}:
+                continue
+            if isinstance(value, str | dict | list | tuple):
+                event_dict[key] = self._clean(value)
+            elif isinstance(value, BaseException):
+                event_dict[key] = self._clean(repr(value))
+        return event_dict
+
+
+def configure_logging(
+    *, level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()
+) -> None:
+    """Configure structlog and the standard library's root logger once per process."""
+    redact = RedactSecrets(secrets)
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # Tracebacks are rendered to text before redaction, so a key inside an exception
+    # message or a local variable's repr is removed too.
+    final: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+        redact,
+        renderer,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processors=final, foreign_pre_chain=shared)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # FastStream logs each message it handles at INFO; our canonical line replaces that.
+    logging.getLogger("faststream.access").setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str = "acp.groq_worker") -> Any:
+    return structlog.get_logger(name)

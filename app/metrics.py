@@ -1,0 +1,93 @@
+"""The worker's Prometheus metrics, on an explicit registry made per app (and per test)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LLM_LATENCY_BUCKETS", "Metrics"]
+
+# From a cached 50 ms answer to the 30 s a slow reasoning call may take.
+LLM_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0)
+
+
+class Metrics:
+    """Every metric of the worker. The first five are the contract's, names fixed."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "acp_groq_events_consumed_total",
+            "Events that reached an outcome, by outcome.",
+            ["result"],
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "acp_groq_event_latency_seconds",
+            "From taking an event to its insight written, by the model that answered.",
+            ["model"],
+            buckets=LLM_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dlq_size = Gauge("acp_groq_dlq_size", "Entries in acp:groq:dlq.", registry=r)
+        self.rate_limited = Counter(
+            "acp_groq_rate_limited_total",
+            "Events skipped because their tenant was over its hourly budget.",
+            ["tenant_id"],
+            registry=r,
+        )
+        self.api_errors = Counter(
+            "acp_groq_api_errors_total",
+            "Failed LLM attempts, by kind of failure.",
+            ["error_type"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "acp_groq_dead_letters_total",
+            "Events dead-lettered, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.llm_latency = Histogram(
+            "acp_groq_llm_call_seconds",
+            "Duration of one LLM attempt (successful or not), by model.",
+            ["model"],
+            buckets=LLM_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "acp_groq_llm_tokens_total",
+            "Tokens used by LLM answers, by tenant, model and kind (prompt, completion).",
+            ["tenant_id", "model", "kind"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "acp_groq_model_fallbacks_total",
+            "Events the deep model failed on and the fast model was asked instead.",
+            registry=r,
+        )
+        self.config_alarms = Counter(
+            "acp_groq_configuration_alarms_total",
+            "LLM errors only an operator can fix (bad key, decommissioned model), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "acp_groq_events_in_flight", "Events being processed by this process.", registry=r
+        )
+        self.group_lag = Gauge(
+            "acp_groq_group_lag",
+            "Entries in the stream not yet delivered to the group (sampled).",
+            registry=r,
+        )
+        self.group_pending = Gauge(
+            "acp_groq_group_pending",
+            "Entries delivered to the group and not yet acknowledged (sampled).",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "acp_groq_redis_errors_total",
+            "Redis calls that failed and were retried, by operation.",
+            ["operation"],
+            registry=r,
+        )

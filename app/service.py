@@ -1,0 +1,425 @@
+"""What the worker does with one event: the outcome, the model call, the writes.
+
+``InsightService`` is the application layer between the handler (which hands it parsed
+entries) and the ports (``LLM``, ``InsightStore``). Every event ends in exactly one
+outcome of the contract: enriched, duplicate, rate_limited or dead_lettered, counted
+in ``acp_groq_events_consumed_total{result}`` and told in one canonical log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from app.adapters.redis_store import Admission, EntryRef, InsightStore, Keys
+from app.domain.errors import (
+    InvalidEvent,
+    LLMError,
+    PermanentLLMError,
+    StoreUnavailable,
+    TransientLLMError,
+)
+from app.domain.events import AuditEvent
+from app.domain.insights import (
+    DeadLetter,
+    DeadLetterReason,
+    InsightCreated,
+    InsightRecord,
+    Outcome,
+)
+from app.domain.ports import LLM, Completion, CompletionRequest
+from app.domain.prompt import INSIGHT_JSON_SCHEMA, build_insight_prompt, parse_insight_answer
+from app.domain.routing import choose_model
+from app.domain.sanitize import echo_candidates, sanitize_insight
+from app.metrics import Metrics
+from app.settings import Settings
+
+__all__ = ["InsightService", "PublishCreated", "decode_fields", "utc_now"]
+
+PublishCreated = Callable[[InsightCreated, Any], Awaitable[Any]]
+
+log = structlog.get_logger("acp.groq_worker.events")
+
+T = TypeVar("T")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
+    """A stream entry's fields as text, for dead letters (undecodable bytes escaped)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="backslashreplace")
+        return str(value)
+
+    return {text(key): text(value) for key, value in fields.items()}
+
+
+def _text_or_none(payload: bytes | None) -> str | None:
+    if payload is None:
+        return None
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass(slots=True)
+class _Answer:
+    completion: Completion
+    model: str
+    attempts: int
+    fallback: bool
+
+
+@dataclass(slots=True)
+class _Report:
+    """What the canonical log line of an event says."""
+
+    outcome: Outcome
+    started: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class InsightService:
+    """Turns one parsed stream entry into exactly one outcome."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        llm: LLM,
+        store: InsightStore,
+        metrics: Metrics,
+        publish_created: PublishCreated,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self.llm = llm
+        self._store = store
+        self._metrics = metrics
+        self._publish_created = publish_created
+        self._sleep = sleep
+        self._clock = clock
+
+    # -- entry points ---------------------------------------------------------------
+
+    async def process(
+        self, event: AuditEvent, entry: EntryRef, fields: Mapping[Any, Any]
+    ) -> Outcome:
+        """Enrich a valid event, or end it as a duplicate, rate-limited or dead letter.
+
+        ``fields`` are the entry's fields as received, kept in a dead letter for replay.
+        """
+        started = self._clock()
+        self._metrics.in_flight.inc()
+        structlog.contextvars.bind_contextvars(
+            event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
+        )
+        try:
+            report = await self._process(event, entry, fields, started)
+            self._finish(report, agent_id=event.agent_id)
+        finally:
+            self._metrics.in_flight.dec()
+            structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
+        return report.outcome
+
+    async def reject(
+        self,
+        entry: EntryRef,
+        fields: Mapping[Any, Any],
+        error: InvalidEvent,
+        *,
+        payload: bytes | None = None,
+    ) -> Outcome:
+        """Dead-letter an entry that is not a valid event (reason ``invalid``)."""
+        started = self._clock()
+        letter = DeadLetter(
+            entry_id=entry.entry_id,
+            stream=entry.stream,
+            fields=decode_fields(fields),
+            payload=_text_or_none(payload),
+            reason=DeadLetterReason.INVALID,
+            error=error.error,
+            attempts=0,
+            failed_at=utc_now(),
+            event_id=error.event_id,
+            tenant_id=error.tenant_id,
+        )
+        await self._dead_letter(entry, letter)
+        self._finish(
+            _Report(Outcome.DEAD_LETTERED, started, {"reason": "invalid", "error": error.error}),
+            event_id=error.event_id,
+            tenant_id=error.tenant_id,
+            entry_id=entry.entry_id,
+        )
+        return Outcome.DEAD_LETTERED
+
+    # -- the steps of one event -----------------------------------------------------
+
+    async def _process(
+        self, event: AuditEvent, entry: EntryRef, fields: Mapping[Any, Any], started: float
+    ) -> _Report:
+        admission = await self._until_done(
+            "admit",
+            lambda: self._store.admit(
+                event_id=event.event_id,
+                tenant_id=event.tenant_id,
+                budget=self._settings.insight_budget_per_hour_per_tenant,
+            ),
+        )
+        if admission is Admission.DUPLICATE:
+            await self._until_done("ack", lambda: self._store.ack(entry))
+            return _Report(Outcome.DUPLICATE, started)
+        if admission is Admission.RATE_LIMITED:
+            await self._until_done("ack", lambda: self._store.ack(entry))
+            self._metrics.rate_limited.labels(tenant_id=event.tenant_id).inc()
+            return _Report(Outcome.RATE_LIMITED, started)
+        if admission is Admission.CONFLICT:
+            error = "event_id already has an insight of another tenant; not overwritten"
+            await self._dead_letter(entry, self._letter(event, entry, fields, "conflict", error, 0))
+            return _Report(Outcome.DEAD_LETTERED, started, {"reason": "conflict"})
+
+        model = choose_model(
+            event.severity,
+            deep_severities=self._settings.deep_severities,
+            fast=self._settings.groq_model_fast,
+            deep=self._settings.groq_model_deep,
+        )
+        try:
+            answer = await self._ask(event, model)
+        except LLMError as exc:
+            reason = "llm_exhausted" if exc.transient else "llm_permanent"
+            attempts = getattr(exc, "attempts", 1)
+            letter = self._letter(event, entry, fields, reason, str(exc), attempts)
+            await self._dead_letter(entry, letter)
+            return _Report(
+                Outcome.DEAD_LETTERED,
+                started,
+                {"reason": reason, "error": str(exc), "model": model, "attempts": attempts},
+            )
+
+        await self._write(event, entry, answer, started)
+        completion = answer.completion
+        return _Report(
+            Outcome.ENRICHED,
+            started,
+            {
+                "model": answer.model,
+                "attempts": answer.attempts,
+                "fallback": answer.fallback,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+            },
+        )
+
+    async def _ask(self, event: AuditEvent, model: str) -> _Answer:
+        """The model's answer, with retries, and one try on the fast model if deep fails."""
+        system, user = build_insight_prompt(event)
+        try:
+            completion, attempts = await self._complete_with_retries(model, system, user)
+            return _Answer(completion, completion.model or model, attempts, fallback=False)
+        except LLMError as exc:
+            fast = self._settings.groq_model_fast
+            model_failed = exc.transient or (
+                isinstance(exc, PermanentLLMError) and exc.model_error
+            )
+            if model == fast or not model_failed:
+                raise
+            spent = getattr(exc, "attempts", 1)
+            self._metrics.fallbacks.inc()
+            log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
+        try:
+            completion, _ = await self._complete_with_retries(fast, system, user, attempts=1)
+        except LLMError as exc:
+            exc.attempts = spent + 1  # type: ignore[attr-defined]
+            raise
+        return _Answer(completion, completion.model or fast, spent + 1, fallback=True)
+
+    async def _complete_with_retries(
+        self, model: str, system: str, user: str, *, attempts: int | None = None
+    ) -> tuple[Completion, int]:
+        request = CompletionRequest(
+            model=model,
+            system=system,
+            user=user,
+            max_completion_tokens=self._settings.groq_max_completion_tokens,
+            json_schema=INSIGHT_JSON_SCHEMA,
+            reasoning_effort=self._settings.groq_reasoning_effort,
+        )
+        max_attempts = attempts or self._settings.groq_max_attempts
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max_attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda exc: isinstance(exc, TransientLLMError)),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        attempt_number = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    return await self._attempt(request), attempt_number
+        except LLMError as exc:
+            exc.attempts = attempt_number  # type: ignore[attr-defined]
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, request: CompletionRequest) -> Completion:
+        began = self._clock()
+        try:
+            return await self.llm.complete(request)
+        except LLMError as exc:
+            self._metrics.api_errors.labels(error_type=exc.kind).inc()
+            if isinstance(exc, PermanentLLMError) and exc.configuration:
+                self._metrics.config_alarms.labels(kind=exc.kind).inc()
+                log.error("llm_configuration_error", model=request.model, error=str(exc))
+            raise
+        finally:
+            self._metrics.llm_latency.labels(model=request.model).observe(self._clock() - began)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Exponential backoff with full jitter; a server's retry-after wins (capped)."""
+        settings = self._settings
+        exc = state.outcome.exception() if state.outcome else None
+        ceiling = min(
+            settings.groq_backoff_max_seconds,
+            settings.groq_backoff_base_seconds * 2 ** (state.attempt_number - 1),
+        )
+        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+        if isinstance(exc, TransientLLMError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, settings.groq_retry_after_max_seconds))
+        return delay
+
+    async def _write(
+        self, event: AuditEvent, entry: EntryRef, answer: _Answer, started: float
+    ) -> None:
+        completion = answer.completion
+        insight = sanitize_insight(
+            parse_insight_answer(completion.text),
+            echoes=echo_candidates(event),
+            max_chars=self._settings.max_output_chars,
+        )
+        created_at = utc_now()
+        latency = self._clock() - started
+        record = InsightRecord(
+            event_id=event.event_id,
+            tenant_id=event.tenant_id,
+            agent_id=event.agent_id,
+            severity=event.severity,
+            decision=event.decision,
+            timestamp=event.epoch_seconds,
+            model=answer.model,
+            insight=insight,
+            created_at=created_at,
+            latency_ms=round(latency * 1000),
+            attempts=answer.attempts,
+            fallback=answer.fallback,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+        created = InsightCreated(
+            event_id=event.event_id,
+            tenant_id=event.tenant_id,
+            agent_id=event.agent_id,
+            severity=event.severity,
+            model=answer.model,
+            insight_key=Keys.insight(event.event_id),
+            created_at=created_at,
+        )
+        record_json = record.model_dump_json()
+        await self._until_done(
+            "write_insight",
+            lambda: self._store.write_insight(
+                entry,
+                event_id=event.event_id,
+                tenant_id=event.tenant_id,
+                agent_id=event.agent_id,
+                score=event.epoch_seconds,
+                record_json=record_json,
+                publish=lambda pipe: self._publish_created(created, pipe),
+            ),
+        )
+        self._metrics.event_latency.labels(model=answer.model).observe(self._clock() - started)
+        for kind, tokens in (
+            ("prompt", completion.prompt_tokens),
+            ("completion", completion.completion_tokens),
+        ):
+            if tokens:
+                self._metrics.llm_tokens.labels(
+                    tenant_id=event.tenant_id, model=answer.model, kind=kind
+                ).inc(tokens)
+
+    # -- dead letters and Redis retries ---------------------------------------------
+
+    def _letter(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        fields: Mapping[Any, Any],
+        reason: str,
+        error: str,
+        attempts: int,
+    ) -> DeadLetter:
+        return DeadLetter(
+            entry_id=entry.entry_id,
+            stream=entry.stream,
+            fields=decode_fields(fields),
+            payload=event.model_dump_json(),
+            reason=DeadLetterReason(reason),
+            error=error,
+            attempts=attempts,
+            failed_at=utc_now(),
+            event_id=event.event_id,
+            tenant_id=event.tenant_id,
+        )
+
+    async def _dead_letter(self, entry: EntryRef, letter: DeadLetter) -> None:
+        letter_json = letter.model_dump_json()
+        size = await self._until_done(
+            "dead_letter", lambda: self._store.dead_letter(entry, letter_json)
+        )
+        self._metrics.dead_letters.labels(reason=letter.reason.value).inc()
+        self._metrics.dlq_size.set(size)
+
+    async def _until_done(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis step until Redis answers: a result in hand is never thrown away.
+
+        Retries only ``StoreUnavailable`` (connection lost, timeout, Redis loading), with
+        capped exponential backoff, for as long as it takes; shutdown cancels the wait
+        and the entry stays pending for the next delivery.
+        """
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                self._metrics.redis_errors.labels(operation=operation).inc()
+                log.warning("redis_unavailable", operation=operation, error=str(exc), retry_in=delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _finish(self, report: _Report, **context: Any) -> None:
+        self._metrics.events_consumed.labels(result=report.outcome.value).inc()
+        latency_ms = round((self._clock() - report.started) * 1000, 1)
+        level = "warning" if report.outcome is Outcome.DEAD_LETTERED else "info"
+        getattr(log, level)(
+            "event_processed",
+            outcome=report.outcome.value,
+            latency_ms=latency_ms,
+            **context,
+            **report.fields,
+        )

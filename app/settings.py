@@ -1,0 +1,199 @@
+"""The worker's one settings object: every setting of the contract, read from the environment.
+
+Nothing else in the project reads ``os.environ``. A bad value stops the worker at start
+with a message that names the setting (see ``load_settings``); the API key is a
+``SecretStr`` and is never part of that message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import (
+    AnyUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.domain.events import Severity
+
+__all__ = ["LLMProvider", "LogFormat", "Settings", "SettingsError", "load_settings"]
+
+_CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+
+class LLMProvider(StrEnum):
+    GROQ = "groq"
+    OFFLINE = "offline"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+    AUTO = "auto"  # console on a TTY, JSON otherwise
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Environment settings of the worker (names as in the contract)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    # -- Redis and the stream ----------------------------------------------------------
+    redis_url: AnyUrl = Field(
+        AnyUrl("redis://localhost:6379/0"),
+        description="Redis holding the inbound stream and the insight keys.",
+    )
+    insight_stream: str = Field("acp:groq_queue", description="Inbound event stream.")
+    insight_group: str = Field("acp_insights_consumer_group", description="Consumer group.")
+    worker_id: str = Field(
+        default_factory=_default_worker_id,
+        description="Consumer name in the group; unique per process (default host-pid).",
+    )
+    worker_concurrency: int = Field(32, ge=1, le=4096, description="Events in flight.")
+    read_batch_size: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="XREADGROUP COUNT: entries read ahead per call (0: WORKER_CONCURRENCY).",
+    )
+    read_block_ms: int = Field(1000, ge=1, le=60_000, description="XREADGROUP BLOCK in ms.")
+    claim_idle_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="Entries pending longer than this are claimed."
+    )
+    max_deliveries: int = Field(5, ge=1, le=1000, description="Deliveries before poison.")
+    shutdown_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How long SIGTERM waits for in-flight events."
+    )
+    max_event_bytes: int = Field(262_144, ge=256, le=64 * 1024 * 1024)
+    insight_budget_per_hour_per_tenant: int = Field(1000, ge=0, le=100_000_000)
+
+    # -- The model -------------------------------------------------------------------
+    llm_provider: LLMProvider = Field(LLMProvider.GROQ)
+    groq_api_key: SecretStr | None = Field(None, description="Groq API key (secret).")
+    groq_base_url: AnyUrl | None = Field(None, description="Groq API base URL override.")
+    groq_model_fast: str = Field("openai/gpt-oss-20b", min_length=1, max_length=200)
+    groq_model_deep: str = Field("openai/gpt-oss-120b", min_length=1, max_length=200)
+    deep_severities: Annotated[frozenset[Severity], NoDecode] = Field(
+        frozenset({Severity.HIGH, Severity.CRITICAL}),
+        description="Severities served by GROQ_MODEL_DEEP (comma-separated).",
+    )
+    groq_max_attempts: int = Field(3, ge=1, le=20, description="Attempts per event in total.")
+    groq_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    groq_backoff_base_seconds: float = Field(0.5, ge=0, le=60)
+    groq_backoff_max_seconds: float = Field(8.0, ge=0, le=600)
+    groq_retry_after_max_seconds: float = Field(
+        30.0, ge=0, le=3600, description="Cap on a 429's retry-after before the next attempt."
+    )
+    groq_max_completion_tokens: int = Field(1024, ge=16, le=65_536)
+    groq_reasoning_effort: str | None = Field(
+        "low", description="reasoning_effort for reasoning models; empty to omit."
+    )
+    max_output_chars: int = Field(4000, ge=64, le=1_000_000)
+
+    # -- Operations --------------------------------------------------------------------
+    metrics_port: int = Field(9102, ge=0, le=65_535, description="0 disables the HTTP server.")
+    log_level: str = Field("INFO")
+    log_format: LogFormat = Field(LogFormat.AUTO)
+
+    @field_validator("deep_severities", mode="before")
+    @classmethod
+    def _parse_severities(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("groq_api_key", "groq_base_url", "groq_reasoning_effort", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: AnyUrl) -> AnyUrl:
+        if value.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("worker_id")
+    @classmethod
+    def _consumer_name(cls, value: str) -> str:
+        if not _CONSUMER_NAME.match(value):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+        return value
+
+    @field_validator("insight_stream", "insight_group")
+    @classmethod
+    def _key_name(cls, value: str) -> str:
+        if not _KEY_PART.match(value):
+            raise ValueError("must be a plain Redis key name (letters, digits, . _ : -)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("groq_reasoning_effort")
+    @classmethod
+    def _effort(cls, value: str | None) -> str | None:
+        if value is not None and value not in {"low", "medium", "high"}:
+            raise ValueError("must be low, medium or high (or empty to omit it)")
+        return value
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> Self:
+        if self.groq_backoff_max_seconds < self.groq_backoff_base_seconds:
+            raise ValueError("GROQ_BACKOFF_MAX_SECONDS must be >= GROQ_BACKOFF_BASE_SECONDS")
+        return self
+
+    @property
+    def read_count(self) -> int:
+        """Entries one XREADGROUP may return: the read-ahead bound."""
+        return self.read_batch_size or self.worker_concurrency
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names each such setting, never its value."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning pydantic's error into one line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}" if name else message)
+    return "invalid settings: " + "; ".join(lines)
