@@ -92,6 +92,9 @@ def configure_logging(
     root.setLevel(level)
     # FastStream logs each message it handles at INFO; our canonical line replaces that.
     logging.getLogger("faststream.access").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request at INFO; the canonical event line already tells.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str = "acp.groq_worker") -> Any:

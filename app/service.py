@@ -233,9 +233,7 @@ class InsightService:
             return _Answer(completion, completion.model or model, attempts, fallback=False)
         except LLMError as exc:
             fast = self._settings.groq_model_fast
-            model_failed = exc.transient or (
-                isinstance(exc, PermanentLLMError) and exc.model_error
-            )
+            model_failed = exc.transient or (isinstance(exc, PermanentLLMError) and exc.model_error)
             if model == fast or not model_failed:
                 raise
             spent = getattr(exc, "attempts", 1)
@@ -299,7 +297,7 @@ class InsightService:
             settings.groq_backoff_max_seconds,
             settings.groq_backoff_base_seconds * 2 ** (state.attempt_number - 1),
         )
-        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+        delay = random.uniform(ceiling / 2, ceiling)
         if isinstance(exc, TransientLLMError) and exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, settings.groq_retry_after_max_seconds))
         return delay
@@ -408,7 +406,9 @@ class InsightService:
                 return await call()
             except StoreUnavailable as exc:
                 self._metrics.redis_errors.labels(operation=operation).inc()
-                log.warning("redis_unavailable", operation=operation, error=str(exc), retry_in=delay)
+                log.warning(
+                    "redis_unavailable", operation=operation, error=str(exc), retry_in=delay
+                )
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
 

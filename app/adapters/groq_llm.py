@@ -82,27 +82,25 @@ class GroqLLM:
         return redact_secrets(text)[:_MAX_ERROR_CHARS]
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        extra: dict[str, Any] = {}
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.user},
+            ],
+            "max_completion_tokens": request.max_completion_tokens,
+        }
         if request.reasoning_effort and is_reasoning_model(request.model):
-            extra["reasoning_effort"] = request.reasoning_effort
+            params["reasoning_effort"] = request.reasoning_effort
         if request.json_schema is not None and supports_json_schema(request.model):
-            response_format: dict[str, Any] = {
+            params["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "insight", "schema": request.json_schema, "strict": True},
             }
         else:
-            response_format = {"type": "json_object"}
+            params["response_format"] = {"type": "json_object"}
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=request.model,
-                messages=[
-                    {"role": "system", "content": request.system},
-                    {"role": "user", "content": request.user},
-                ],
-                max_completion_tokens=request.max_completion_tokens,
-                response_format=response_format,  # type: ignore[arg-type]
-                **extra,
-            )
+            raw = await self._client.chat.completions.with_raw_response.create(**params)
         except groq.APITimeoutError:
             raise TransientLLMError("timeout", "the model did not answer in time") from None
         except groq.APIConnectionError as exc:
@@ -113,7 +111,7 @@ class GroqLLM:
                 # The model answered, just not in valid JSON: its prose is still an answer.
                 return Completion(text=failed_generation, model=request.model)
             raise self._status_error(exc, message, code) from None
-        completion = raw.parse()
+        completion = await raw.parse()
         choice = completion.choices[0] if completion.choices else None
         text = (choice.message.content or "") if choice else ""
         finish = choice.finish_reason if choice else None

@@ -38,7 +38,7 @@ class GroupHealingRedis(Redis):
 
     on_group_recreated: Callable[[str, str], None] | None = None
 
-    async def xreadgroup(  # type: ignore[override]
+    async def xreadgroup(
         self,
         groupname: str,
         consumername: str,

@@ -84,7 +84,7 @@ class EntryRef:
     entry_id: str
 
 
-Publish = Callable[["Pipeline[bytes] | None"], Awaitable[Any]]
+Publish = Callable[["Pipeline | None"], Awaitable[Any]]
 
 
 class InsightStore(Protocol):

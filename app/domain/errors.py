@@ -18,10 +18,10 @@ the API key: adapters build them from status codes and the provider's error text
 from __future__ import annotations
 
 __all__ = [
-    "StoreUnavailable",
     "InvalidEvent",
     "LLMError",
     "PermanentLLMError",
+    "StoreUnavailable",
     "TransientLLMError",
     "WorkerError",
     "classify_status",

@@ -48,7 +48,7 @@ EventTimestamp = Annotated[
     float | datetime,
     Field(
         description="When the gateway decided: epoch seconds, or an RFC 3339 date-time.",
-        examples=[1764037200.5, "2026-11-25T02:20:00Z"],
+        examples=[1795573200.5, "2026-11-25T02:20:00Z"],
     ),
 ]
 
@@ -74,7 +74,7 @@ class AuditEvent(BaseModel):
                     "tool_name": "shell.exec",
                     "decision": "deny",
                     "severity": "high",
-                    "timestamp": 1764037200.5,
+                    "timestamp": 1795573200.5,
                     "findings": [
                         {
                             "rule": "exfiltration.curl_upload",

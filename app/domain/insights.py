@@ -54,9 +54,7 @@ class Insight(BaseModel):
         description="What happened, in one or two sentences.",
         examples=["The billing agent tried to upload an SSH private key with curl."],
     )
-    risk: Risk = Field(
-        description="The model's assessment of the risk.", examples=["high"]
-    )
+    risk: Risk = Field(description="The model's assessment of the risk.", examples=["high"])
     recommendation: str = Field(
         description="What an analyst should do next.",
         examples=["Rotate the key and review the agent's recent shell commands."],
@@ -74,7 +72,7 @@ class InsightRecord(BaseModel):
     severity: Severity = Field(description="Severity of the event.", examples=["high"])
     decision: str = Field(description="The gateway's decision.", examples=["deny"])
     timestamp: float = Field(
-        description="The event's timestamp, epoch seconds.", examples=[1764037200.5]
+        description="The event's timestamp, epoch seconds.", examples=[1795573200.5]
     )
     model: str = Field(
         description="The model that answered (after any fallback).",
@@ -94,9 +92,7 @@ class InsightRecord(BaseModel):
         False, description="True when the deep model failed and the fast one answered."
     )
     prompt_tokens: int | None = Field(None, description="Tokens of the prompt.", examples=[312])
-    completion_tokens: int | None = Field(
-        None, description="Tokens of the answer.", examples=[96]
-    )
+    completion_tokens: int | None = Field(None, description="Tokens of the answer.", examples=[96])
 
 
 class InsightCreated(BaseModel):
@@ -142,7 +138,7 @@ class DeadLetter(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "entry_id": "1764037200000-0",
+                    "entry_id": "1795573200000-0",
                     "stream": "acp:groq_queue",
                     "fields": {"payload": '{"event_id": "evt-9", "tenant_id": "acme"}'},
                     "payload": '{"event_id": "evt-9", "tenant_id": "acme"}',

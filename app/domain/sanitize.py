@@ -32,8 +32,12 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
         re.DOTALL,
     ),
     re.compile(r"\bgsk_[A-Za-z0-9]{20,}"),  # Groq
-    re.compile(r"\bsk-(?:proj-|ant-|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),  # OpenAI, Anthropic
-    re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),  # AWS key id
+    re.compile(
+        r"\bsk-(?:proj-|ant-|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"
+    ),  # OpenAI, Anthropic
+    re.compile(
+        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"
+    ),  # AWS key id
     re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b"),  # GitHub tokens
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
     re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"),  # GitLab
@@ -65,8 +69,17 @@ _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(
 
 _MIN_ECHO_LENGTH = 8
 _PROMPT_KEYS = frozenset(
-    {"event_id", "tenant_id", "agent_id", "severity", "decision", "timestamp", "agent_name",
-     "tool_name", "findings"}
+    {
+        "event_id",
+        "tenant_id",
+        "agent_id",
+        "severity",
+        "decision",
+        "timestamp",
+        "agent_name",
+        "tool_name",
+        "findings",
+    }
 )
 
 
@@ -103,9 +116,7 @@ def echo_candidates(event: AuditEvent) -> list[str]:
         if key in _PROMPT_KEYS:
             continue
         for text in _strings(value):
-            values.update(
-                part for part in (text, text.strip()) if len(part) >= _MIN_ECHO_LENGTH
-            )
+            values.update(part for part in (text, text.strip()) if len(part) >= _MIN_ECHO_LENGTH)
     return sorted(values, key=len, reverse=True)
 
 

@@ -80,7 +80,9 @@ def entry_parser(max_event_bytes: int) -> Callable[..., Awaitable[Any]]:
             if bDATA_KEY in fields:
                 return await default_parser(raw)
             names = ", ".join(sorted(k.decode("utf-8", "replace") for k in fields)) or "none"
-            problem = f"entry has no 'payload' field and is not a FastStream message (fields: {names})"
+            problem = (
+                f"entry has no 'payload' field and is not a FastStream message (fields: {names})"
+            )
         message = await default_parser({**raw, "data": {}})
         message.raw_message = raw
         message.body = b"" if problem else fields[PAYLOAD_FIELD]
@@ -138,7 +140,7 @@ def entry_ref(message: Any, *, stream: str, group: str) -> EntryRef:
 
 def declare_insights_publisher(router: RedisRouter) -> StreamPublisher:
     """The InsightCreated publisher on ``acp:groq:insights:stream`` (MAXLEN ~ 10,000)."""
-    return router.publisher(  # type: ignore[return-value]
+    return router.publisher(
         stream=StreamSub(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
         title=f"{Keys.INSIGHTS_STREAM}:publish",
         description=_OUTBOUND_DESCRIPTION,

@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine with Python 3.11+:
+#   make run    set up .venv/ and run the worker (LLM_PROVIDER=offline unless GROQ_API_KEY is set)
+#   make test   set up .venv/ and run every test (starts its own redis-server processes)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck check clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@scripts/ensure-redis
+	LLM_PROVIDER=$${LLM_PROVIDER:-$$( [ -n "$$GROQ_API_KEY" ] && echo groq || echo offline )} \
+		$(BIN)/faststream run app:app
+
+test: $(STAMP)
+	@scripts/ensure-redis --binary-only
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy app
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

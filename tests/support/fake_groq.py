@@ -1,0 +1,268 @@
+"""A loopback HTTP server that speaks Groq's chat-completions API, for tests and benchmarks.
+
+The real ``groq`` SDK talks to it over a socket (``base_url=http://127.0.0.1:PORT``), so
+its transport, headers, timeouts and error mapping are exercised for real. It answers
+``POST /openai/v1/chat/completions`` (Groq) and ``POST /v1/chat/completions`` (OpenAI-
+compatible servers) with a JSON insight built from the prompt, after ``latency`` seconds.
+
+Behaviour is scripted: ``script`` is a queue of actions consumed one per request
+(``{"status": 500}``, ``{"status": 429, "retry_after": 2}``, ``{"delay": 30}``,
+``{"content": "prose"}``, ``{"status": 400, "code": "json_validate_failed",
+"failed_generation": "..."}``); ``models`` maps a model name to a standing action for every
+request to it (``{"openai/gpt-oss-120b": {"status": 404, "code": "model_not_found"}}``).
+Every request is logged (model, messages, time), and the server tracks the most requests
+it ever had in flight at once.
+
+Run it on its own (fault tests, benchmarks): ``python -m tests.support.fake_groq --port N
+[--latency S]``; ``GET /_control/stats`` returns the counters, ``POST /_control/script``
+appends actions, ``POST /_control/reset`` clears them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["FakeGroq"]
+
+API_KEY = "gsk_TESTfake0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    by_model: dict[str, int] = field(default_factory=dict)
+
+
+class FakeGroq:
+    """The fake server. ``await start()`` in a running loop; ``await stop()`` to end it."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        api_key: str = API_KEY,
+        record: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self.api_key = api_key
+        self.record = record
+        self.script: deque[dict[str, Any]] = deque()
+        self.models: dict[str, dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.stats = _Stats()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> FakeGroq:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/openai/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/_control/stats", self._stats)
+        app.router.add_post("/_control/script", self._add_script)
+        app.router.add_post("/_control/reset", self._reset)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- what tests read ------------------------------------------------------------
+
+    def prompts(self) -> list[str]:
+        """Every message text the server received, for allow-list assertions."""
+        return [m.get("content", "") for r in self.requests for m in r["messages"]]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.stats.requests,
+            "in_flight": self.stats.in_flight,
+            "max_in_flight": self.stats.max_in_flight,
+            "statuses": {str(k): v for k, v in self.stats.statuses.items()},
+            "by_model": dict(self.stats.by_model),
+        }
+
+    # -- handlers -------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            stats.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = str(body.get("model", ""))
+        self.stats.by_model[model] = self.stats.by_model.get(model, 0) + 1
+        if self.record:
+            self.requests.append(
+                {
+                    "model": model,
+                    "messages": body.get("messages", []),
+                    "body": body,
+                    "at": time.monotonic(),
+                    "authorization": request.headers.get("Authorization", ""),
+                }
+            )
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Invalid API Key", "invalid_api_key")
+        action = self.models.get(model) or (self.script.popleft() if self.script else {})
+        delay = float(action.get("delay", self.latency))
+        if delay:
+            await asyncio.sleep(delay)
+        status = int(action.get("status", 200))
+        if status != 200:
+            return self._error(
+                status,
+                action.get("message", f"scripted error {status}"),
+                action.get("code"),
+                retry_after=action.get("retry_after"),
+                failed_generation=action.get("failed_generation"),
+            )
+        content = action.get("content")
+        if content is None:
+            content = json.dumps(_insight_for(body.get("messages", [])))
+        self._count(200)
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{self.stats.requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": action.get("finish_reason", "stop"),
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 120,
+                    "completion_tokens": 40,
+                    "total_tokens": 160,
+                    "queue_time": 0.001,
+                    "prompt_time": 0.002,
+                    "completion_time": 0.01,
+                    "total_time": 0.013,
+                },
+                "x_groq": {"id": f"req_{self.stats.requests}"},
+            },
+            headers={
+                "x-ratelimit-limit-requests": "14400",
+                "x-ratelimit-limit-tokens": "250000",
+                "x-ratelimit-remaining-requests": "14399",
+                "x-ratelimit-remaining-tokens": "249840",
+                "x-ratelimit-reset-requests": "6s",
+                "x-ratelimit-reset-tokens": "38ms",
+            },
+        )
+
+    def _count(self, status: int) -> None:
+        self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
+
+    def _error(
+        self,
+        status: int,
+        message: str,
+        code: str | None,
+        *,
+        retry_after: float | None = None,
+        failed_generation: str | None = None,
+    ) -> web.Response:
+        self._count(status)
+        error: dict[str, Any] = {"message": message, "type": "invalid_request_error"}
+        if code:
+            error["code"] = code
+        if failed_generation:
+            error["failed_generation"] = failed_generation
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _add_script(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        if "script" in payload:
+            self.script.extend(payload["script"])
+        if "models" in payload:
+            self.models.update(payload["models"])
+        if "latency" in payload:
+            self.latency = float(payload["latency"])
+        return web.json_response({"queued": len(self.script)})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.script.clear()
+        self.models.clear()
+        self.requests.clear()
+        self.stats = _Stats()
+        return web.json_response({"ok": True})
+
+
+def _insight_for(messages: list[dict[str, Any]]) -> dict[str, str]:
+    user = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
+    facts: dict[str, Any] = {}
+    start, end = user.find("{"), user.rfind("}")
+    if 0 <= start < end:
+        try:
+            facts = json.loads(user[start : end + 1])
+        except ValueError:
+            facts = {}
+    return {
+        "summary": f"{facts.get('agent_name', 'An agent')} used {facts.get('tool_name')}; "
+        f"decision {facts.get('decision')}.",
+        "risk": str(facts.get("severity", "medium")),
+        "recommendation": "Review the call.",
+    }
+
+
+async def _serve(port: int, latency: float) -> None:
+    fake = FakeGroq(port=port, latency=latency, record=False)
+    await fake.start()
+    print(f"fake-groq listening on {fake.base_url}", flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port, args.latency))
+
+
+if __name__ == "__main__":
+    main()
