@@ -1,0 +1,114 @@
+"""Settings: the contract's defaults, and a bad value named at start."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.domain.events import Severity
+from app.settings import LLMProvider, Settings, SettingsError, load_settings
+
+KEY = "gsk_THISisAsecretKEY0123456789abcdefghij"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in (
+        "REDIS_URL",
+        "GROQ_API_KEY",
+        "WORKER_ID",
+        "WORKER_CONCURRENCY",
+        "LLM_PROVIDER",
+        "DEEP_SEVERITIES",
+        "METRICS_PORT",
+        "LOG_LEVEL",
+        "GROQ_MODEL_FAST",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_the_contracts():
+    """Every contract default holds when nothing is set."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert str(settings.redis_url) == "redis://localhost:6379/0"
+    assert settings.insight_stream == "acp:groq_queue"
+    assert settings.insight_group == "acp_insights_consumer_group"
+    assert settings.groq_model_fast == "openai/gpt-oss-20b"
+    assert settings.groq_model_deep == "openai/gpt-oss-120b"
+    assert settings.deep_severities == {Severity.HIGH, Severity.CRITICAL}
+    assert settings.insight_budget_per_hour_per_tenant == 1000
+    assert settings.worker_concurrency == 32
+    assert settings.claim_idle_seconds == 60
+    assert settings.max_deliveries == 5
+    assert settings.groq_max_attempts == 3
+    assert settings.max_event_bytes == 262_144
+    assert settings.max_output_chars == 4000
+    assert settings.metrics_port == 9102
+    assert settings.llm_provider is LLMProvider.GROQ
+
+
+def test_worker_id_defaults_to_host_and_pid():
+    """The consumer name is unique per process: <hostname>-<pid>."""
+    import os
+
+    assert Settings().worker_id.endswith(f"-{os.getpid()}")
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    """Environment names are the contract's; lists are comma-separated."""
+    monkeypatch.setenv("WORKER_CONCURRENCY", "64")
+    monkeypatch.setenv("DEEP_SEVERITIES", "critical")
+    monkeypatch.setenv("LLM_PROVIDER", "offline")
+    settings = load_settings()
+    assert settings.worker_concurrency == 64
+    assert settings.deep_severities == {Severity.CRITICAL}
+    assert settings.llm_provider is LLMProvider.OFFLINE
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WORKER_CONCURRENCY", "0"),
+        ("WORKER_CONCURRENCY", "many"),
+        ("DEEP_SEVERITIES", "high,severe"),
+        ("REDIS_URL", "http://localhost:6379"),
+        ("LLM_PROVIDER", "openai"),
+        ("METRICS_PORT", "70000"),
+        ("LOG_LEVEL", "LOUD"),
+        ("WORKER_ID", "has space"),
+        ("GROQ_MODEL_FAST", ""),
+    ],
+)
+def test_a_bad_setting_is_refused_by_name(monkeypatch, name, value):
+    """A bad value stops the worker with a message naming the setting."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert name in str(info.value)
+
+
+def test_the_api_key_never_appears_in_a_settings_error(monkeypatch):
+    """Even when another setting is bad, the key's value is not in the message."""
+    monkeypatch.setenv("GROQ_API_KEY", KEY)
+    monkeypatch.setenv("WORKER_CONCURRENCY", KEY)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value.__cause__)
+
+
+def test_the_api_key_is_a_secret(monkeypatch):
+    """repr and str of the settings never show the key."""
+    monkeypatch.setenv("GROQ_API_KEY", KEY)
+    settings = load_settings()
+    assert KEY not in repr(settings)
+    assert KEY not in str(settings.model_dump())
+    assert settings.groq_api_key is not None
+    assert settings.groq_api_key.get_secret_value() == KEY
+
+
+def test_groq_without_a_key_refuses_to_start():
+    """LLM_PROVIDER=groq with no GROQ_API_KEY is refused, naming the setting."""
+    from app.bootstrap import build_llm
+
+    with pytest.raises(SettingsError, match="GROQ_API_KEY"):
+        build_llm(Settings(_env_file=None))  # type: ignore[call-arg]
