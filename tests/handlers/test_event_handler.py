@@ -63,6 +63,7 @@ async def test_a_valid_event_is_enriched_written_published_and_acked(wired):
 async def test_an_invalid_event_is_dead_lettered_without_a_model_call(wired):
     """A schema violation never reaches the handler body: it becomes a dead letter."""
     worker, store, llm, created = wired
+    assert created == []
     async with TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(severity="apocalyptic"), stream=STREAM)
     letters = store.letters()
@@ -81,6 +82,7 @@ async def test_a_json_array_is_dead_lettered_as_not_an_object(wired):
     worker, store, llm, _ = wired
     async with TestRedisBroker(worker.broker) as broker:
         await broker.publish([1, 2, 3], stream=STREAM)
+    assert llm.requests == []
     assert store.letters()[0]["reason"] == "invalid"
     assert "not an object" in store.letters()[0]["error"]
 
