@@ -72,6 +72,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "acp_groq_breaker_state",
+            "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "acp_groq_events_in_flight", "Events being processed by this process.", registry=r
         )

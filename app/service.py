@@ -9,6 +9,7 @@ in ``acp_groq_events_consumed_total{result}`` and told in one canonical log line
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +21,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from app.adapters.redis_store import Admission, EntryRef, InsightStore, Keys
+from app.domain.breaker import BreakerState, CircuitBreaker
 from app.domain.errors import (
     InvalidEvent,
     LLMError,
@@ -83,6 +85,14 @@ class _Answer:
     fallback: bool
 
 
+class Postponed(Exception):
+    """The event was not started (the worker is stopping): its entry stays pending."""
+
+
+class _ProbeFailed(Exception):
+    """This event's call was the breaker's probe and the model is still down."""
+
+
 @dataclass(slots=True)
 class _Report:
     """What the canonical log line of an event says."""
@@ -103,10 +113,14 @@ class InsightService:
         store: InsightStore,
         metrics: Metrics,
         publish_created: PublishCreated,
+        breaker: CircuitBreaker | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self.breaker = breaker
+        self.in_flight: set[str] = set()
+        self.stopping = asyncio.Event()
         self.llm = llm
         self._store = store
         self._metrics = metrics
@@ -118,23 +132,58 @@ class InsightService:
 
     async def process(
         self, event: AuditEvent, entry: EntryRef, fields: Mapping[Any, Any]
-    ) -> Outcome:
+    ) -> Outcome | None:
         """Enrich a valid event, or end it as a duplicate, rate-limited or dead letter.
 
         ``fields`` are the entry's fields as received, kept in a dead letter for replay.
+        Returns None when the worker stopped before the event could start (still pending).
         """
         started = self._clock()
         self._metrics.in_flight.inc()
+        self.in_flight.add(entry.entry_id)
         structlog.contextvars.bind_contextvars(
             event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
         )
         try:
             report = await self._process(event, entry, fields, started)
             self._finish(report, agent_id=event.agent_id)
+            return report.outcome
+        except Postponed:
+            log.info("event_postponed", reason="worker stopping; the entry stays pending")
+            return None
         finally:
             self._metrics.in_flight.dec()
+            self.in_flight.discard(entry.entry_id)
             structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
-        return report.outcome
+
+    async def give_up(
+        self, entry: EntryRef, fields: Mapping[Any, Any], *, deliveries: int
+    ) -> Outcome:
+        """Dead-letter an entry delivered more than MAX_DELIVERIES times (a poison entry)."""
+        started = self._clock()
+        error = (
+            f"delivered {deliveries} times (MAX_DELIVERIES={self._settings.max_deliveries}): "
+            "it kept crashing or timing out its workers"
+        )
+        payload = fields.get(b"payload", fields.get("payload"))
+        letter = DeadLetter(
+            entry_id=entry.entry_id,
+            stream=entry.stream,
+            fields=decode_fields(fields),
+            payload=_text_or_none(payload if isinstance(payload, bytes) else None),
+            reason=DeadLetterReason.MAX_DELIVERIES,
+            error=error,
+            attempts=0,
+            failed_at=utc_now(),
+            deliveries=deliveries,
+        )
+        await self._dead_letter(entry, letter)
+        self._finish(
+            _Report(Outcome.DEAD_LETTERED, started, {"reason": "max_deliveries"}),
+            entry_id=entry.entry_id,
+            deliveries=deliveries,
+        )
+        return Outcome.DEAD_LETTERED
 
     async def reject(
         self,
@@ -178,6 +227,7 @@ class InsightService:
                 event_id=event.event_id,
                 tenant_id=event.tenant_id,
                 budget=self._settings.insight_budget_per_hour_per_tenant,
+                entry=entry,
             ),
         )
         if admission is Admission.DUPLICATE:
@@ -199,7 +249,13 @@ class InsightService:
             deep=self._settings.groq_model_deep,
         )
         try:
-            answer = await self._ask(event, model)
+            while True:
+                probe = await self._wait_for_breaker()
+                try:
+                    answer = await self._ask(event, model, probe=probe)
+                    break
+                except _ProbeFailed:
+                    continue  # the event waits for the next probe; its attempts are not spent
         except LLMError as exc:
             reason = "llm_exhausted" if exc.transient else "llm_permanent"
             attempts = getattr(exc, "attempts", 1)
@@ -225,18 +281,30 @@ class InsightService:
             },
         )
 
-    async def _ask(self, event: AuditEvent, model: str) -> _Answer:
-        """The model's answer, with retries, and one try on the fast model if deep fails."""
+    async def _ask(self, event: AuditEvent, model: str, *, probe: bool = False) -> _Answer:
+        """The model's answer, with retries, and one try on the fast model if deep fails.
+
+        A breaker probe makes a single attempt: if the model is still down, the event goes
+        back to waiting for the breaker instead of spending its attempts on the outage.
+        """
         system, user = build_insight_prompt(event)
+        fast = self._settings.groq_model_fast
+        total = self._settings.groq_max_attempts
+        # GROQ_MAX_ATTEMPTS counts every attempt of the event: the deep model leaves the
+        # last one to the fallback on the fast model.
+        first = 1 if probe else (total - 1 if model != fast and total > 1 else total)
         try:
-            completion, attempts = await self._complete_with_retries(model, system, user)
+            completion, attempts = await self._complete_with_retries(
+                model, system, user, attempts=first
+            )
             return _Answer(completion, completion.model or model, attempts, fallback=False)
         except LLMError as exc:
-            fast = self._settings.groq_model_fast
+            if probe and exc.transient:
+                raise _ProbeFailed from None
             model_failed = exc.transient or (isinstance(exc, PermanentLLMError) and exc.model_error)
-            if model == fast or not model_failed:
-                raise
             spent = getattr(exc, "attempts", 1)
+            if model == fast or not model_failed or spent >= total:
+                raise
             self._metrics.fallbacks.inc()
             log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
         try:
@@ -279,15 +347,74 @@ class InsightService:
     async def _attempt(self, request: CompletionRequest) -> Completion:
         began = self._clock()
         try:
-            return await self.llm.complete(request)
+            completion = await self.llm.complete(request)
         except LLMError as exc:
             self._metrics.api_errors.labels(error_type=exc.kind).inc()
+            if exc.transient or (isinstance(exc, PermanentLLMError) and exc.configuration):
+                self._breaker_failure(exc)
+            elif self.breaker is not None:
+                self.breaker.release_probe()
             if isinstance(exc, PermanentLLMError) and exc.configuration:
                 self._metrics.config_alarms.labels(kind=exc.kind).inc()
                 log.error("llm_configuration_error", model=request.model, error=str(exc))
             raise
+        except BaseException:
+            if self.breaker is not None:
+                self.breaker.release_probe()
+            raise
         finally:
             self._metrics.llm_latency.labels(model=request.model).observe(self._clock() - began)
+        if self.breaker is not None:
+            if self.breaker.state(self._clock()) is not BreakerState.CLOSED:
+                log.info("breaker_closed", model=request.model)
+            self.breaker.record_success()
+            self._metrics.breaker_state.set(BreakerState.CLOSED)
+        return completion
+
+    # -- the circuit breaker -------------------------------------------------------------
+
+    def breaker_open(self) -> bool:
+        """True while the breaker keeps new events away from the model (readiness)."""
+        if self.breaker is None:
+            return False
+        state = self.breaker.state(self._clock())
+        self._metrics.breaker_state.set(state)
+        return state is not BreakerState.CLOSED
+
+    def _breaker_failure(self, exc: LLMError) -> None:
+        if self.breaker is None:
+            return
+        if self.breaker.record_failure(self._clock()):
+            self._metrics.breaker_state.set(BreakerState.OPEN)
+            log.error(
+                "breaker_opened",
+                error=str(exc),
+                cooldown_seconds=self.breaker.cooldown,
+                note="new events wait in the stream until a probe succeeds",
+            )
+
+    async def _wait_for_breaker(self) -> bool:
+        """Hold a new event while the breaker is open; one probe goes when it half-opens.
+
+        Returns True when this event's call is the probe.
+        """
+        breaker = self.breaker
+        if breaker is None:
+            if self.stopping.is_set():
+                raise Postponed
+            return False
+        while True:
+            if self.stopping.is_set():
+                raise Postponed
+            now = self._clock()
+            state = breaker.state(now)
+            if breaker.try_acquire(now):
+                self._metrics.breaker_state.set(state)
+                return state is BreakerState.HALF_OPEN
+            self._metrics.breaker_state.set(breaker.state(now))
+            wait = min(max(breaker.retry_in(now), 0.05), 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), wait)
 
     def _backoff(self, state: RetryCallState) -> float:
         """Exponential backoff with full jitter; a server's retry-after wins (capped)."""

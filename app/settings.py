@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     insight_group: str = Field("acp_insights_consumer_group", description="Consumer group.")
     worker_id: str = Field(
         default_factory=_default_worker_id,
-        description="Consumer name in the group; unique per process (default host-pid).",
+        description="Consumer name in the group; unique per process (default host-pid); "
+        "'{pid}' in it is replaced by the process id.",
     )
     worker_concurrency: int = Field(32, ge=1, le=4096, description="Events in flight.")
     read_batch_size: int = Field(
@@ -114,6 +115,12 @@ class Settings(BaseSettings):
         "low", description="reasoning_effort for reasoning models; empty to omit."
     )
     max_output_chars: int = Field(4000, ge=64, le=1_000_000)
+    breaker_failure_threshold: int = Field(
+        5, ge=1, le=10_000, description="Failed model calls in a row that open the breaker."
+    )
+    breaker_cooldown_seconds: float = Field(
+        15.0, gt=0, le=3600, description="How long the breaker stays open before a probe."
+    )
 
     # -- Operations --------------------------------------------------------------------
     metrics_port: int = Field(9102, ge=0, le=65_535, description="0 disables the HTTP server.")
@@ -140,6 +147,9 @@ class Settings(BaseSettings):
     @field_validator("worker_id")
     @classmethod
     def _consumer_name(cls, value: str) -> str:
+        # "{pid}" keeps names unique when one WORKER_ID is shared by the processes of
+        # `faststream run --workers N` (e.g. WORKER_ID=$(POD_NAME)-{pid}).
+        value = value.replace("{pid}", str(os.getpid()))
         if not _CONSUMER_NAME.match(value):
             raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
         return value

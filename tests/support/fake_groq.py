@@ -79,6 +79,7 @@ class FakeGroq:
         app.router.add_post("/openai/v1/chat/completions", self._chat)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/_control/stats", self._stats)
+        app.router.add_get("/_control/agents", self._agents)
         app.router.add_post("/_control/script", self._add_script)
         app.router.add_post("/_control/reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -213,6 +214,10 @@ class FakeGroq:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
 
+    async def _agents(self, request: web.Request) -> web.Response:
+        """The agent_name of every recorded request, in order (tests name one per event)."""
+        return web.json_response([_facts(r["messages"]).get("agent_name") for r in self.requests])
+
     async def _add_script(self, request: web.Request) -> web.Response:
         payload = await request.json()
         if "script" in payload:
@@ -231,15 +236,21 @@ class FakeGroq:
         return web.json_response({"ok": True})
 
 
-def _insight_for(messages: list[dict[str, Any]]) -> dict[str, str]:
+def _facts(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The facts JSON object of the user message of a request (empty if none)."""
     user = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
-    facts: dict[str, Any] = {}
     start, end = user.find("{"), user.rfind("}")
     if 0 <= start < end:
         try:
             facts = json.loads(user[start : end + 1])
         except ValueError:
-            facts = {}
+            return {}
+        return facts if isinstance(facts, dict) else {}
+    return {}
+
+
+def _insight_for(messages: list[dict[str, Any]]) -> dict[str, str]:
+    facts = _facts(messages)
     return {
         "summary": f"{facts.get('agent_name', 'An agent')} used {facts.get('tool_name')}; "
         f"decision {facts.get('decision')}.",
@@ -248,8 +259,8 @@ def _insight_for(messages: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
-async def _serve(port: int, latency: float) -> None:
-    fake = FakeGroq(port=port, latency=latency, record=False)
+async def _serve(port: int, latency: float, record: bool) -> None:
+    fake = FakeGroq(port=port, latency=latency, record=record)
     await fake.start()
     print(f"fake-groq listening on {fake.base_url}", flush=True)
     await asyncio.Event().wait()
@@ -259,9 +270,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--record", action="store_true", help="keep every request (memory)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.latency))
+        asyncio.run(_serve(args.port, args.latency, args.record))
 
 
 if __name__ == "__main__":

@@ -112,3 +112,11 @@ def test_groq_without_a_key_refuses_to_start():
 
     with pytest.raises(SettingsError, match="GROQ_API_KEY"):
         build_llm(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+def test_a_pid_placeholder_in_worker_id_makes_names_unique_per_process(monkeypatch):
+    """WORKER_ID=pod-7-{pid} becomes pod-7-<pid>, one name per process of --workers N."""
+    import os
+
+    monkeypatch.setenv("WORKER_ID", "pod-7-{pid}")
+    assert load_settings().worker_id == f"pod-7-{os.getpid()}"

@@ -1,0 +1,211 @@
+"""Where pending entries re-enter: this process's own after a restart, and dead consumers'.
+
+FastStream reads only new entries (``>``): an entry left pending by a crash, a kill or a
+handler that raised would stay pending forever. ``PendingRecovery`` runs beside the
+subscriber and feeds such entries into the same subscriber (same parser, validation,
+concurrency limit and ack path):
+
+* at start, the entries still pending on this consumer's own name (a restart under the
+  same ``WORKER_ID``);
+* every few seconds, entries pending on any consumer for longer than
+  ``CLAIM_IDLE_SECONDS`` (XAUTOCLAIM), while the subscriber keeps reading new ones;
+* the entries this process is working on are kept fresh (XCLAIM ... JUSTID resets their
+  idle time without counting a delivery), so a slow model call is never claimed away;
+* an entry delivered more than ``MAX_DELIVERIES`` times is dead-lettered
+  (``max_deliveries``) instead of circling forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.adapters.redis_client import ensure_group
+from app.adapters.redis_store import EntryRef
+from app.service import InsightService
+from app.settings import Settings
+
+__all__ = ["PendingRecovery"]
+
+log = structlog.get_logger("acp.groq_worker.recovery")
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class _Subscriber(Protocol):
+    async def consume_one(self, msg: Any) -> None: ...
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PendingRecovery:
+    """The claim loop of one worker process."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        subscriber: _Subscriber,
+        service: InsightService,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._subscriber = subscriber
+        self._service = service
+        self._stream = settings.insight_stream
+        self._group = settings.insight_group
+        self._me = settings.worker_id
+        self._idle_ms = int(settings.claim_idle_seconds * 1000)
+        self._interval = max(0.2, min(settings.claim_idle_seconds / 3, 10.0))
+        self._cursor = "0-0"
+        self._stopping = asyncio.Event()
+        self._own_pending: list[Any] = []
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def prepare(self) -> None:
+        """Before the subscriber reads anything: note what is pending on our own name.
+
+        Taken before the first XREADGROUP, so an entry the subscriber reads after start
+        is never mistaken for a left-over and processed twice.
+        """
+        await self._until_redis(self._note_own_pending)
+
+    async def run(self) -> None:
+        """Recover own pending entries, then claim idle ones until stopped."""
+        await self._until_redis(self.recover_own)
+        while not self._stopping.is_set():
+            await self._until_redis(self.heartbeat)
+            await self._until_redis(self.claim_idle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+    async def _until_redis(self, step: Any) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await step()
+                return
+            except _REDIS_DOWN as exc:
+                log.warning("recovery_redis_unavailable", error=str(exc), retry_in=delay)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                await ensure_group(self._redis, self._stream, self._group)
+                log.warning("consumer_group_recreated", stream=self._stream, group=self._group)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, 10.0)
+
+    # -- the three steps -------------------------------------------------------------
+
+    async def _note_own_pending(self) -> None:
+        noted: list[Any] = []
+        start = "-"
+        while True:
+            pending = await self._redis.xpending_range(
+                self._stream, self._group, min=start, max="+", count=1000, consumername=self._me
+            )
+            if not pending:
+                break
+            noted.extend(item["message_id"] for item in pending)
+            start = "(" + _text(noted[-1])
+        self._own_pending = noted
+
+    async def recover_own(self) -> int:
+        """Process the entries that were pending on this consumer's name at start."""
+        batch = self._settings.read_count
+        recovered = 0
+        while self._own_pending and not self._stopping.is_set():
+            ids = self._own_pending[:batch]
+            claimed = await self._redis.xclaim(
+                self._stream, self._group, self._me, min_idle_time=0, message_ids=ids
+            )
+            del self._own_pending[:batch]
+            await self._feed(claimed)
+            recovered += len(ids)
+        if recovered:
+            log.info("own_pending_recovered", consumer=self._me, entries=recovered)
+        return recovered
+
+    async def heartbeat(self) -> None:
+        """Reset the idle time of entries in flight here, so no one claims them away."""
+        in_flight: list[Any] = list(self._service.in_flight)
+        for chunk in range(0, len(in_flight), 500):
+            await self._redis.xclaim(
+                self._stream,
+                self._group,
+                self._me,
+                min_idle_time=int(self._interval * 1000),
+                message_ids=in_flight[chunk : chunk + 500],
+                justid=True,
+            )
+
+    async def claim_idle(self) -> int:
+        """Claim entries idle longer than CLAIM_IDLE_SECONDS on any consumer; returns count."""
+        result = await self._redis.xautoclaim(
+            self._stream,
+            self._group,
+            self._me,
+            min_idle_time=self._idle_ms,
+            start_id=self._cursor,
+            count=self._settings.worker_concurrency,
+        )
+        next_cursor, claimed = result[0], result[1]
+        self._cursor = _text(next_cursor)
+        if claimed:
+            log.info("idle_entries_claimed", entries=len(claimed), min_idle_ms=self._idle_ms)
+            await self._feed(claimed)
+        return len(claimed)
+
+    # -- feeding the subscriber ------------------------------------------------------
+
+    async def _deliveries(self, ids: Sequence[bytes | str]) -> dict[str, int]:
+        pending = await self._redis.xpending_range(
+            self._stream,
+            self._group,
+            min=_text(ids[0]),
+            max=_text(ids[-1]),
+            count=len(ids) + 100,
+            consumername=self._me,
+        )
+        return {
+            _text(item["message_id"]): int(item["times_delivered"])  # type: ignore[arg-type]
+            for item in pending
+        }
+
+    async def _feed(self, entries: Sequence[Any]) -> None:
+        entries = [entry for entry in entries if entry and entry[1] is not None]
+        if not entries:
+            return
+        deliveries = await self._deliveries([entry[0] for entry in entries])
+        limit = self._settings.max_deliveries
+        for entry_id, fields in entries:
+            entry_text = _text(entry_id)
+            times = deliveries.get(entry_text, 0)
+            if times > limit:
+                await self._service.give_up(
+                    EntryRef(self._stream, self._group, entry_text), fields, deliveries=times
+                )
+                continue
+            await self._subscriber.consume_one(
+                {
+                    "type": "stream",
+                    "channel": self._stream,
+                    "message_ids": [entry_id if isinstance(entry_id, bytes) else entry_id.encode()],
+                    "data": fields,
+                }
+            )

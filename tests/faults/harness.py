@@ -1,0 +1,217 @@
+"""Real processes for fault tests: the worker as a user runs it, a fake Groq, checks from outside.
+
+Everything here is bounded: every wait has a deadline, every process is killed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis as sync_redis
+
+from tests.support.fake_groq import API_KEY
+from tests.support.redis_server import free_port
+
+__all__ = ["FakeGroqProcess", "WorkerProcess", "events", "outcomes", "wait_until"]
+
+ROOT = Path(__file__).resolve().parents[2]
+STREAM = "acp:groq_queue"
+GROUP = "acp_insights_consumer_group"
+
+
+def wait_until(predicate: Any, *, within: float, step: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+class FakeGroqProcess:
+    """``python -m tests.support.fake_groq`` on a fixed port: can be stopped and restarted."""
+
+    def __init__(self, *, latency: float = 0.0) -> None:
+        self.port = free_port()
+        self.latency = latency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeGroqProcess:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.fake_groq",
+                "--port",
+                str(self.port),
+                "--latency",
+                str(self.latency),
+                "--record",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, within=15, what="the fake Groq to listen")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            self.stats()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.base_url}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/_control/stats")  # type: ignore[no-any-return]
+
+    def agents_requested(self) -> list[str]:
+        """The agent_name of every request received, in order (events are told apart by it)."""
+        return self._get("/_control/agents")  # type: ignore[no-any-return]
+
+    def script(self, **payload: Any) -> None:
+        request = urllib.request.Request(
+            f"{self.base_url}/_control/script",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+
+class WorkerProcess:
+    """``faststream run app:app`` in a subprocess, its output in a log file."""
+
+    def __init__(self, redis_url: str, groq_url: str, *, worker_id: str, **env: Any) -> None:
+        self.log_path = Path(tempfile.mkstemp(prefix=f"worker-{worker_id}-", suffix=".log")[1])
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "REDIS_URL": redis_url,
+            "GROQ_BASE_URL": groq_url,
+            "GROQ_API_KEY": API_KEY,
+            "LLM_PROVIDER": "groq",
+            "WORKER_ID": worker_id,
+            "METRICS_PORT": "0",
+            "LOG_FORMAT": "json",
+            "GROQ_BACKOFF_BASE_SECONDS": "0.05",
+            "GROQ_BACKOFF_MAX_SECONDS": "0.5",
+            "READ_BLOCK_MS": "200",
+            **{key.upper(): str(value) for key, value in env.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "faststream"), "run", "app:app"]
+            if (ROOT / ".venv" / "bin" / "faststream").exists()
+            else [sys.executable, "-m", "faststream", "run", "app:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            lambda: "consumer_group_ready" in self.log() or self.process.poll() is not None,  # type: ignore[union-attr]
+            within=30,
+            what="the worker to start",
+        )
+        assert self.process.poll() is None, f"worker exited at start:\n{self.log()[-3000:]}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, in-flight work is simply gone."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, *, within: float = 60) -> int:
+        """SIGTERM and wait for the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=within)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def events(
+    client: sync_redis.Redis, count: int, *, start: int = 0, prefix: str = "evt"
+) -> list[str]:
+    """XADD ``count`` valid events in the gateway's wire format; returns their event ids."""
+    ids = []
+    pipe = client.pipeline(transaction=False)
+    for n in range(start, start + count):
+        event_id = f"{prefix}-{n}"
+        ids.append(event_id)
+        pipe.xadd(
+            STREAM,
+            {
+                "payload": json.dumps(
+                    {
+                        "event_id": event_id,
+                        "tenant_id": "acme",
+                        "agent_id": "agent-a",
+                        "agent_name": event_id,  # the fake Groq logs it: one name per event
+                        "tool_name": "shell.exec",
+                        "decision": "deny",
+                        "severity": "low",
+                        "timestamp": 1_795_573_200 + n,
+                    }
+                )
+            },
+        )
+    pipe.execute()
+    return ids
+
+
+def outcomes(client: sync_redis.Redis, event_ids: list[str]) -> dict[str, Any]:
+    """What became of each event, read from Redis only."""
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.exists(f"acp:groq:insight:{event_id}")
+    insights = {
+        event_id for event_id, exists in zip(event_ids, pipe.execute(), strict=True) if exists
+    }
+    letters = [json.loads(x) for x in client.lrange("acp:groq:dlq", 0, -1)]
+    try:
+        pending = client.xpending(STREAM, GROUP)["pending"]
+    except sync_redis.ResponseError:  # no group (yet)
+        pending = None
+    return {
+        "insights": insights,
+        "dead": [letter.get("event_id") for letter in letters],
+        "pending": pending,
+        "letters": letters,
+    }
