@@ -67,6 +67,11 @@ class Keys:
         """Which tenant an event id belongs to (internal; lives as long as the insight)."""
         return f"acp:groq:owner:{event_id}"
 
+    @staticmethod
+    def lease(event_id: str) -> str:
+        """The stream entry enriching an event right now (internal; see ``_ADMIT``)."""
+        return f"acp:groq:lease:{event_id}"
+
 
 class Admission(StrEnum):
     ADMITTED = "admitted"
@@ -90,7 +95,9 @@ Publish = Callable[["Pipeline | None"], Awaitable[Any]]
 class InsightStore(Protocol):
     """What the service needs from the insight store (a fake implements it for tests)."""
 
-    async def admit(self, *, event_id: str, tenant_id: str, budget: int) -> Admission: ...
+    async def admit(
+        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+    ) -> Admission: ...
 
     async def write_insight(
         self,
@@ -109,10 +116,18 @@ class InsightStore(Protocol):
     async def ack(self, entry: EntryRef) -> None: ...
 
 
-# Admission in one atomic step: ownership of the event id, an existing insight, the
-# tenant's hourly budget. The owner key makes "never overwrite another tenant's insight"
-# hold even for two deliveries in flight at once; the budget counter gets its TTL in the
-# same script that creates it, so no crash can leave a counter that never expires.
+# Admission in one atomic step: ownership of the event id, an existing insight, another
+# entry of the same event in flight, the tenant's hourly budget. The owner key makes "never
+# overwrite another tenant's insight" hold even for two deliveries in flight at once; the
+# budget counter gets its TTL in the same script that creates it, so no crash can leave a
+# counter that never expires.
+#
+# The lease names the stream entry that is enriching the event. Another entry of the same
+# event (the gateway wrote it twice, both read at once) is a duplicate while the lease
+# holder is still pending in the group: the holder's own outcome stands for the event, and
+# if its worker dies the holder is claimed again (same entry, so it takes the lease over).
+# Once the holder is acked (enriched or dead-lettered) its lease is stale and ignored, so a
+# replayed dead letter is admitted.
 _ADMIT = """
 local owner = redis.call('GET', KEYS[2])
 if owner then
@@ -128,12 +143,20 @@ else
     return 'conflict'
   end
 end
+if ARGV[5] ~= '' then
+  local holder = redis.call('GET', KEYS[4])
+  if holder and holder ~= ARGV[5] then
+    local held = redis.pcall('XPENDING', KEYS[5], ARGV[6], holder, holder, 1)
+    if type(held) == 'table' and held.err == nil and #held > 0 then return 'duplicate' end
+  end
+end
 local used = redis.call('INCR', KEYS[3])
 if used == 1 or redis.call('TTL', KEYS[3]) < 0 then
   redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
 if used > tonumber(ARGV[2]) then return 'rate_limited' end
 if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3]) end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[4]) end
 return 'admitted'
 """
 
@@ -169,11 +192,27 @@ class RedisInsightStore:
         self._redis = redis
         self._admit = redis.register_script(_ADMIT)
 
-    async def admit(self, *, event_id: str, tenant_id: str, budget: int) -> Admission:
+    async def admit(
+        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+    ) -> Admission:
+        """The verdict on one delivery; ``entry`` (the delivered entry) enables the lease."""
         async with unavailable_as_domain_error("admit"):
             verdict = await self._admit(
-                keys=[Keys.insight(event_id), Keys.owner(event_id), Keys.rate_limit(tenant_id)],
-                args=[tenant_id, budget, INSIGHT_TTL_SECONDS, BUDGET_WINDOW_SECONDS],
+                keys=[
+                    Keys.insight(event_id),
+                    Keys.owner(event_id),
+                    Keys.rate_limit(tenant_id),
+                    Keys.lease(event_id),
+                    entry.stream if entry else "",
+                ],
+                args=[
+                    tenant_id,
+                    budget,
+                    INSIGHT_TTL_SECONDS,
+                    BUDGET_WINDOW_SECONDS,
+                    entry.entry_id if entry else "",
+                    entry.group if entry else "",
+                ],
             )
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
 
@@ -195,6 +234,7 @@ class RedisInsightStore:
             self._redis.pipeline(transaction=True) as pipe,
         ):
             pipe.set(Keys.insight(event_id), record_json, ex=INSIGHT_TTL_SECONDS)
+            pipe.delete(Keys.lease(event_id))  # done: later entries are duplicates by the insight
             pipe.zadd(Keys.TIMELINE, {event_id: score})
             pipe.zremrangebyrank(Keys.TIMELINE, 0, -(TIMELINE_KEEP + 1))
             pipe.zadd(tenant_key, {event_id: score})

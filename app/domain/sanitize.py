@@ -13,6 +13,7 @@ from typing import Any
 
 from app.domain.events import AuditEvent
 from app.domain.insights import Insight
+from app.domain.prompt import prompt_fields
 
 __all__ = [
     "REDACTED",
@@ -52,20 +53,47 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
 )
 
 # key=value / key: value pairs whose value is a secret; the key is kept for context.
+# The key may carry a prefix (``DB_PASSWORD``, ``aws_secret_access_key``, ``--password``,
+# ``spring.datasource.password``); a value already redacted is taken whole. A key starts
+# only after a character that cannot be part of one, which keeps the scan linear.
 _SECRET_PAIR = re.compile(
     r"""(?ix)
-    \b(
-        password | passwd | pwd | pass | secret | client[_-]?secret | api[_-]?key |
-        access[_-]?key(?:[_-]?id)? | secret[_-]?access[_-]?key | private[_-]?key |
-        auth[_-]?token | access[_-]?token | refresh[_-]?token | token
+    (?<![A-Za-z0-9_.-])
+    (
+        [_.-]*(?:[a-z0-9]+[_.-])*
+        (
+            password | passwd | passphrase | pwd | pass | secret | client[_-]?secret |
+            api[_-]?key | access[_-]?key(?:[_-]?id)? | secret[_-]?access[_-]?key |
+            private[_-]?key | auth[_-]?token | access[_-]?token | refresh[_-]?token | token
+        )
     )\b
     (\s*["']?\s*[:=]\s*)
-    ("[^"\n]*"|'[^'\n]*'|[^\s,;"'}\]]+)
+    (\[REDACTED\]|"[^"\n]*"|'[^'\n]*'|[^\s,;"'}\]]+)
     """
 )
+# Words that are also ordinary English: after them, ``key: word`` in a sentence ("first
+# pass: the agent ...", "Token: the model ...") is prose, not a credential.
+_WEAK_KEYS = frozenset({"pass", "pwd", "secret", "token"})
+_PLAIN_WORD = re.compile(r"[A-Za-z][a-z]{0,11}")
 
-# user:password@host in URLs (connection strings): the password goes.
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(@)")
+
+def _redact_pair(match: re.Match[str]) -> str:
+    key, base, separator, value = match.group(1, 2, 3, 4)
+    prose = (
+        base.lower() in _WEAK_KEYS
+        and "=" not in separator
+        and not separator.rstrip().endswith(("'", '"'))
+        and _PLAIN_WORD.fullmatch(value) is not None
+    )
+    return match.group(0) if prose else f"{key}{separator}{REDACTED}"
+
+
+# user:password@host in URLs (connection strings): the password goes. The scheme starts
+# only where a run of scheme characters starts, so a long run is scanned once, not
+# once per word boundary in it (which was quadratic).
+_URL_PASSWORD = re.compile(
+    r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(@)"
+)
 
 _MIN_ECHO_LENGTH = 8
 _PROMPT_KEYS = frozenset(
@@ -87,7 +115,7 @@ def redact_secrets(text: str) -> str:
     """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
-    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _SECRET_PAIR.sub(_redact_pair, text)
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
 
 
@@ -107,7 +135,9 @@ def echo_candidates(event: AuditEvent) -> list[str]:
 
     Every string of a field outside the prompt allow-list, and of ``metadata`` outside
     ``flags``, at least 8 characters long (shorter ones would strike ordinary words).
-    Longest first, so a value that contains another is removed whole.
+    A value the prompt itself carries (a raw field repeating the tool name, say) is no
+    echo: the model was given it. Longest first, so a value that contains another is
+    removed whole.
     """
     raw: dict[str, Any] = dict(event.model_extra or {})
     raw["metadata"] = {key: value for key, value in event.metadata.items() if key != "flags"}
@@ -117,7 +147,14 @@ def echo_candidates(event: AuditEvent) -> list[str]:
             continue
         for text in _strings(value):
             values.update(part for part in (text, text.strip()) if len(part) >= _MIN_ECHO_LENGTH)
-    return sorted(values, key=len, reverse=True)
+    given = [
+        *_strings(prompt_fields(event)),
+        event.event_id,
+        event.tenant_id,
+        event.agent_id,
+    ]
+    echoes = (value for value in values if not any(value in text for text in given))
+    return sorted(echoes, key=lambda value: (-len(value), value))
 
 
 def sanitize_text(text: str, *, echoes: Iterable[str] = (), limit: int | None = None) -> str:

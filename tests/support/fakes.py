@@ -58,17 +58,26 @@ class MemoryStore:
     dlq: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     published: list[Any] = field(default_factory=list)
+    leases: dict[str, str] = field(default_factory=dict)
 
-    async def admit(self, *, event_id: str, tenant_id: str, budget: int) -> Admission:
+    async def admit(
+        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+    ) -> Admission:
         owner = self.owners.get(event_id)
         if owner is not None and owner != tenant_id:
             return Admission.CONFLICT
         if event_id in self.insights:
             return Admission.DUPLICATE
+        holder = self.leases.get(event_id)
+        # another entry of this event, still pending (not acked), stands for it
+        if entry is not None and holder not in (None, entry.entry_id, *self.acked):
+            return Admission.DUPLICATE
         used = self.budget_used[tenant_id] = self.budget_used.get(tenant_id, 0) + 1
         if used > budget:
             return Admission.RATE_LIMITED
         self.owners[event_id] = tenant_id
+        if entry is not None:
+            self.leases[event_id] = entry.entry_id
         return Admission.ADMITTED
 
     async def write_insight(
