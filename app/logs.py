@@ -32,9 +32,15 @@ class RedactSecrets:
             return redact_secrets(value)
         if isinstance(value, dict):
             return {key: self._clean(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self._clean(item) for item in value)
-        return value
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._clean(item) for item in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, bytes):
+            return self._clean(value.decode("utf-8", errors="backslashreplace"))
+        # Anything else is rendered through its repr (an exception, a client, a config
+        # object): redact that text, or the renderer would print the key as is.
+        return self._clean(repr(value))
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
@@ -42,10 +48,7 @@ class RedactSecrets:
         for key, value in list(event_dict.items()):
             if key in {"exc_info", "_record", "_from_structlog"}:
                 continue
-            if isinstance(value, str | dict | list | tuple):
-                event_dict[key] = self._clean(value)
-            elif isinstance(value, BaseException):
-                event_dict[key] = self._clean(repr(value))
+            event_dict[key] = self._clean(value)
         return event_dict
 
 

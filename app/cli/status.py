@@ -1,0 +1,303 @@
+"""``groq-worker status``: the stream, the group, its consumers, the DLQ and the budgets.
+
+A table for people, ``--json`` for scripts. Exit 0 when the group exists, 1 when it does
+not (the worker never started on this stream, or Redis lost it) or Redis cannot be
+reached (one line on stderr), 2 for a bad setting. Reads only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rich.console import Console
+from rich.table import Table
+
+from app.adapters import inspect
+from app.adapters.redis_store import Keys
+from app.settings import Settings, SettingsError, load_settings
+
+__all__ = [
+    "StatusReport",
+    "collect_status",
+    "format_duration",
+    "redis_address",
+    "register",
+    "run_with_redis",
+]
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+# -- shared by the operator commands (status, consumers) ------------------------------
+
+
+def redis_address(settings: Settings) -> str:
+    """Where Redis is, without the credentials a URL may carry."""
+    url = settings.redis_url
+    if url.scheme == "unix":
+        return f"unix:{url.path}"
+    database = (url.path or "/0").lstrip("/") or "0"
+    return f"{url.host}:{url.port or 6379}/{database}"
+
+
+def format_duration(milliseconds: float | None) -> str:
+    """``950ms``, ``42s``, ``3m 20s``, ``5h 2m``, ``2d 4h``; ``-`` for unknown."""
+    if milliseconds is None:
+        return "-"
+    if milliseconds < 1000:
+        return f"{int(milliseconds)}ms"
+    seconds = int(milliseconds // 1000)
+    for unit, size, sub_unit, sub_size in (
+        ("d", 86_400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if seconds >= size:
+            whole, rest = divmod(seconds, size)
+            part = rest // sub_size
+            return f"{whole}{unit} {part}{sub_unit}" if part else f"{whole}{unit}"
+    return f"{seconds}s"
+
+
+def run_with_redis(
+    command: str, work: Callable[[Settings, Redis], Awaitable[T]]
+) -> tuple[int, T | None]:
+    """Load settings, open Redis, run ``work``; failures become one line on stderr.
+
+    Returns ``(exit code, result)``: ``(0, result)`` on success, ``(2, None)`` for a bad
+    setting, ``(1, None)`` when Redis cannot be reached or answers with an error.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"groq-worker {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE, None
+
+    async def with_client() -> T:
+        redis = Redis.from_url(
+            str(settings.redis_url), socket_connect_timeout=3.0, socket_timeout=10.0
+        )
+        try:
+            return await work(settings, redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        return EXIT_OK, asyncio.run(with_client())
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        problem = f"cannot reach Redis at {redis_address(settings)} ({_one_line(exc)})"
+    except RedisError as exc:
+        problem = f"Redis at {redis_address(settings)} answered with an error ({_one_line(exc)})"
+    print(f"groq-worker {command}: {problem}", file=sys.stderr)
+    return EXIT_PROBLEM, None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    redis: str
+    stream: str
+    stream_length: int
+    group_name: str
+    group: inspect.GroupInfo | None
+    oldest_pending: inspect.OldestPending | None
+    consumers: list[inspect.ConsumerInfo]
+    dlq: inspect.DlqSummary
+    rate_limits: inspect.RateLimits
+
+    def as_json(self) -> dict[str, Any]:
+        group: dict[str, Any] = {"name": self.group_name, "exists": self.group is not None}
+        if self.group is not None:
+            oldest = self.oldest_pending
+            group |= {
+                "lag": self.group.lag,
+                "pending": self.group.pending,
+                "consumers": self.group.consumers,
+                "last_delivered_id": self.group.last_delivered_id,
+                "entries_read": self.group.entries_read,
+                "oldest_pending": None
+                if oldest is None
+                else {
+                    "entry_id": oldest.entry_id,
+                    "consumer": oldest.consumer,
+                    "age_seconds": oldest.age_ms / 1000,
+                    "idle_seconds": oldest.idle_ms / 1000,
+                    "deliveries": oldest.deliveries,
+                },
+            }
+        return {
+            "redis": self.redis,
+            "stream": {"name": self.stream, "length": self.stream_length},
+            "group": group,
+            "consumers": [
+                {
+                    "name": c.name,
+                    "pending": c.pending,
+                    "idle_seconds": c.idle_ms / 1000,
+                    "inactive_seconds": None if c.inactive_ms is None else c.inactive_ms / 1000,
+                }
+                for c in self.consumers
+            ],
+            "dlq": {"key": Keys.DLQ, **self.dlq.as_dict()},
+            "rate_limits": {
+                "tenants": self.rate_limits.tenants,
+                "truncated": self.rate_limits.truncated,
+                "busiest": [asdict(b) for b in self.rate_limits.busiest],
+            },
+        }
+
+
+async def collect_status(
+    settings: Settings, redis: Redis, *, top: int = 10, dlq_scan: int = 10_000
+) -> StatusReport:
+    stream, group_name = settings.insight_stream, settings.insight_group
+    group = await inspect.group_info(redis, stream, group_name)
+    return StatusReport(
+        redis=redis_address(settings),
+        stream=stream,
+        stream_length=await inspect.stream_length(redis, stream),
+        group_name=group_name,
+        group=group,
+        oldest_pending=await inspect.oldest_pending(redis, stream, group_name) if group else None,
+        consumers=await inspect.consumers(redis, stream, group_name) if group else [],
+        dlq=await inspect.dlq_summary(redis, max_letters=dlq_scan),
+        rate_limits=await inspect.rate_limits(redis, top=top),
+    )
+
+
+def _number(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:,}"
+
+
+def render(report: StatusReport, console: Console) -> None:
+    """The report as tables, for a person at a terminal."""
+    console.print(f"[bold]Stream[/bold] {report.stream} on {report.redis}")
+    overview = Table(show_header=False, box=None, pad_edge=False)
+    overview.add_column(style="bold")
+    overview.add_column()
+    overview.add_row("length", _number(report.stream_length))
+    group = report.group
+    if group is None:
+        overview.add_row("group", f"[red]{report.group_name} does not exist[/red]")
+    else:
+        overview.add_row("group", group.name)
+        overview.add_row("lag (not yet delivered)", _number(group.lag))
+        overview.add_row("pending (delivered, not acked)", _number(group.pending))
+        oldest = report.oldest_pending
+        if oldest is not None:
+            overview.add_row(
+                "oldest pending",
+                f"{oldest.entry_id}: {format_duration(oldest.age_ms)} old, on "
+                f"{oldest.consumer}, delivered {oldest.deliveries}x, last "
+                f"{format_duration(oldest.idle_ms)} ago",
+            )
+    overview.add_row("dead letters", _number(report.dlq.size))
+    console.print(overview)
+
+    if group is not None:
+        consumers = Table(title=f"Consumers ({len(report.consumers)})", title_justify="left")
+        consumers.add_column("consumer")
+        consumers.add_column("pending", justify="right")
+        consumers.add_column("idle", justify="right")
+        for consumer in report.consumers:
+            consumers.add_row(
+                consumer.name, f"{consumer.pending:,}", format_duration(consumer.idle_ms)
+            )
+        console.print(consumers)
+
+    if report.dlq.size:
+        scanned = report.dlq.scanned
+        title = f"Dead letters by reason ({Keys.DLQ}, newest {scanned:,} of {report.dlq.size:,})"
+        reasons = Table(title=title, title_justify="left")
+        reasons.add_column("reason")
+        reasons.add_column("letters", justify="right")
+        for reason, count in report.dlq.reasons.items():
+            reasons.add_row(reason, f"{count:,}")
+        console.print(reasons)
+
+    limits = report.rate_limits
+    if limits.busiest:
+        title = f"Busiest tenants this hour ({len(limits.busiest)} of {limits.tenants:,})"
+        budgets = Table(title=title, title_justify="left")
+        budgets.add_column("tenant")
+        budgets.add_column("enrichments", justify="right")
+        budgets.add_column("resets in", justify="right")
+        for budget in limits.busiest:
+            resets = None if budget.ttl_seconds is None else budget.ttl_seconds * 1000
+            budgets.add_row(budget.tenant_id, f"{budget.used:,}", format_duration(resets))
+        console.print(budgets)
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def work(settings: Settings, redis: Redis) -> StatusReport:
+        return await collect_status(settings, redis, top=args.top, dlq_scan=args.dlq_scan)
+
+    code, report = run_with_redis("status", work)
+    if report is None:
+        return code
+    if args.as_json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        render(report, Console(highlight=False, soft_wrap=True))
+    if report.group is None:
+        print(
+            f"groq-worker status: consumer group {report.group_name} does not exist on "
+            f"{report.stream}",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="stream length, group lag and pending, consumers, DLQ, busiest tenants",
+        description="Show the worker's state in Redis (REDIS_URL, INSIGHT_STREAM, "
+        "INSIGHT_GROUP). Exits 1 when the consumer group does not exist or Redis cannot "
+        "be reached.",
+    )
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="print JSON for scripts"
+    )
+    parser.add_argument(
+        "--top", type=_positive, default=10, help="tenants to list by budget used (10)"
+    )
+    parser.add_argument(
+        "--dlq-scan",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="newest dead letters read to count reasons (10000)",
+    )
+    parser.set_defaults(handler=_status)

@@ -1,0 +1,377 @@
+"""The worker's operations port: ``/metrics``, ``/health/live``, ``/health/ready``.
+
+One small aiohttp server in the worker's own event loop, on ``METRICS_PORT`` (0: none),
+and two background tasks next to it:
+
+* a heartbeat, which ``/health/live`` reads: the loop is alive if it keeps ticking;
+* a sampler, which sets the gauges that describe Redis rather than this process
+  (``acp_groq_group_lag``, ``acp_groq_group_pending``, ``acp_groq_dlq_size``) every few
+  seconds, instead of per event. It survives a Redis outage: one log line when sampling
+  starts failing, one when it works again, ``acp_groq_redis_errors_total{operation=
+  "sample"}`` meanwhile.
+
+``/health/ready`` runs a list of ``ReadinessCheck`` (the subscriber runs, Redis answers
+and the group exists, the circuit breaker is closed when there is one), each bounded
+by a timeout, so a Redis that does not answer makes the probe say 503 rather than hang.
+
+Several processes (``faststream run --workers N``): FastStream hands each process its
+index; process ``i`` listens on ``METRICS_PORT + i``, or on the next free port above it
+if that one is taken (a port in use never stops the worker; the port taken is logged).
+Prometheus scrapes each process on its own port; see docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.adapters import inspect
+from app.logs import get_logger
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.bootstrap import Worker
+    from app.metrics import Metrics
+
+__all__ = [
+    "CheckResult",
+    "GroupSampler",
+    "OperationsServer",
+    "ReadinessCheck",
+    "breaker_check",
+    "default_checks",
+    "redis_group_check",
+    "start_operations",
+    "subscriber_check",
+]
+
+log = get_logger("acp.groq_worker.ops")
+
+BIND_HOST = "0.0.0.0"  # every interface: probes and Prometheus reach the pod's address
+PORT_SEARCH_SPAN = 16  # METRICS_PORT + index, then up to 15 ports above it
+SAMPLE_INTERVAL_SECONDS = 5.0
+SAMPLE_TIMEOUT_SECONDS = 3.0
+PROBE_TIMEOUT_SECONDS = 1.5
+HEARTBEAT_SECONDS = 1.0
+LIVE_STALL_SECONDS = 30.0
+
+
+# -- readiness ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessCheck:
+    """One condition of readiness: ``probe`` returns why the worker is not ready, or None."""
+
+    name: str
+    probe: Callable[[], Awaitable[str | None]]
+
+    async def run(self, within: float) -> CheckResult:
+        try:
+            async with asyncio.timeout(within):
+                problem = await self.probe()
+        except TimeoutError:
+            problem = f"no answer within {within:g} s"
+        except Exception as exc:  # a probe that fails says why; it never fails the server
+            problem = f"{type(exc).__name__}: {exc}"
+        return CheckResult(self.name, problem is None, problem or "ok")
+
+
+def redis_group_check(redis: Redis, stream: str, group: str) -> ReadinessCheck:
+    """Redis answers and ``XINFO GROUPS <stream>`` lists the group."""
+
+    async def probe() -> str | None:
+        if await inspect.group_info(redis, stream, group) is None:
+            return f"consumer group {group} does not exist on {stream}"
+        return None
+
+    return ReadinessCheck("redis_group", probe)
+
+
+def breaker_check(is_open: Callable[[], bool]) -> ReadinessCheck:
+    """The circuit breaker around the model is closed (``is_open()`` is False)."""
+
+    async def probe() -> str | None:
+        return "circuit breaker is open: not taking events" if is_open() else None
+
+    return ReadinessCheck("breaker", probe)
+
+
+def subscriber_check(is_running: Callable[[], bool]) -> ReadinessCheck:
+    """The broker (and so the stream subscriber) is running: not starting, not draining."""
+
+    async def probe() -> str | None:
+        return None if is_running() else "subscriber is not running (starting or stopping)"
+
+    return ReadinessCheck("subscriber", probe)
+
+
+def _breaker_is_open(worker: Worker) -> Callable[[], bool] | None:
+    """How to ask the worker's circuit breaker whether it is open, if it has one.
+
+    ``service.breaker_open()`` (which also refreshes ``acp_groq_breaker_state``), or a
+    ``breaker`` attribute of the worker with an ``is_open`` property.
+    """
+    breaker_open = getattr(worker.service, "breaker_open", None)
+    if callable(breaker_open):
+        return lambda: bool(breaker_open())
+    breaker = getattr(worker, "breaker", None)
+    if breaker is not None and hasattr(breaker, "is_open"):
+        return lambda: bool(breaker.is_open)
+    return None
+
+
+def default_checks(worker: Worker) -> list[ReadinessCheck]:
+    """The readiness of a worker: subscriber running, Redis and group, breaker closed."""
+    settings = worker.settings
+    checks = [
+        subscriber_check(lambda: bool(getattr(worker.broker, "running", False))),
+        redis_group_check(worker.redis, settings.insight_stream, settings.insight_group),
+    ]
+    is_open = _breaker_is_open(worker)
+    if is_open is not None:
+        checks.append(breaker_check(is_open))
+    return checks
+
+
+# -- the sampler -------------------------------------------------------------------
+
+
+class GroupSampler:
+    """Sets the Redis-side gauges every ``interval`` seconds; never dies of an outage."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        metrics: Metrics,
+        stream: str,
+        group: str,
+        *,
+        interval: float = SAMPLE_INTERVAL_SECONDS,
+        timeout: float = SAMPLE_TIMEOUT_SECONDS,
+        refresh: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        self._redis = redis
+        self._refresh = list(refresh)
+        self._metrics = metrics
+        self._stream = stream
+        self._group = group
+        self.interval = interval
+        self._timeout = timeout
+        self._failing = False
+
+    async def sample(self) -> None:
+        """Read the group and the DLQ once and set the gauges (raises if Redis fails)."""
+        for refresh in self._refresh:  # in-process gauges that time alone changes
+            refresh()
+        async with asyncio.timeout(self._timeout):
+            info = await inspect.group_info(self._redis, self._stream, self._group)
+            size = await inspect.dlq_size(self._redis)
+        # NaN says "unknown" (no group yet, or a lag Redis cannot compute): a stale number
+        # or a zero would say something false.
+        lag = info.lag if info is not None and info.lag is not None else math.nan
+        self._metrics.group_lag.set(lag)
+        self._metrics.group_pending.set(info.pending if info is not None else math.nan)
+        self._metrics.dlq_size.set(size)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an outage: say it once, count it, keep sampling
+                self._metrics.redis_errors.labels(operation="sample").inc()
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "metrics_sampling_failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_every=self.interval,
+                    )
+            else:
+                if self._failing:
+                    self._failing = False
+                    log.info("metrics_sampling_recovered")
+            await asyncio.sleep(self.interval)
+
+
+# -- the server --------------------------------------------------------------------
+
+
+class OperationsServer:
+    """The running HTTP server and its background tasks; ``port`` None when there is none."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        checks: Sequence[ReadinessCheck],
+        sampler: GroupSampler,
+        *,
+        probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.metrics = metrics
+        self.checks = list(checks)
+        self.sampler = sampler
+        self.port: int | None = None
+        self._probe_timeout = probe_timeout
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._beat = time.monotonic()
+
+    # -- what the endpoints answer --------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _live(self, request: web.Request) -> web.Response:
+        age = time.monotonic() - self._beat
+        heartbeat_alive = any(task.get_name() == "ops-heartbeat" for task in self._running())
+        alive = heartbeat_alive and age < LIVE_STALL_SECONDS
+        body: dict[str, Any] = {
+            "status": "alive" if alive else "stalled",
+            "heartbeat_age_seconds": round(age, 3),
+        }
+        if not alive:
+            body["reason"] = (
+                "the event loop has not ticked for a while"
+                if heartbeat_alive
+                else "the heartbeat task has stopped"
+            )
+        return web.json_response(body, status=200 if alive else 503)
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ready, results = await self.readiness()
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "checks": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def readiness(self) -> tuple[bool, list[CheckResult]]:
+        results = await asyncio.gather(*(c.run(self._probe_timeout) for c in self.checks))
+        return all(r.ok for r in results), list(results)
+
+    async def sample_now(self) -> None:
+        """Sample the gauges at once (the loop samples every few seconds on its own)."""
+        await self.sampler.sample()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def _running(self) -> list[asyncio.Task[None]]:
+        return [task for task in self._tasks if not task.done()]
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def listen(self, ports: Iterable[int]) -> int | None:
+        """Listen on the first free port of ``ports``; None if every one is taken."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health/live", self._live)
+        app.router.add_get("/health/ready", self._ready)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        taken: list[int] = []
+        for port in ports:
+            site = web.TCPSite(runner, BIND_HOST, port)
+            try:
+                await site.start()
+            except OSError:
+                await site.stop()
+                taken.append(port)
+                continue
+            self._runner = runner
+            self.port = site.port
+            if taken:
+                log.warning("metrics_port_in_use", tried=taken, port=self.port)
+            return self.port
+        await runner.cleanup()
+        log.error(
+            "metrics_port_unavailable",
+            tried=taken,
+            detail="every port tried is in use; running without /metrics and health endpoints",
+        )
+        return None
+
+    def start_background(self) -> None:
+        self._beat = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="ops-heartbeat"),
+            asyncio.create_task(self.sampler.run(), name="ops-sampler"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.port = None
+
+
+async def start_operations(
+    worker: Worker,
+    *,
+    process_index: int = 0,
+    checks: Sequence[ReadinessCheck] | None = None,
+    sample_interval: float = SAMPLE_INTERVAL_SECONDS,
+) -> OperationsServer:
+    """Start the operations port of ``worker`` (nothing when ``METRICS_PORT`` is 0).
+
+    ``process_index`` is the process's index under ``faststream run --workers N``: the
+    server listens on ``METRICS_PORT + process_index`` or the next free port above it.
+    ``checks`` replaces ``default_checks(worker)``.
+    """
+    settings = worker.settings
+    is_open = _breaker_is_open(worker)
+    sampler = GroupSampler(
+        worker.redis,
+        worker.metrics,
+        settings.insight_stream,
+        settings.insight_group,
+        interval=sample_interval,
+        # an open breaker turns half-open with time: keep acp_groq_breaker_state true
+        refresh=[is_open] if is_open is not None else [],
+    )
+    server = OperationsServer(
+        worker.metrics, checks if checks is not None else default_checks(worker), sampler
+    )
+    if settings.metrics_port == 0:
+        log.info("metrics_disabled", detail="METRICS_PORT=0: no HTTP server")
+        return server
+    first = settings.metrics_port + process_index
+    last = min(65_535, first + PORT_SEARCH_SPAN - 1)
+    port = await server.listen(range(first, last + 1))
+    if port is not None:
+        server.start_background()
+        log.info(
+            "metrics_listening",
+            port=port,
+            process_index=process_index,
+            endpoints=["/metrics", "/health/live", "/health/ready"],
+        )
+    return server
