@@ -30,6 +30,15 @@ class Outcome(StrEnum):
 
 
 class DeadLetterReason(StrEnum):
+    """Why an event was dead-lettered.
+
+    ``invalid``: the entry is not a valid event (no ``payload``, not JSON, a field breaks
+    the schema, too large); ``llm_permanent``: the model refused the request in a way
+    another attempt cannot fix; ``llm_exhausted``: every attempt failed on a transient
+    error; ``conflict``: the ``event_id`` already has another tenant's insight;
+    ``max_deliveries``: the entry was delivered ``MAX_DELIVERIES`` times without an outcome.
+    """
+
     INVALID = "invalid"
     LLM_PERMANENT = "llm_permanent"
     LLM_EXHAUSTED = "llm_exhausted"
@@ -130,6 +139,23 @@ class InsightCreated(BaseModel):
     )
 
 
+# The events of the DeadLetter examples: as the gateway wrote one (an entry field), as the
+# worker re-serializes it for replay, and one that misses a required field.
+_EXAMPLE_EVENT_PAYLOAD = (
+    '{"event_id": "evt-2026-11-25-0003", "tenant_id": "acme", "agent_id": "billing-agent", '
+    '"severity": "critical", "decision": "escalate", "timestamp": 1795573260}'
+)
+_EXAMPLE_EVENT_JSON = (
+    '{"event_id":"evt-2026-11-25-0003","tenant_id":"acme","agent_id":"billing-agent",'
+    '"severity":"critical","decision":"escalate","timestamp":1795573260.0,"agent_name":null,'
+    '"tool_name":null,"findings":[],"metadata":{}}'
+)
+_EXAMPLE_INVALID_PAYLOAD = (
+    '{"event_id": "evt-2026-11-25-0009", "tenant_id": "acme", "severity": "high", '
+    '"decision": "deny", "timestamp": 1795573200.5}'
+)
+
+
 class DeadLetter(BaseModel):
     """One entry of ``acp:groq:dlq``: enough to understand the failure and to replay it."""
 
@@ -140,39 +166,86 @@ class DeadLetter(BaseModel):
                 {
                     "entry_id": "1795573200000-0",
                     "stream": "acp:groq_queue",
-                    "fields": {"payload": '{"event_id": "evt-9", "tenant_id": "acme"}'},
-                    "payload": '{"event_id": "evt-9", "tenant_id": "acme"}',
+                    "fields": {"payload": _EXAMPLE_INVALID_PAYLOAD},
+                    "payload": _EXAMPLE_INVALID_PAYLOAD,
                     "reason": "invalid",
                     "error": "agent_id: Field required",
                     "attempts": 0,
                     "failed_at": "2026-11-25T02:20:01.204Z",
-                    "event_id": "evt-9",
+                    "event_id": "evt-2026-11-25-0009",
                     "tenant_id": "acme",
-                }
+                    "deliveries": None,
+                },
+                {
+                    "entry_id": "1795573260000-0",
+                    "stream": "acp:groq_queue",
+                    "fields": {"payload": _EXAMPLE_EVENT_PAYLOAD},
+                    "payload": _EXAMPLE_EVENT_JSON,
+                    "reason": "llm_exhausted",
+                    "error": "timeout: the model did not answer in time",
+                    "attempts": 3,
+                    "failed_at": "2026-11-25T02:21:31.017Z",
+                    "event_id": "evt-2026-11-25-0003",
+                    "tenant_id": "acme",
+                    "deliveries": None,
+                },
+                {
+                    "entry_id": "1795573320000-0",
+                    "stream": "acp:groq_queue",
+                    "fields": {"payload": _EXAMPLE_EVENT_PAYLOAD},
+                    "payload": _EXAMPLE_EVENT_PAYLOAD,
+                    "reason": "max_deliveries",
+                    "error": "delivered 6 times (MAX_DELIVERIES=5): it kept crashing or timing "
+                    "out its workers",
+                    "attempts": 0,
+                    "failed_at": "2026-11-25T02:32:00.412Z",
+                    "event_id": None,
+                    "tenant_id": None,
+                    "deliveries": 6,
+                },
             ]
         },
     )
 
-    entry_id: str = Field(description="Stream entry id the event had.", examples=["1-0"])
+    entry_id: str = Field(
+        description="Stream entry id the event had.", examples=["1795573200000-0"]
+    )
     stream: str = Field(description="Stream it was read from.", examples=["acp:groq_queue"])
     fields: dict[str, str] = Field(
         description="The entry's fields exactly as received (bytes that are not UTF-8 are "
         "escaped).",
-        examples=[{"payload": "{}"}],
+        examples=[{"payload": '{"event_id": "evt-2026-11-25-0009", "tenant_id": "acme"}'}],
     )
     payload: str | None = Field(
         None,
-        description="The event JSON, as replay puts it back on the stream (absent when the "
+        description="The event JSON, as replay puts it back on the stream (null when the "
         "entry had no readable payload).",
-        examples=['{"event_id": "evt-9", "tenant_id": "acme"}'],
+        examples=['{"event_id": "evt-2026-11-25-0009", "tenant_id": "acme"}'],
     )
-    reason: DeadLetterReason = Field(description="Why it was dead-lettered.")
-    error: str = Field(description="Human-readable cause.", examples=["timestamp: required"])
+    reason: DeadLetterReason = Field(
+        description="Why it was dead-lettered.", examples=["invalid", "llm_exhausted"]
+    )
+    error: str = Field(
+        description="Human-readable cause (for `invalid`: each offending field and why).",
+        examples=["agent_id: Field required", "timeout: the model did not answer in time"],
+    )
     attempts: int = Field(description="LLM attempts made (0 when none).", examples=[3])
     failed_at: str = Field(description="When, RFC 3339.", examples=["2026-11-25T02:20:01Z"])
-    event_id: str | None = Field(None, description="The event id, when it was readable.")
-    tenant_id: str | None = Field(None, description="The tenant id, when it was readable.")
-    deliveries: int | None = Field(None, description="Deliveries of the entry, when known.")
+    event_id: str | None = Field(
+        None,
+        description="The event id, when it was readable (null otherwise).",
+        examples=["evt-2026-11-25-0009"],
+    )
+    tenant_id: str | None = Field(
+        None,
+        description="The tenant id, when it was readable (null otherwise).",
+        examples=["acme"],
+    )
+    deliveries: int | None = Field(
+        None,
+        description="Deliveries of the entry, for `max_deliveries` (null otherwise).",
+        examples=[6],
+    )
 
     def summary(self) -> dict[str, Any]:
         return {"entry_id": self.entry_id, "reason": self.reason.value, "error": self.error}
