@@ -23,11 +23,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.redis_client import GroupHealingBroker, ensure_group
 from app.adapters.redis_store import InsightStore, RedisInsightStore
+from app.domain.breaker import CircuitBreaker
 from app.domain.insights import InsightCreated
 from app.domain.ports import LLM
 from app.handlers.events import declare_insights_publisher, register_event_handlers
+from app.handlers.recovery import PendingRecovery
 from app.logs import configure_logging, get_logger
 from app.metrics import Metrics
+from app.ops_http import OperationsServer, start_operations
 from app.service import InsightService
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
 
@@ -37,17 +40,27 @@ log = get_logger("acp.groq_worker")
 
 SPEC_SERVER_URL = "redis://redis:6379/0"
 _SPEC_DESCRIPTION = """\
-The LLM enrichment worker of the agent-security platform. It consumes the gateway's audit
-events from a Redis stream as the consumer group `acp_insights_consumer_group`, asks a
-Groq-hosted model for a short analyst insight on each, and writes the insight where the
-Insight API and UI read it.
+The LLM enrichment worker of the agent-security platform. It reads the gateway's audit
+events from the Redis stream `acp:groq_queue` as the consumer group
+`acp_insights_consumer_group`, asks a Groq-hosted model for a short analyst insight on each,
+and writes the insight where the Insight API and UI read it.
 
-Redis keys written per enriched event (the contract): `acp:groq:insight:{event_id}` (JSON,
-TTL 24 h), `acp:groq:insights:timeline` and `acp:groq:insights:by_tenant:{tenant_id}`
-(ZSETs scored by the event timestamp, newest 10,000), `acp:groq:insights:by_agent:{agent_id}`
-(LIST, newest 100), `acp:groq:insights:stream` (InsightCreated). Failures go to
-`acp:groq:dlq` (LIST of JSON dead letters); per-tenant budgets live in
-`acp:groq:rate_limit:{tenant_id}`.
+**Gateways** write one stream entry per event, the event JSON in a field named `payload`:
+`XADD acp:groq_queue * payload '<event JSON>'`. The channel `acp:groq_queue` below has the
+event schema, examples, and the outcomes an event can have.
+
+**Redis keys of the contract**
+
+| key | type | what it holds |
+| --- | --- | --- |
+| `acp:groq_queue` | STREAM | audit events written by the gateway (field `payload`) |
+| `acp:groq:insight:{event_id}` | STRING | the insight JSON, TTL 24 h |
+| `acp:groq:insights:timeline` | ZSET | event ids scored by event time, newest 10,000 |
+| `acp:groq:insights:by_tenant:{tenant_id}` | ZSET | the same, one tenant's |
+| `acp:groq:insights:by_agent:{agent_id}` | LIST | event ids, newest first, newest 100 |
+| `acp:groq:insights:stream` | STREAM | `InsightCreated`, one per insight written |
+| `acp:groq:dlq` | LIST | dead letters (JSON), newest first |
+| `acp:groq:rate_limit:{tenant_id}` | STRING | enrichments in the tenant's current hour |
 """
 
 
@@ -90,6 +103,8 @@ class Worker:
     redis: Redis
     store: InsightStore
     llm: LLM | None
+    recovery: PendingRecovery
+    operations: OperationsServer | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -173,8 +188,13 @@ def build_worker(
         store=store,
         metrics=metrics,
         publish_created=publish_created,
+        breaker=CircuitBreaker(
+            threshold=settings.breaker_failure_threshold,
+            cooldown=settings.breaker_cooldown_seconds,
+        ),
     )
-    register_event_handlers(router, settings=settings, service=service, errors=errors)
+    subscriber = register_event_handlers(router, settings=settings, service=service, errors=errors)
+    recovery = PendingRecovery(redis, settings, subscriber=subscriber, service=service)
     broker.include_router(router)
 
     app = FastStream(
@@ -196,19 +216,37 @@ def build_worker(
         redis=redis,
         store=store,
         llm=llm,
+        recovery=recovery,
     )
 
     @app.on_startup
-    async def start() -> None:
+    async def start(worker_id: int | None = None) -> None:
+        # `worker_id` is FastStream's process index under `faststream run --workers N`
+        # (not settings.worker_id, the consumer name); process i serves METRICS_PORT + i.
         if worker.llm is None:
             worker.llm = build_llm(settings)
             service.llm = worker.llm
+        # Before waiting for Redis: /health/live answers (and /ready says 503) meanwhile.
+        worker.operations = await start_operations(worker, process_index=worker_id or 0)
         await _wait_for_redis(redis, settings)
+        await recovery.prepare()
+
+    @app.after_startup
+    async def start_recovery() -> None:
+        worker.background.append(asyncio.create_task(recovery.run(), name="pending-recovery"))
+
+    @app.on_shutdown
+    async def stop_taking_work() -> None:
+        # Before the broker drains its handlers: no more claims, no new model calls.
+        recovery.stop()
+        service.stopping.set()
 
     @app.after_shutdown
     async def close() -> None:
         for task in worker.background:
             task.cancel()
+        if worker.operations is not None:
+            await worker.operations.stop()
         if worker.llm is not None:
             await worker.llm.aclose()
         await redis.aclose()

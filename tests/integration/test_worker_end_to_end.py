@@ -174,7 +174,8 @@ async def test_trims_keep_the_newest_entries(redis, fake_groq, make_settings):
     await redis.rpush("acp:groq:insights:by_agent:billing-agent", *[f"old-{i}" for i in range(100)])
     for n in range(3):
         await xadd_raw(redis, event(n, timestamp=now + 20_000 + n))
-    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    # one at a time, so that "newest first" in the agent list is a known order
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, worker_concurrency=1))
     async with running(worker.app):
         await settle(redis, 3, worker.metrics)
     assert await redis.zcard("acp:groq:insights:timeline") == 10_000
