@@ -67,6 +67,7 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
+        structlog.stdlib.PositionalArgumentsFormatter(),  # stdlib-style "%s" messages
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     # Tracebacks are rendered to text before redaction, so a key inside an exception

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["LLM_LATENCY_BUCKETS", "Metrics"]
 
@@ -16,6 +16,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: memory and CPU
+        # of this process, for the out-of-memory and CPU rows of the runbook.
+        ProcessCollector(registry=r)
         self.events_consumed = Counter(
             "acp_groq_events_consumed_total",
             "Events that reached an outcome, by outcome.",
@@ -94,5 +97,36 @@ class Metrics:
             "acp_groq_redis_errors_total",
             "Redis calls that failed and were retried, by operation.",
             ["operation"],
+            registry=r,
+        )
+        # -- the shared rate limiter (app/adapters/rate_limit.py) ----------------------
+        self.limiter_wait = Histogram(
+            "acp_groq_limiter_wait_seconds",
+            "Time an LLM call waited for the shared rate limiter before going out, by model.",
+            ["model"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=r,
+        )
+        self.limiter_allowance = Gauge(
+            "acp_groq_limiter_allowance",
+            "What a model's bucket can give now: requests (rpm, rpd) or tokens (tpm, tpd).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.rate_limit_responses = Counter(
+            "acp_groq_rate_limit_responses_total",
+            "429 answers received from the provider, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.rate_limit_avoided = Counter(
+            "acp_groq_rate_limit_avoided_total",
+            "LLM calls that waited for the limiter instead of going out over the limit.",
+            ["model"],
+            registry=r,
+        )
+        self.limiter_paused = Gauge(
+            "acp_groq_limiter_paused_seconds",
+            "How long model calls stay paused by a long rate limit (0: not paused).",
             registry=r,
         )
