@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
+from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.adapters.redis_batch import GroupCommit
 from app.domain.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -186,34 +187,53 @@ def _raise_errors(results: list[Any]) -> list[Any]:
 
 
 class RedisInsightStore:
-    """``InsightStore`` on a real Redis (redis-py's asyncio client)."""
+    """``InsightStore`` on a real Redis (redis-py's asyncio client).
+
+    Admissions of events that arrive together share one pipeline, and so do the writes
+    (with their XACKs) of events that finish together: one MULTI/EXEC for the batch.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._admit = redis.register_script(_ADMIT)
+        self._admit_sha = redis.register_script(_ADMIT).sha
+        self._reads = GroupCommit(redis, transaction=False)
+        self._writes = GroupCommit(redis, transaction=True)
+
+    @property
+    def round_trips(self) -> int:
+        """Pipelines sent so far (admissions and writes), for benchmarks and tests."""
+        return self._reads.batches + self._writes.batches
 
     async def admit(
         self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
     ) -> Admission:
         """The verdict on one delivery; ``entry`` (the delivered entry) enables the lease."""
+        keys = [
+            Keys.insight(event_id),
+            Keys.owner(event_id),
+            Keys.rate_limit(tenant_id),
+            Keys.lease(event_id),
+            entry.stream if entry else "",
+        ]
+        args: list[str | int] = [
+            tenant_id,
+            budget,
+            INSIGHT_TTL_SECONDS,
+            BUDGET_WINDOW_SECONDS,
+            entry.entry_id if entry else "",
+            entry.group if entry else "",
+        ]
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.evalsha(self._admit_sha, len(keys), *keys, *args)
+
         async with unavailable_as_domain_error("admit"):
-            verdict = await self._admit(
-                keys=[
-                    Keys.insight(event_id),
-                    Keys.owner(event_id),
-                    Keys.rate_limit(tenant_id),
-                    Keys.lease(event_id),
-                    entry.stream if entry else "",
-                ],
-                args=[
-                    tenant_id,
-                    budget,
-                    INSIGHT_TTL_SECONDS,
-                    BUDGET_WINDOW_SECONDS,
-                    entry.entry_id if entry else "",
-                    entry.group if entry else "",
-                ],
-            )
+            (verdict,) = await self._reads.submit(queue)
+            if isinstance(verdict, NoScriptError):  # Redis restarted or SCRIPT FLUSH
+                await self._redis.script_load(_ADMIT)
+                (verdict,) = await self._reads.submit(queue)
+        if isinstance(verdict, Exception):
+            raise verdict
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
 
     async def write_insight(
@@ -229,10 +249,8 @@ class RedisInsightStore:
     ) -> None:
         agent_key = Keys.by_agent(agent_id)
         tenant_key = Keys.by_tenant(tenant_id)
-        async with (
-            unavailable_as_domain_error("write_insight"),
-            self._redis.pipeline(transaction=True) as pipe,
-        ):
+
+        async def queue(pipe: Pipeline) -> None:
             pipe.set(Keys.insight(event_id), record_json, ex=INSIGHT_TTL_SECONDS)
             pipe.delete(Keys.lease(event_id))  # done: later entries are duplicates by the insight
             pipe.zadd(Keys.TIMELINE, {event_id: score})
@@ -245,23 +263,24 @@ class RedisInsightStore:
             pipe.ltrim(agent_key, 0, AGENT_LIST_KEEP - 1)
             await publish(pipe)
             pipe.xack(entry.stream, entry.group, entry.entry_id)
-            _raise_errors(await pipe.execute(raise_on_error=False))
+
+        async with unavailable_as_domain_error("write_insight"):
+            _raise_errors(await self._writes.submit(queue))
 
     async def dead_letter(self, entry: EntryRef, letter_json: str) -> int:
         """LPUSH the dead letter and XACK its entry together; returns the DLQ's length."""
-        async with (
-            unavailable_as_domain_error("dead_letter"),
-            self._redis.pipeline(transaction=True) as pipe,
-        ):
+
+        def queue(pipe: Pipeline) -> None:
             pipe.lpush(Keys.DLQ, letter_json)
             pipe.xack(entry.stream, entry.group, entry.entry_id)
-            length, _ = _raise_errors(await pipe.execute(raise_on_error=False))
+
+        async with unavailable_as_domain_error("dead_letter"):
+            length, _ = _raise_errors(await self._writes.submit(queue))
         return int(length)
 
     async def ack(self, entry: EntryRef) -> None:
+        def queue(pipe: Pipeline) -> None:
+            pipe.xack(entry.stream, entry.group, entry.entry_id)
+
         async with unavailable_as_domain_error("ack"):
-            try:
-                await self._redis.xack(entry.stream, entry.group, entry.entry_id)
-            except ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):
-                    raise
+            _raise_errors(await self._writes.submit(queue))
