@@ -34,6 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.adapters import inspect
+from app.adapters.rate_limit import limiter_pause
 from app.logs import get_logger
 
 if TYPE_CHECKING:
@@ -147,7 +148,20 @@ def default_checks(worker: Worker) -> list[ReadinessCheck]:
     is_open = _breaker_is_open(worker)
     if is_open is not None:
         checks.append(breaker_check(is_open))
+    checks.append(rate_limit_check(lambda: limiter_pause(worker.llm)))
     return checks
+
+
+def rate_limit_check(paused_for: Callable[[], float]) -> ReadinessCheck:
+    """Not ready while the provider's rate limit pauses model calls for long."""
+
+    async def probe() -> str | None:
+        seconds = paused_for()
+        if seconds > 0:
+            return f"model calls paused {seconds:.0f}s by the provider's rate limit"
+        return None
+
+    return ReadinessCheck("rate_limit", probe)
 
 
 # -- the sampler -------------------------------------------------------------------

@@ -26,6 +26,7 @@ from app.domain.errors import (
     InvalidEvent,
     LLMError,
     PermanentLLMError,
+    Postponed,
     StoreUnavailable,
     TransientLLMError,
 )
@@ -83,10 +84,6 @@ class _Answer:
     model: str
     attempts: int
     fallback: bool
-
-
-class Postponed(Exception):
-    """The event was not started (the worker is stopping): its entry stays pending."""
 
 
 class _ProbeFailed(Exception):

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.domain.events import Severity
+from app.domain.limits import LimitTable, ModelLimits
 
 __all__ = ["LLMProvider", "LogFormat", "Settings", "SettingsError", "load_settings"]
 
@@ -34,6 +35,7 @@ _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 class LLMProvider(StrEnum):
     GROQ = "groq"
     OFFLINE = "offline"
+    OPENAI_COMPATIBLE = "openai-compatible"  # Ollama, vLLM, llama.cpp: /v1/chat/completions
 
 
 class LogFormat(StrEnum):
@@ -121,6 +123,34 @@ class Settings(BaseSettings):
     breaker_cooldown_seconds: float = Field(
         15.0, gt=0, le=3600, description="How long the breaker stays open before a probe."
     )
+    llm_base_url: AnyUrl | None = Field(
+        None,
+        description="LLM_PROVIDER=openai-compatible: the server's root URL (a trailing /v1 "
+        "is accepted); calls go to <root>/v1/chat/completions.",
+    )
+    llm_api_key: SecretStr | None = Field(
+        None, description="Bearer key for an OpenAI-compatible server (secret; optional)."
+    )
+    allowed_models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated models GROQ_MODEL_FAST/DEEP may name (empty: any).",
+    )
+    # Rate limits per model, shared by every process through Redis (0: no limit). Off by
+    # default: the right numbers are the organization's plan, shared with whatever else
+    # uses its key; see docs/rate-limits.md to size them.
+    groq_rpm_limit: int = Field(0, ge=0, le=100_000_000, description="Requests/minute/model.")
+    groq_tpm_limit: int = Field(0, ge=0, le=1_000_000_000, description="Tokens/minute/model.")
+    groq_model_limits: dict[str, ModelLimits] = Field(
+        default_factory=dict,
+        description='Per-model limits, JSON: {"openai/gpt-oss-120b": {"rpm": 30, "tpm": 8000}}'
+        " (keys rpm, tpm, rpd, tpd; unset keys take GROQ_RPM_LIMIT/GROQ_TPM_LIMIT).",
+    )
+    groq_limiter_pause_threshold_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="A limiter wait longer than this is a pause (logged, in readiness).",
+    )
 
     # -- Operations --------------------------------------------------------------------
     metrics_port: int = Field(9102, ge=0, le=65_535, description="0 disables the HTTP server.")
@@ -132,7 +162,21 @@ class Settings(BaseSettings):
     def _parse_severities(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("groq_api_key", "groq_base_url", "groq_reasoning_effort", mode="before")
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        if isinstance(value, str):  # model names are case-sensitive on most servers
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator(
+        "groq_api_key",
+        "groq_base_url",
+        "groq_reasoning_effort",
+        "llm_base_url",
+        "llm_api_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -181,6 +225,30 @@ class Settings(BaseSettings):
         if self.groq_backoff_max_seconds < self.groq_backoff_base_seconds:
             raise ValueError("GROQ_BACKOFF_MAX_SECONDS must be >= GROQ_BACKOFF_BASE_SECONDS")
         return self
+
+    @model_validator(mode="after")
+    def _models_and_provider(self) -> Self:
+        problems = []
+        if self.llm_provider is LLMProvider.OPENAI_COMPATIBLE and self.llm_base_url is None:
+            problems.append("LLM_BASE_URL: required when LLM_PROVIDER=openai-compatible")
+        if self.allowed_models:
+            for name, model in (
+                ("GROQ_MODEL_FAST", self.groq_model_fast),
+                ("GROQ_MODEL_DEEP", self.groq_model_deep),
+            ):
+                if model not in self.allowed_models:
+                    problems.append(f"{name}: {model!r} is not in ALLOWED_MODELS")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def limit_table(self) -> LimitTable:
+        """The rate limits of every model (GROQ_RPM_LIMIT, GROQ_TPM_LIMIT, GROQ_MODEL_LIMITS)."""
+        return LimitTable(
+            default=ModelLimits(rpm=self.groq_rpm_limit, tpm=self.groq_tpm_limit),
+            per_model=self.groq_model_limits,
+        )
 
     @property
     def read_count(self) -> int:

@@ -38,6 +38,11 @@ def parse_retry_after(headers: httpx.Headers | dict[str, str]) -> float | None:
     return None
 
 
+def _ratelimit_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The ``x-*`` headers of an answer (rate-limit state), names lower-cased."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-")}
+
+
 def _error_fields(body: object) -> tuple[str, str | None, str | None]:
     """(message, code, failed_generation) from an OpenAI-style error body."""
     error = body.get("error", body) if isinstance(body, dict) else None
@@ -127,7 +132,7 @@ class GroqLLM:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             finish_reason=finish,
-            headers={k.lower(): v for k, v in raw.headers.items() if k.lower().startswith("x-")},
+            headers=_ratelimit_headers(raw.headers),
         )
 
     def _status_error(self, exc: groq.APIStatusError, message: str, code: str | None) -> LLMError:
@@ -136,6 +141,7 @@ class GroqLLM:
             self._clean(message or f"HTTP {exc.status_code}"),
             code=code,
             retry_after=parse_retry_after(exc.response.headers),
+            headers=_ratelimit_headers(exc.response.headers),
         )
         if isinstance(error, PermanentLLMError) and error.kind == "auth":
             error.message = "the API key was refused (check GROQ_API_KEY)"

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidEvent",
     "LLMError",
     "PermanentLLMError",
+    "Postponed",
     "StoreUnavailable",
     "TransientLLMError",
     "WorkerError",
@@ -70,9 +71,12 @@ class TransientLLMError(LLMError):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(kind, message, status=status)
         self.retry_after = retry_after
+        # the answer's x-ratelimit-* headers (lower-cased), for the shared rate limiter
+        self.headers = headers or {}
 
 
 class PermanentLLMError(LLMError):
@@ -114,11 +118,14 @@ def classify_status(
     *,
     code: str | None = None,
     retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> LLMError:
     """The error for an HTTP status of a chat-completions API (Groq's or compatible)."""
     if status in _TRANSIENT_KINDS or status >= 500:
         kind = _TRANSIENT_KINDS.get(status, "server")
-        return TransientLLMError(kind, message, status=status, retry_after=retry_after)
+        return TransientLLMError(
+            kind, message, status=status, retry_after=retry_after, headers=headers
+        )
     if code == "model_decommissioned":
         return PermanentLLMError(
             "model_decommissioned", message, status=status, model_error=True, configuration=True
@@ -132,6 +139,10 @@ def classify_status(
         model_error=model_error,
         configuration=status in {401, 403},
     )
+
+
+class Postponed(Exception):
+    """The event was not started (the worker is stopping): its entry stays pending."""
 
 
 class StoreUnavailable(WorkerError):

@@ -41,9 +41,10 @@ def wait_until(predicate: Any, *, within: float, step: float = 0.1, what: str = 
 class FakeGroqProcess:
     """``python -m tests.support.fake_groq`` on a fixed port: can be stopped and restarted."""
 
-    def __init__(self, *, latency: float = 0.0) -> None:
+    def __init__(self, *, latency: float = 0.0, rpm: int = 0, tpm: int = 0) -> None:
         self.port = free_port()
         self.latency = latency
+        self.limits = ["--rpm", str(rpm), "--tpm", str(tpm)]  # enforced like Groq's (0: none)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +62,7 @@ class FakeGroqProcess:
                 "--latency",
                 str(self.latency),
                 "--record",
+                *self.limits,
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

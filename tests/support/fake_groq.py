@@ -13,9 +13,19 @@ request to it (``{"openai/gpt-oss-120b": {"status": 404, "code": "model_not_foun
 Every request is logged (model, messages, time), and the server tracks the most requests
 it ever had in flight at once.
 
+Rate limits, as Groq enforces them (optional): ``rpm_limit``/``tpm_limit`` give every model
+a requests and a tokens bucket that hold a minute's worth and refill continuously. A request
+that does not fit gets a 429 with ``retry-after`` (whole seconds); every answer carries the
+``x-ratelimit-*`` headers with the buckets' state (resets as Go durations, ``7.66s``). A
+request costs its prompt (1 token per 4 characters) plus its answer, reported in ``usage``.
+(Groq's ``-requests`` headers count the day; the fake's count its per-minute bucket, the
+one it enforces.) ``block(seconds)`` answers 429 to everything for that long, with the
+remaining time in ``retry-after``: a daily limit, reached.
+
 Run it on its own (fault tests, benchmarks): ``python -m tests.support.fake_groq --port N
-[--latency S]``; ``GET /_control/stats`` returns the counters, ``POST /_control/script``
-appends actions, ``POST /_control/reset`` clears them.
+[--latency S] [--rpm N] [--tpm N]``; ``GET /_control/stats`` returns the counters,
+``POST /_control/script`` appends actions (``{"limits": {"rpm": N, "tpm": N}}`` sets the
+limits, ``{"block_seconds": S}`` blocks), ``POST /_control/reset`` clears them.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -45,6 +56,37 @@ class _Stats:
     by_model: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Bucket:
+    """A token bucket of ``limit`` units refilled evenly over a minute (Groq's meter)."""
+
+    limit: int
+    level: float
+    at: float
+
+    def refill(self, now: float) -> None:
+        self.level = min(float(self.limit), self.level + (now - self.at) * self.limit / 60.0)
+        self.at = now
+
+    def wait_for(self, cost: float) -> float:
+        return max(0.0, (min(cost, self.limit) - self.level) * 60.0 / self.limit)
+
+    def reset_in(self) -> float:
+        return (self.limit - self.level) * 60.0 / self.limit
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go prints it in Groq's headers: ``38ms``, ``7.66s``, ``2m59.56s``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    minutes, rest = divmod(seconds, 60.0)
+    text = f"{rest:.2f}".rstrip("0").rstrip(".") + "s"
+    if minutes >= 60:
+        hours, minutes = divmod(minutes, 60.0)
+        return f"{int(hours)}h{int(minutes)}m{text}"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
 class FakeGroq:
     """The fake server. ``await start()`` in a running loop; ``await stop()`` to end it."""
 
@@ -56,6 +98,8 @@ class FakeGroq:
         latency: float = 0.0,
         api_key: str = API_KEY,
         record: bool = True,
+        rpm_limit: int = 0,
+        tpm_limit: int = 0,
     ) -> None:
         self.host = host
         self.port = port
@@ -66,6 +110,10 @@ class FakeGroq:
         self.models: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.stats = _Stats()
+        self.rpm_limit = rpm_limit
+        self.tpm_limit = tpm_limit
+        self.blocked_until = 0.0
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._runner: web.AppRunner | None = None
 
     @property
@@ -102,6 +150,10 @@ class FakeGroq:
         """Every message text the server received, for allow-list assertions."""
         return [m.get("content", "") for r in self.requests for m in r["messages"]]
 
+    def block(self, seconds: float) -> None:
+        """Answer 429 to every request for ``seconds`` (retry-after: what is left)."""
+        self.blocked_until = time.monotonic() + seconds
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": self.stats.requests,
@@ -135,11 +187,48 @@ class FakeGroq:
                     "body": body,
                     "at": time.monotonic(),
                     "authorization": request.headers.get("Authorization", ""),
+                    "path": request.path,
                 }
             )
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Invalid API Key", "invalid_api_key")
+        left = self.blocked_until - time.monotonic()
+        if left > 0:
+            return self._error(
+                429,
+                "Rate limit reached: requests per day (RPD)",
+                "rate_limit_exceeded",
+                retry_after=math.ceil(left),
+                headers={
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": _go_duration(left),
+                },
+            )
         action = self.models.get(model) or (self.script.popleft() if self.script else {})
+        content = action.get("content")
+        if content is None:
+            content = json.dumps(_insight_for(body.get("messages", [])))
+        usage = (120, 40)
+        limit_headers = {
+            "x-ratelimit-limit-requests": "14400",
+            "x-ratelimit-limit-tokens": "250000",
+            "x-ratelimit-remaining-requests": "14399",
+            "x-ratelimit-remaining-tokens": "249840",
+            "x-ratelimit-reset-requests": "6s",
+            "x-ratelimit-reset-tokens": "38ms",
+        }
+        if self.rpm_limit or self.tpm_limit:
+            prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+            usage = (math.ceil(prompt / 4), math.ceil(len(content) / 4))
+            refused, limit_headers = self._meter(model, sum(usage), limit_headers)
+            if refused is not None:
+                return self._error(
+                    429,
+                    f"Rate limit reached for model `{model}`: {refused}",
+                    "rate_limit_exceeded",
+                    retry_after=limit_headers.pop("retry-after"),
+                    headers=limit_headers,
+                )
         delay = float(action.get("delay", self.latency))
         if delay:
             await asyncio.sleep(delay)
@@ -152,9 +241,6 @@ class FakeGroq:
                 retry_after=action.get("retry_after"),
                 failed_generation=action.get("failed_generation"),
             )
-        content = action.get("content")
-        if content is None:
-            content = json.dumps(_insight_for(body.get("messages", [])))
         self._count(200)
         return web.json_response(
             {
@@ -170,9 +256,9 @@ class FakeGroq:
                     }
                 ],
                 "usage": {
-                    "prompt_tokens": 120,
-                    "completion_tokens": 40,
-                    "total_tokens": 160,
+                    "prompt_tokens": usage[0],
+                    "completion_tokens": usage[1],
+                    "total_tokens": sum(usage),
                     "queue_time": 0.001,
                     "prompt_time": 0.002,
                     "completion_time": 0.01,
@@ -180,15 +266,45 @@ class FakeGroq:
                 },
                 "x_groq": {"id": f"req_{self.stats.requests}"},
             },
-            headers={
-                "x-ratelimit-limit-requests": "14400",
-                "x-ratelimit-limit-tokens": "250000",
-                "x-ratelimit-remaining-requests": "14399",
-                "x-ratelimit-remaining-tokens": "249840",
-                "x-ratelimit-reset-requests": "6s",
-                "x-ratelimit-reset-tokens": "38ms",
-            },
+            headers=limit_headers,
         )
+
+    def _meter(
+        self, model: str, tokens: int, headers: dict[str, str]
+    ) -> tuple[str | None, dict[str, str]]:
+        """Charge one request of ``tokens`` to the model's buckets, or refuse it.
+
+        Returns (what was exceeded or None, the x-ratelimit headers after the decision).
+        """
+        now = time.monotonic()
+        headers = dict(headers)
+        costs = {"requests": (self.rpm_limit, 1), "tokens": (self.tpm_limit, tokens)}
+        buckets: dict[str, tuple[_Bucket, int]] = {}
+        for kind, (limit, cost) in costs.items():
+            if limit:
+                bucket = self._buckets.setdefault(
+                    (model, kind), _Bucket(limit=limit, level=float(limit), at=now)
+                )
+                bucket.refill(now)
+                buckets[kind] = (bucket, cost)
+        wait = max((bucket.wait_for(cost) for bucket, cost in buckets.values()), default=0.0)
+        refused = None
+        if wait > 0:
+            refused = " and ".join(
+                f"{kind} per minute ({'RPM' if kind == 'requests' else 'TPM'}): "
+                f"limit {bucket.limit}"
+                for kind, (bucket, cost) in buckets.items()
+                if bucket.wait_for(cost) > 0
+            )
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        else:
+            for bucket, cost in buckets.values():
+                bucket.level -= min(cost, bucket.limit)
+        for kind, (bucket, _cost) in buckets.items():
+            headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+            headers[f"x-ratelimit-reset-{kind}"] = _go_duration(bucket.reset_in())
+        return refused, headers
 
     def _count(self, status: int) -> None:
         self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
@@ -199,8 +315,9 @@ class FakeGroq:
         message: str,
         code: str | None,
         *,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         failed_generation: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> web.Response:
         self._count(status)
         error: dict[str, Any] = {"message": message, "type": "invalid_request_error"}
@@ -208,7 +325,9 @@ class FakeGroq:
             error["code"] = code
         if failed_generation:
             error["failed_generation"] = failed_generation
-        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        headers = dict(headers or {})
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
         return web.json_response({"error": error}, status=status, headers=headers)
 
     async def _stats(self, request: web.Request) -> web.Response:
@@ -226,6 +345,12 @@ class FakeGroq:
             self.models.update(payload["models"])
         if "latency" in payload:
             self.latency = float(payload["latency"])
+        if "limits" in payload:
+            self.rpm_limit = int(payload["limits"].get("rpm", 0))
+            self.tpm_limit = int(payload["limits"].get("tpm", 0))
+            self._buckets.clear()
+        if "block_seconds" in payload:
+            self.block(float(payload["block_seconds"]))
         return web.json_response({"queued": len(self.script)})
 
     async def _reset(self, request: web.Request) -> web.Response:
@@ -233,6 +358,8 @@ class FakeGroq:
         self.models.clear()
         self.requests.clear()
         self.stats = _Stats()
+        self._buckets.clear()
+        self.blocked_until = 0.0
         return web.json_response({"ok": True})
 
 
@@ -259,8 +386,8 @@ def _insight_for(messages: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
-async def _serve(port: int, latency: float, record: bool) -> None:
-    fake = FakeGroq(port=port, latency=latency, record=record)
+async def _serve(port: int, latency: float, record: bool, rpm: int, tpm: int) -> None:
+    fake = FakeGroq(port=port, latency=latency, record=record, rpm_limit=rpm, tpm_limit=tpm)
     await fake.start()
     print(f"fake-groq listening on {fake.base_url}", flush=True)
     await asyncio.Event().wait()
@@ -271,9 +398,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--record", action="store_true", help="keep every request (memory)")
+    parser.add_argument("--rpm", type=int, default=0, help="enforce requests per minute")
+    parser.add_argument("--tpm", type=int, default=0, help="enforce tokens per minute")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.latency, args.record))
+        asyncio.run(_serve(args.port, args.latency, args.record, args.rpm, args.tpm))
 
 
 if __name__ == "__main__":
