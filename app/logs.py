@@ -1,8 +1,12 @@
-"""Logging: structlog over the standard library, so FastStream's own lines share the pipeline.
+"""Logging: structlog for our lines, the same processors for the standard library's.
 
-JSON off a TTY, a readable console on one (``LOG_FORMAT``). Every line, ours or a
-library's, passes the redaction processor, which removes the API key and anything
-shaped like a credential, in messages, fields and exception tracebacks alike.
+JSON off a TTY, a readable console on one (``LOG_FORMAT``). Our own lines go straight
+from structlog to stderr (the per-event canonical line is on the hot path, and the
+standard library's records, handlers and locks cost more than the line itself); lines of
+libraries (FastStream, redis, aiohttp) go through the standard library and a
+``ProcessorFormatter`` with the same processors. Every line, ours or a library's, passes
+the redaction processor, which removes the API key and anything shaped like a
+credential, in messages, fields and exception tracebacks alike.
 """
 
 from __future__ import annotations
@@ -17,6 +21,27 @@ import structlog
 from app.domain.sanitize import REDACTED, redact_secrets
 
 __all__ = ["RedactSecrets", "configure_logging", "get_logger"]
+
+
+# Fields the pipeline itself writes, or that hold ids validated against strict patterns:
+# nothing to redact in them, and skipping them keeps redaction off the hot path.
+_NOT_SECRET = frozenset(
+    {
+        "level",
+        "logger",
+        "timestamp",
+        "outcome",
+        "event_id",
+        "tenant_id",
+        "agent_id",
+        "entry_id",
+        "model",
+        "consumer",
+        "reason",
+        "latency_ms",
+        "attempts",
+    }
+)
 
 
 class RedactSecrets:
@@ -46,10 +71,26 @@ class RedactSecrets:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in list(event_dict.items()):
-            if key in {"exc_info", "_record", "_from_structlog"}:
+            if key in _NOT_SECRET or key in {"exc_info", "_record", "_from_structlog"}:
                 continue
             event_dict[key] = self._clean(value)
         return event_dict
+
+
+class _StderrLogger:
+    """structlog's output: one line to the current ``sys.stderr`` (tests swap it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger(*args: Any) -> _StderrLogger:
+    return _StderrLogger(str(args[0]) if args else "acp.groq_worker")
 
 
 def configure_logging(
@@ -73,23 +114,24 @@ def configure_logging(
     # Tracebacks are rendered to text before redaction, so a key inside an exception
     # message or a local variable's repr is removed too.
     final: list[Any] = [
-        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         structlog.processors.format_exc_info,
         redact,
         renderer,
     ]
+    # Not cached on first use: a reconfiguration (another key to redact, another level)
+    # applies to every logger, also the module-level ones made before it.
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        processors=[*shared, *final],
+        logger_factory=_stderr_logger,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(processors=final, foreign_pre_chain=shared)
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+            foreign_pre_chain=shared,
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -40,9 +40,18 @@ class _Job:
 
 
 class GroupCommit:
-    def __init__(self, redis: Redis, *, transaction: bool, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        transaction: bool,
+        prelude: Callable[[Pipeline], Any] | None = None,
+        max_batch: int = 512,
+    ) -> None:
+        """``prelude`` queues commands that open every batch (their replies are dropped)."""
         self._redis = redis
         self._transaction = transaction
+        self._prelude = prelude
         self._max_batch = max_batch
         self._jobs: list[_Job] = []
         self._runner: asyncio.Task[None] | None = None
@@ -92,6 +101,9 @@ class GroupCommit:
     async def _run(self, batch: list[_Job]) -> None:
         self.batches += 1
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
+            if self._prelude is not None:
+                self._prelude(pipe)
+            start = len(pipe.command_stack)
             sizes = []
             for job in batch:
                 before = len(pipe.command_stack)
@@ -100,7 +112,6 @@ class GroupCommit:
                     await queued
                 sizes.append(len(pipe.command_stack) - before)
             replies = await pipe.execute(raise_on_error=False)
-        start = 0
         for job, size in zip(batch, sizes, strict=True):
             if not job.done.done():
                 job.done.set_result(list(replies[start : start + size]))

@@ -111,8 +111,18 @@ _PROMPT_KEYS = frozenset(
 )
 
 
+# Every pattern above needs one of these substrings; text without any (most log values:
+# ids, outcomes, model names) skips the scan. Case-insensitive, so a superset on purpose.
+_MAY_HOLD_SECRET = re.compile(
+    r"(?i)key|gsk_|sk-|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-"
+    r"|xox|hooks\.slack|AIza|k_live_|k_test_|npm_|eyJ|bearer|basic|pass|pwd|secret|token|://"
+)
+
+
 def redact_secrets(text: str) -> str:
     """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
+    if not _MAY_HOLD_SECRET.search(text):
+        return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
     text = _SECRET_PAIR.sub(_redact_pair, text)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from contextvars import ContextVar
+from typing import Any, Self, cast
 
 from faststream import AckPolicy
 from faststream._internal.endpoint.publisher import PublisherSpecification
@@ -114,6 +115,17 @@ _DOCUMENTED_STREAM: str = Settings.model_fields["insight_stream"].default
 _DOCUMENTED_GROUP: str = Settings.model_fields["insight_group"].default
 
 
+class _Stream(StreamSub):
+    """``StreamSub`` that is not deep-copied on every access when there is no prefix.
+
+    FastStream reads a subscriber's or publisher's stream through ``add_prefix``, which
+    deep-copies it: three deep copies per event with a prefix that is always empty here.
+    """
+
+    def add_prefix(self, prefix: str) -> Self:
+        return self if not prefix else super().add_prefix(prefix)
+
+
 def _entry_size(fields: Mapping[bytes, bytes]) -> int:
     return sum(len(key) + len(value) for key, value in fields.items())
 
@@ -158,8 +170,15 @@ def entry_parser(max_event_bytes: int) -> Callable[..., Awaitable[Any]]:
     return parse_entry
 
 
+# The message being handled, for the handler. A ``Context("message")`` parameter would do
+# the same, but fast_depends resolves it in a worker thread: a thread hop per event.
+# Each message is handled in a task of its own, so the variable is per message.
+_current_message: ContextVar[Any] = ContextVar("acp_current_message")
+
+
 async def decode_entry(message: Any, default_decoder: Callable[[Any], Awaitable[Any]]) -> Any:
     """The entry's body as a JSON object, or ``InvalidEvent`` saying why it is not one."""
+    _current_message.set(message)
     problem = message.headers.get(INVALID_HEADER)
     if problem:
         raise InvalidEvent(problem)
@@ -208,7 +227,7 @@ def entry_ref(message: Any, *, stream: str, group: str) -> EntryRef:
 def declare_insights_publisher(router: RedisRouter) -> StreamPublisher:
     """The InsightCreated publisher on ``acp:groq:insights:stream`` (MAXLEN ~ 10,000)."""
     return router.publisher(
-        stream=StreamSub(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
+        stream=_Stream(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
         title=f"{Keys.INSIGHTS_STREAM}:publish",
         description=_OUTBOUND_DESCRIPTION,
         schema=InsightCreated,
@@ -269,7 +288,7 @@ def register_event_handlers(
     stream, group = settings.insight_stream, settings.insight_group
 
     subscriber = router.subscriber(
-        stream=StreamSub(
+        stream=_Stream(
             stream,
             group=group,
             consumer=settings.worker_id,
@@ -290,8 +309,9 @@ def register_event_handlers(
     declare_dead_letter_publisher(router)
 
     @subscriber
-    async def handle_audit_event(event: AuditEvent, message: RedisStreamMessage) -> None:
+    async def handle_audit_event(event: AuditEvent) -> None:
         """Enrich one audit event; the service acks the entry with its writes."""
+        message = _current_message.get()
         await service.process(
             event,
             entry_ref(message, stream=stream, group=group),
