@@ -71,12 +71,48 @@ def package_version() -> str:
         return "0.0.0+local"
 
 
-def build_llm(settings: Settings) -> LLM:
-    """The configured LLM provider. Refuses to start the Groq one without a key."""
+def build_llm(
+    settings: Settings,
+    *,
+    redis: Redis | None = None,
+    metrics: Metrics | None = None,
+    stopping: asyncio.Event | None = None,
+) -> LLM:
+    """The configured LLM provider, behind the shared rate limiter when limits are set.
+
+    The limiter needs the worker's ``redis`` and ``metrics`` (without them, no limiter);
+    ``stopping`` lets a call waiting on it be postponed at shutdown.
+    """
+    provider = _build_provider(settings)
+    limits = settings.limit_table
+    if redis is None or metrics is None or not limits.any:
+        return provider
+    from app.adapters.rate_limit import RateLimitedLLM, RedisLimiter
+
+    return RateLimitedLLM(
+        provider,
+        RedisLimiter(redis, limits),
+        metrics=metrics,
+        pause_threshold=settings.groq_limiter_pause_threshold_seconds,
+        stopping=stopping,
+    )
+
+
+def _build_provider(settings: Settings) -> LLM:
+    """The provider itself. Refuses to start the Groq one without a key."""
     if settings.llm_provider is LLMProvider.OFFLINE:
         from app.adapters.offline_llm import OfflineLLM
 
         return OfflineLLM()
+    if settings.llm_provider is LLMProvider.OPENAI_COMPATIBLE:
+        from app.adapters.openai_compatible_llm import OpenAICompatibleLLM
+
+        assert settings.llm_base_url is not None  # the settings refuse it missing
+        return OpenAICompatibleLLM(
+            base_url=str(settings.llm_base_url),
+            api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+            timeout_seconds=settings.groq_timeout_seconds,
+        )
     if settings.groq_api_key is None:
         raise SettingsError(
             "invalid settings: GROQ_API_KEY: required when LLM_PROVIDER=groq "
@@ -150,7 +186,9 @@ def build_worker(
     """Wire the worker. ``llm``/``store``/``metrics`` replace the real ones in tests."""
     settings = settings if settings is not None else load_settings()
     if configure_logs:
-        secrets = [settings.groq_api_key.get_secret_value()] if settings.groq_api_key else []
+        secrets = [
+            key.get_secret_value() for key in (settings.groq_api_key, settings.llm_api_key) if key
+        ]
         configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
     metrics = metrics if metrics is not None else Metrics()
     redis = Redis.from_url(
@@ -224,7 +262,9 @@ def build_worker(
         # `worker_id` is FastStream's process index under `faststream run --workers N`
         # (not settings.worker_id, the consumer name); process i serves METRICS_PORT + i.
         if worker.llm is None:
-            worker.llm = build_llm(settings)
+            worker.llm = build_llm(
+                settings, redis=redis, metrics=metrics, stopping=service.stopping
+            )
             service.llm = worker.llm
         # Before waiting for Redis: /health/live answers (and /ready says 503) meanwhile.
         worker.operations = await start_operations(worker, process_index=worker_id or 0)
