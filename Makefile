@@ -1,4 +1,5 @@
-# Two commands do everything on a fresh machine with Python 3.11+:
+# Three commands do everything on a fresh machine with Python 3.11+:
+#   make demo   set up .venv/ and run the worker on sample events, in-process (no Redis needed)
 #   make run    set up .venv/ and run the worker (LLM_PROVIDER=offline unless GROQ_API_KEY is set)
 #   make test   set up .venv/ and run every test (starts its own redis-server processes)
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck check clean
+.PHONY: venv demo run test lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +16,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# ARGS are the demo's options, e.g. make demo ARGS="--budget --keep-running".
+demo: $(STAMP)
+	$(BIN)/groq-worker demo $(ARGS)
 
 run: $(STAMP)
 	@scripts/ensure-redis

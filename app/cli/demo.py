@@ -1,0 +1,674 @@
+"""``groq-worker demo``: the worker end to end in one command, with nothing else installed.
+
+1. Redis: the one at ``REDIS_URL`` if it answers, otherwise an embedded Redis-compatible
+   server in this process (``app.embedded_redis``, on a free loopback port).
+2. The real worker app (``build_worker``), started in this process as consumer ``demo``,
+   with the offline model unless ``GROQ_API_KEY`` is set, its logs at WARNING so that the
+   terminal shows the demo's own output.
+3. A realistic sample of gateway events (``app.demo_events``), written the way a gateway
+   writes them: ``XADD <INSIGHT_STREAM> * payload '<json>'``.
+4. Progress until the group has acknowledged every entry, then the insights as a table,
+   the outcome counts of the worker's metric and where each key lives.
+
+``--publish-only`` does steps 3 and 4 against a worker that runs elsewhere (the producer of
+``deploy/docker-compose.yml``). Exits 0 once every entry reached an outcome, 1 if they did
+not within ``--timeout`` or Redis failed, 2 for a bad setting. ``--keep-running`` leaves the
+worker and the Redis up for ``groq-worker status`` until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import AnyUrl
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from app.adapters import inspect
+from app.adapters.dlq import parse_letter
+from app.adapters.redis_store import Keys
+from app.bootstrap import Worker, build_worker
+from app.demo_events import MIN_EVENTS, EntryKind, SampleEntry, budget_for_one_over, sample_events
+from app.domain.insights import DeadLetter, Outcome
+from app.settings import LLMProvider, Settings, SettingsError, load_settings
+
+__all__ = ["register"]
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_EVENTS = 20
+MAX_EVENTS = 100_000
+DEFAULT_TIMEOUT_SECONDS = 60.0
+CONSUMER = "demo"
+TABLE_ROWS = 50  # insights listed; the outcome counts cover every entry
+POLL_SECONDS = 0.1
+NARROWEST_OUTPUT = 140  # columns, when stdout is not a terminal (a log, a pipe)
+_AUTO_BUDGET = -1
+
+_STYLE = {
+    Outcome.ENRICHED: "green",
+    Outcome.DUPLICATE: "cyan",
+    Outcome.RATE_LIMITED: "yellow",
+    Outcome.DEAD_LETTERED: "red",
+}
+_MEANING = {
+    Outcome.ENRICHED: "insight written, entry acked",
+    Outcome.DUPLICATE: "event already enriched: acked, nothing rewritten, no model call",
+    Outcome.RATE_LIMITED: "tenant over its hourly budget: acked, no insight, no dead letter",
+    Outcome.DEAD_LETTERED: "pushed on the DLQ with its reason, then acked",
+}
+
+
+@dataclass
+class EventResult:
+    """One sample event (its entries, if the gateway wrote it twice) and what became of it."""
+
+    entry: SampleEntry
+    entry_ids: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+    letter: DeadLetter | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.record is not None:
+            return Outcome.ENRICHED
+        if self.letter is not None:
+            return Outcome.DEAD_LETTERED
+        # Acked and nothing written: the one outcome that leaves no trace but its counters.
+        return Outcome.RATE_LIMITED
+
+
+@dataclass
+class DemoRun:
+    """What this run works with: its Redis, the sample, and the worker if it runs here."""
+
+    settings: Settings  # the worker's, or this process's with --publish-only
+    redis_url: str
+    embedded: bool
+    run_id: str
+    entries: list[SampleEntry]
+    worker: Worker | None = None
+    entry_ids: list[str] = field(default_factory=list)
+
+    @property
+    def budget(self) -> int | None:
+        """The worker's hourly budget per tenant, when the worker runs in this process."""
+        return self.settings.insight_budget_per_hour_per_tenant if self.worker is not None else None
+
+
+# -- small helpers ----------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def _address(url: str) -> str:
+    """host:port/db of a Redis URL, without the credentials it may carry."""
+    parsed = AnyUrl(url)
+    if parsed.scheme == "unix":
+        return f"unix:{parsed.path}"
+    database = (parsed.path or "/0").lstrip("/") or "0"
+    return f"{parsed.host}:{parsed.port or 6379}/{database}"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _per_name(counts: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts)
+
+
+def _short_model(model: str) -> str:
+    """``offline/openai/gpt-oss-20b`` -> ``offline/gpt-oss-20b``; vendor prefixes go."""
+    parts = model.split("/")
+    return f"offline/{parts[-1]}" if parts[0] == "offline" and len(parts) > 1 else parts[-1]
+
+
+def _count(worker: Worker, outcome: Outcome) -> int:
+    value = worker.metrics.registry.get_sample_value(
+        "acp_groq_events_consumed_total", {"result": outcome.value}
+    )
+    return int(value or 0)
+
+
+def _tally(worker: Worker | None) -> str:
+    if worker is None:
+        return ""
+    counts = ((outcome, _count(worker, outcome)) for outcome in Outcome)
+    return "  ".join(f"[{_STYLE[o]}]{o.value} {n}[/]" for o, n in counts if n)
+
+
+async def _redis_answers(url: str) -> bool:
+    """True when a Redis answers PING at ``url``; False when nothing listens there."""
+    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        await client.ping()
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return False
+    finally:
+        await client.aclose()
+    return True
+
+
+# -- the steps --------------------------------------------------------------------------
+
+
+async def _publish(redis: Redis, stream: str, entries: Sequence[SampleEntry]) -> list[str]:
+    """XADD every entry in the gateway's wire format; their entry ids, in order."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry in entries:
+            pipe.xadd(stream, entry.fields)  # type: ignore[arg-type]
+        ids = await pipe.execute()
+    return [_text(entry_id) for entry_id in ids]
+
+
+async def _entries_done(redis: Redis, settings: Settings, entry_ids: Sequence[str]) -> int:
+    """How many of ``entry_ids`` the group has delivered and acknowledged (any consumer)."""
+    stream, group = settings.insight_stream, settings.insight_group
+    info = await inspect.group_info(redis, stream, group)
+    if info is None or not entry_ids:
+        return 0
+    delivered_up_to = _id_key(info.last_delivered_id)
+    ordered = sorted(entry_ids, key=_id_key)
+    pending = await redis.xpending_range(
+        stream, group, min=ordered[0], max=ordered[-1], count=len(ordered)
+    )
+    still_pending = {_text(row["message_id"]) for row in pending}
+    return sum(
+        1
+        for entry_id in entry_ids
+        if _id_key(entry_id) <= delivered_up_to and entry_id not in still_pending
+    )
+
+
+async def _follow(redis: Redis, run: DemoRun, console: Console, within: float) -> bool:
+    """Show progress until every entry is acked; False when ``within`` seconds pass first."""
+    total = len(run.entry_ids)
+    deadline = time.monotonic() + within
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[outcomes]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("processing", total=total, outcomes="")
+        while True:
+            done = await _entries_done(redis, run.settings, run.entry_ids)
+            progress.update(task, completed=done, outcomes=_tally(run.worker))
+            if done >= total:
+                break
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(POLL_SECONDS)
+        if run.worker is not None:
+            # An outcome is counted just after its ack: let the counter catch up (bounded).
+            for _ in range(50):
+                if sum(_count(run.worker, o) for o in Outcome) >= total:
+                    break
+                await asyncio.sleep(0.02)
+        progress.update(task, description="processed", outcomes=_tally(run.worker))
+    return True
+
+
+async def _results(redis: Redis, run: DemoRun) -> list[EventResult]:
+    """Each sample event with its insight or its dead letter, read back from Redis."""
+    by_event: dict[str, EventResult] = {}
+    for entry, entry_id in zip(run.entries, run.entry_ids, strict=True):
+        by_event.setdefault(entry.event_id, EventResult(entry)).entry_ids.append(entry_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        for event_id in by_event:
+            pipe.get(Keys.insight(event_id))
+        records = await pipe.execute()
+    for result, raw in zip(by_event.values(), records, strict=True):
+        if raw is not None:
+            result.record = json.loads(raw)
+    # The DLQ is newest first, so this run's letters are among the first ones.
+    ours = {entry_id: result for result in by_event.values() for entry_id in result.entry_ids}
+    for raw in await redis.lrange(Keys.DLQ, 0, max(100, 2 * len(run.entry_ids)) - 1):
+        letter = parse_letter(raw)
+        if isinstance(letter, DeadLetter) and letter.entry_id in ours:
+            ours[letter.entry_id].letter = letter
+    return list(by_event.values())
+
+
+# -- what the terminal shows ------------------------------------------------------------
+
+
+def _print_header(console: Console, run: DemoRun, redis_text: str) -> None:
+    settings = run.settings
+    console.print("[bold]acp-groq-worker demo[/bold]")
+    console.print(f"  Redis   {redis_text}")
+    if run.worker is None:
+        console.print(
+            f"  Worker  the one consuming {settings.insight_stream} as group "
+            f"{settings.insight_group} (not started here: --publish-only)"
+        )
+    else:
+        models = f"{settings.groq_model_fast} (fast), {settings.groq_model_deep} (deep)"
+        if settings.llm_provider is LLMProvider.OFFLINE:
+            model = "offline: insights derived from the prompt, no network"
+            model += " (set GROQ_API_KEY for Groq)" if settings.groq_api_key is None else ""
+        elif settings.llm_provider is LLMProvider.OPENAI_COMPATIBLE:
+            model = f"openai-compatible at {settings.llm_base_url}: {models}"
+        else:
+            model = f"groq: {models}"
+        console.print(f"  Model   {model}")
+        console.print(
+            f"  Worker  consumer {settings.worker_id} of group {settings.insight_group} on "
+            f"{settings.insight_stream}, budget {run.budget} enrichments per tenant an hour"
+        )
+    kinds = Counter(entry.kind for entry in run.entries)
+    tenants = {entry.tenant_id for entry in run.entries}
+    agents = {entry.agent_id for entry in run.entries}
+    console.print(
+        f"  Events  {len(run.entries)} sample entries (run {run.run_id}): "
+        f"{len(tenants)} tenants, {len(agents)} agents, every severity, "
+        f"{kinds[EntryKind.INVALID]} invalid, {kinds[EntryKind.DUPLICATE]} written twice"
+    )
+
+
+def _insight_cell(result: EventResult, run: DemoRun) -> str:
+    if result.record is not None:
+        insight = result.record.get("insight") or {}
+        text = f"[bold]{insight.get('risk', '?')}[/]: {insight.get('summary', '')}"
+        if len(result.entry_ids) > 1:
+            text += f" [cyan](written {len(result.entry_ids)}x: the repeat was a duplicate)[/]"
+        return text
+    if result.letter is not None:
+        return f"[red]{result.letter.reason}[/]: {result.letter.error}"
+    budget = f" of {run.budget}" if run.budget is not None else ""
+    return f"over the tenant's hourly budget{budget}: acked, no insight, no dead letter"
+
+
+def _insights_table(results: Sequence[EventResult], run: DemoRun) -> Table:
+    shown = results[:TABLE_ROWS]
+    title = f"Insights ({len(results)} events from {len(run.entry_ids)} entries"
+    title += f", the first {len(shown)} shown)" if len(shown) < len(results) else ")"
+    table = Table(title=title, title_justify="left")
+    for name in ("event", "tenant", "agent", "severity", "outcome", "model"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("insight (risk: summary), or why there is none", ratio=1)
+    for result in shown:
+        entry, outcome = result.entry, result.outcome
+        model = _short_model(str(result.record.get("model", ""))) if result.record else "-"
+        table.add_row(
+            entry.event_id,
+            entry.tenant_id,
+            entry.agent_id,
+            entry.severity,
+            f"[{_STYLE[outcome]}]{outcome.value}[/]",
+            model,
+            _insight_cell(result, run),
+        )
+    return table
+
+
+def _outcomes_table(worker: Worker) -> Table:
+    table = Table(
+        title="Outcomes (acp_groq_events_consumed_total of this worker)", title_justify="left"
+    )
+    table.add_column("result", no_wrap=True)
+    table.add_column("entries", justify="right")
+    table.add_column("meaning")
+    for outcome in Outcome:
+        table.add_row(
+            f"[{_STYLE[outcome]}]{outcome.value}[/]",
+            str(_count(worker, outcome)),
+            _MEANING[outcome],
+        )
+    return table
+
+
+async def _keys_table(redis: Redis, run: DemoRun, results: Sequence[EventResult]) -> Table:
+    settings = run.settings
+    tenants = sorted({r.entry.tenant_id for r in results})
+    agents = sorted({r.entry.agent_id for r in results})
+    enriched = [r.entry.event_id for r in results if r.record is not None]
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(settings.insight_stream)
+        pipe.zcard(Keys.TIMELINE)
+        pipe.xlen(Keys.INSIGHTS_STREAM)
+        pipe.llen(Keys.DLQ)
+        for tenant in tenants:
+            pipe.zcard(Keys.by_tenant(tenant))
+        for agent in agents:
+            pipe.llen(Keys.by_agent(agent))
+        for tenant in tenants:
+            pipe.get(Keys.rate_limit(tenant))
+        replies = await pipe.execute()
+    inbound, timeline, created, letters = (int(v) for v in replies[:4])
+    by_tenant = [int(v) for v in replies[4 : 4 + len(tenants)]]
+    by_agent = [int(v) for v in replies[4 + len(tenants) : 4 + len(tenants) + len(agents)]]
+    spent = [int(v or 0) for v in replies[4 + len(tenants) + len(agents) :]]
+    group = await inspect.group_info(redis, settings.insight_stream, settings.insight_group)
+    group_text = (
+        f"lag {group.lag}, pending {group.pending} of {inbound} gateway entries "
+        f"(group {group.name})"
+        if group
+        else f"{inbound} gateway entries, no group {settings.insight_group}"
+    )
+    example = Keys.insight(enriched[0]) if enriched else "none"
+    budget = f" (budget {run.budget} an hour)" if run.budget is not None else ""
+
+    where = f"Where it lives: Redis at {_address(run.redis_url)}"
+    table = Table(title=where + (" (embedded, in memory)" if run.embedded else ""))
+    table.title_justify = "left"
+    table.add_column("key", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("now holds")
+    table.add_row(settings.insight_stream, "STREAM", group_text)
+    table.add_row(
+        "acp:groq:insight:{event_id}",
+        "STRING, JSON, TTL 24 h",
+        f"{len(enriched)} insights of this run, e.g. {example}",
+    )
+    table.add_row(Keys.TIMELINE, "ZSET", f"{timeline} event ids, scored by event time")
+    table.add_row(
+        "acp:groq:insights:by_tenant:{tenant_id}",
+        "ZSET",
+        _per_name(zip(tenants, by_tenant, strict=True)),
+    )
+    table.add_row(
+        "acp:groq:insights:by_agent:{agent_id}",
+        "LIST",
+        _per_name(zip(agents, by_agent, strict=True)),
+    )
+    table.add_row(Keys.INSIGHTS_STREAM, "STREAM", f"{created} InsightCreated messages")
+    table.add_row(Keys.DLQ, "LIST", f"{_plural(letters, 'dead letter')} (groq-worker dlq list)")
+    table.add_row(
+        "acp:groq:rate_limit:{tenant_id}",
+        "counter, 1 h",
+        _per_name(zip(tenants, spent, strict=True)) + budget,
+    )
+    return table
+
+
+def _print_footer(console: Console, run: DemoRun, *, keep_running: bool) -> None:
+    if keep_running and run.worker is not None:
+        operations = run.worker.operations
+        console.print(
+            f"\nThe worker keeps running as consumer {run.settings.worker_id}; Ctrl-C stops "
+            "it. In another terminal:"
+        )
+        console.print(f"  REDIS_URL={run.redis_url} groq-worker status")
+        console.print(f"  REDIS_URL={run.redis_url} groq-worker dlq list")
+        if operations is not None and operations.port is not None:
+            console.print(f"  curl http://127.0.0.1:{operations.port}/metrics   (/health/ready)")
+    elif run.embedded:
+        console.print(
+            "\nThe embedded Redis goes away with this process; "
+            "`groq-worker demo --keep-running` leaves it up to look around."
+        )
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+async def _wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _budget_for(redis: Redis, options: argparse.Namespace, run: DemoRun) -> int | None:
+    """The budget the worker gets: --budget N, the one --budget alone asks for, or none."""
+    if options.budget != _AUTO_BUDGET:
+        return int(options.budget) if options.budget is not None else None
+    tenants = sorted({entry.tenant_id for entry in run.entries})
+    spent = await redis.mget([Keys.rate_limit(tenant) for tenant in tenants])
+    used = {tenant: int(v or 0) for tenant, v in zip(tenants, spent, strict=True)}
+    return budget_for_one_over(run.entries, used)[0]
+
+
+def _worker_settings(
+    options: argparse.Namespace, settings: Settings, redis_url: str, budget: int | None
+) -> Settings:
+    overrides: dict[str, Any] = {
+        "redis_url": redis_url,
+        "worker_id": CONSUMER,
+        "metrics_port": settings.metrics_port if options.keep_running else 0,
+        "log_level": "INFO" if options.verbose else "WARNING",
+        "log_format": "console",
+    }
+    # Groq needs a key; an OpenAI-compatible server (a local model) is never the default,
+    # so it was asked for. Anything else runs offline.
+    provider = settings.llm_provider
+    ready = provider is LLMProvider.OPENAI_COMPATIBLE or (
+        provider is LLMProvider.GROQ and settings.groq_api_key is not None
+    )
+    if options.offline or not ready:
+        overrides["llm_provider"] = LLMProvider.OFFLINE
+    if budget is not None:
+        overrides["insight_budget_per_hour_per_tenant"] = budget
+    return load_settings(**overrides)
+
+
+async def _run(options: argparse.Namespace, settings: Settings, console: Console) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        configured = str(settings.redis_url)
+        if not options.embedded and await _redis_answers(configured):
+            redis_url, embedded = configured, False
+            redis_text = f"{_address(configured)} (REDIS_URL answers)"
+        elif options.publish_only:
+            print(
+                f"groq-worker demo: nothing answers at {_address(configured)} (REDIS_URL); "
+                "--publish-only needs the Redis that a worker reads",
+                file=sys.stderr,
+            )
+            return EXIT_PROBLEM
+        else:
+            # Imported here: fakeredis is needed only when there is no Redis to use.
+            from app.embedded_redis import EmbeddedRedis
+
+            server = EmbeddedRedis().start()
+            stack.callback(server.stop)
+            redis_url, embedded = server.url, True
+            why = "--embedded" if options.embedded else f"nothing answers at {_address(configured)}"
+            redis_text = f"{why}: started an embedded one (fakeredis) at {_address(redis_url)}"
+
+        redis = Redis.from_url(redis_url, socket_connect_timeout=5.0, socket_timeout=10.0)
+        stack.push_async_callback(redis.aclose)
+        run_id = secrets.token_hex(2)
+        entries = sample_events(options.events, run_id=run_id, now=time.time())
+        run = DemoRun(settings, redis_url, embedded, run_id, entries)
+
+        if not options.publish_only:
+            budget = await _budget_for(redis, options, run)
+            run.settings = _worker_settings(options, settings, redis_url, budget)
+            run.worker = build_worker(run.settings)
+        _print_header(console, run, redis_text)
+        if run.worker is not None:
+            await run.worker.app.start()
+            stack.push_async_callback(run.worker.app.stop)
+
+        run.entry_ids = await _publish(redis, run.settings.insight_stream, entries)
+        finished = await _follow(redis, run, console, options.timeout)
+        if not finished:
+            done = await _entries_done(redis, run.settings, run.entry_ids)
+            console.print(
+                f"[red]{done} of {len(run.entry_ids)} entries reached an outcome within "
+                f"{options.timeout:g} s[/red]; `groq-worker status` shows what is pending."
+            )
+        results = await _results(redis, run)
+        console.print(_insights_table(results, run))
+        if run.worker is not None:
+            console.print(_outcomes_table(run.worker))
+        console.print(await _keys_table(redis, run, results))
+        keep_running = options.keep_running and finished and run.worker is not None
+        _print_footer(console, run, keep_running=keep_running)
+        if keep_running:
+            await _wait_for_stop()
+        return EXIT_OK if finished else EXIT_PROBLEM
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: the stack may suppress)
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a log or a pipe: wide enough for the tables' rows
+        console.width = max(console.width, NARROWEST_OUTPUT)
+    return console
+
+
+def _demo(options: argparse.Namespace) -> int:
+    if options.publish_only and (options.budget is not None or options.keep_running):
+        print(
+            "groq-worker demo: --budget and --keep-running need the worker of the demo, "
+            "not --publish-only",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"groq-worker demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_run(options, settings, _console()))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except SettingsError as exc:
+        print(f"groq-worker demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RedisError, OSError) as exc:
+        problem = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(
+            f"groq-worker demo: Redis at {_address(str(settings.redis_url))} failed "
+            f"({problem}); `groq-worker demo --embedded` runs on a Redis of its own",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
+
+
+# -- arguments --------------------------------------------------------------------------
+
+
+def _event_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not MIN_EVENTS <= value <= MAX_EVENTS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from {MIN_EVENTS} to {MAX_EVENTS}, got {text!r}"
+        )
+    return value
+
+
+def _budget(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the worker on sample events and show the insights (nothing to set up)",
+        description="Start the worker on sample gateway events and show what it wrote. Uses "
+        "the Redis at REDIS_URL when one answers there, otherwise an embedded one; the "
+        "offline model unless GROQ_API_KEY is set. Exits 0 once every event has an outcome.",
+    )
+    parser.add_argument(
+        "--events",
+        type=_event_count,
+        default=DEFAULT_EVENTS,
+        metavar="N",
+        help=f"sample entries to publish ({DEFAULT_EVENTS}; at least {MIN_EVENTS})",
+    )
+    parser.add_argument(
+        "--budget",
+        type=_budget,
+        nargs="?",
+        const=_AUTO_BUDGET,
+        default=None,
+        metavar="N",
+        help="INSIGHT_BUDGET_PER_HOUR_PER_TENANT of the demo's worker; --budget alone picks "
+        "one that puts exactly one sample event over budget (rate_limited)",
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the worker (and an embedded Redis) up for `groq-worker status`; "
+        "Ctrl-C stops it",
+    )
+    parser.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="start no worker: publish to the Redis at REDIS_URL for the worker that runs "
+        "there, and show what it wrote",
+    )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use an embedded Redis even if one answers at REDIS_URL",
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use the offline model even if GROQ_API_KEY (or LLM_PROVIDER=openai-compatible) "
+        "is set",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"how long to wait for every entry to reach an outcome ({DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the worker's log lines down to INFO"
+    )
+    parser.set_defaults(handler=_demo)

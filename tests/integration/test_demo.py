@@ -1,0 +1,348 @@
+"""``groq-worker demo``: its sample, its embedded Redis, and the command end to end.
+
+The command runs as a subprocess, the way a newcomer runs it: ``REDIS_URL`` points at a
+port where nothing listens (so the demo starts its embedded Redis), no ``GROQ_API_KEY``
+(so the offline model answers), and the checks are on its stdout and exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from app.demo_events import (
+    MIN_EVENTS,
+    EntryKind,
+    SampleEntry,
+    budget_for_one_over,
+    sample_events,
+)
+from app.domain.events import EVENT_ID_PATTERN, AuditEvent
+from app.embedded_redis import EmbeddedRedis
+from app.settings import Settings
+from tests.support.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_BOUND_SECONDS = 120  # a bound on a hung demo, not a speed expectation
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+# -- running the command ------------------------------------------------------------------
+
+
+def run_demo(*args: str, redis_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    """``python -m app.cli demo ARGS`` with no setting from this environment but ``env``."""
+    clean = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
+    clean |= {
+        "REDIS_URL": redis_url or f"redis://127.0.0.1:{free_port()}/0",
+        "PYTHONIOENCODING": "utf-8",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "demo", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=DEMO_BOUND_SECONDS,
+        check=False,
+    )
+
+
+def run_id_of(stdout: str) -> str:
+    found = re.search(r"sample entries \(run ([0-9a-f]+)\)", stdout)
+    assert found, stdout
+    return found.group(1)
+
+
+def rows(stdout: str) -> list[list[str]]:
+    """The cells of every table line (rows that wrap continue on lines of their own)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in stdout.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def insight_rows(stdout: str, run_id: str) -> dict[str, list[str]]:
+    """First line of each insights-table row, by event id."""
+    return {cells[0]: cells for cells in rows(stdout) if cells[0].startswith(f"evt-{run_id}-")}
+
+
+def outcome_counts(stdout: str) -> dict[str, int]:
+    names = {"enriched", "duplicate", "rate_limited", "dead_lettered"}
+    return {
+        cells[0]: int(cells[1])
+        for cells in rows(stdout)
+        if cells[0] in names and cells[1].isdigit()
+    }
+
+
+def expected(count: int, run_id: str) -> list[SampleEntry]:
+    return sample_events(count, run_id=run_id, now=0.0)
+
+
+# -- the command end to end -----------------------------------------------------------------
+
+
+def test_demo_without_redis_enriches_the_sample_on_an_embedded_redis_and_exits_0():
+    """No Redis, no key: rc 0, every event in the table, the invalid one dead-lettered."""
+    result = run_demo()
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "started an embedded one" in out
+    assert "offline" in out
+    run_id = run_id_of(out)
+    sample = expected(20, run_id)
+    table = insight_rows(out, run_id)
+    assert set(table) == {entry.event_id for entry in sample}
+    invalid = next(e for e in sample if e.kind is EntryKind.INVALID)
+    assert table[invalid.event_id][4] == "dead_lettered"
+    assert table[invalid.event_id][6].startswith("invalid: severity")
+    duplicate = next(e for e in sample if e.kind is EntryKind.DUPLICATE)
+    assert table[duplicate.event_id][4] == "enriched"
+    valid = [e for e in sample if e.kind is EntryKind.VALID]
+    assert all(table[e.event_id][4] == "enriched" for e in valid)
+    assert all(table[e.event_id][5].startswith("offline/") for e in valid)
+    assert outcome_counts(out) == {
+        "enriched": len(valid),
+        "duplicate": 1,
+        "rate_limited": 0,
+        "dead_lettered": 1,
+    }
+    for key in (
+        "acp:groq_queue",
+        "acp:groq:insight:{event_id}",
+        "acp:groq:insights:timeline",
+        "acp:groq:insights:by_tenant:{tenant_id}",
+        "acp:groq:insights:by_agent:{agent_id}",
+        "acp:groq:insights:stream",
+        "acp:groq:dlq",
+        "acp:groq:rate_limit:{tenant_id}",
+    ):
+        assert f"│ {key} " in out, key
+    assert "lag 0, pending 0" in out
+
+
+def test_demo_budget_puts_exactly_one_event_over_budget():
+    """--budget alone: one acme event is rate_limited, the others are enriched as usual."""
+    result = run_demo("--budget", "--events", "12")
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    run_id = run_id_of(out)
+    sample = expected(12, run_id)
+    valid = [e for e in sample if e.kind is EntryKind.VALID]
+    assert outcome_counts(out) == {
+        "enriched": len(valid) - 1,
+        "duplicate": 1,
+        "rate_limited": 1,
+        "dead_lettered": 1,
+    }
+    limited = [cells for cells in insight_rows(out, run_id).values() if cells[4] == "rate_limited"]
+    assert len(limited) == 1
+    assert limited[0][1] == "acme"
+    budget, tenants = budget_for_one_over(sample)
+    assert tenants == ["acme"]
+    assert f"budget {budget} enrichments per tenant an hour" in out
+
+
+@pytest.mark.integration
+def test_demo_uses_the_redis_at_redis_url_when_one_answers(redis_server: RedisServer):
+    """A Redis answers at REDIS_URL: the insights and the dead letter are written there."""
+    client = redis_sync.Redis.from_url(redis_server.url)
+    client.flushdb()
+    try:
+        result = run_demo("--events", "8", redis_url=redis_server.url)
+
+        assert result.returncode == 0, result.stderr
+        assert "(REDIS_URL answers)" in result.stdout
+        run_id = run_id_of(result.stdout)
+        sample = expected(8, run_id)
+        for entry in sample:
+            if entry.kind is EntryKind.VALID:
+                record = json.loads(client.get(f"acp:groq:insight:{entry.event_id}"))
+                assert record["tenant_id"] == entry.tenant_id
+                assert record["model"].startswith("offline/")
+        letters = [json.loads(raw) for raw in client.lrange("acp:groq:dlq", 0, -1)]
+        invalid = next(e for e in sample if e.kind is EntryKind.INVALID)
+        assert [(lt["event_id"], lt["reason"]) for lt in letters] == [(invalid.event_id, "invalid")]
+        assert client.xpending("acp:groq_queue", "acp_insights_consumer_group")["pending"] == 0
+        consumers = client.xinfo_consumers("acp:groq_queue", "acp_insights_consumer_group")
+        assert [c["name"] for c in consumers] == [b"demo"]
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def test_demo_publish_only_without_a_redis_exits_1():
+    """--publish-only has no worker to publish for when nothing answers at REDIS_URL."""
+    result = run_demo("--publish-only")
+
+    assert result.returncode == 1
+    assert "--publish-only needs the Redis that a worker reads" in result.stderr
+
+
+def test_demo_with_a_bad_setting_exits_2_naming_it():
+    """A bad setting stops the demo before anything starts, naming the setting."""
+    result = run_demo(LOG_LEVEL="LOUD")
+
+    assert result.returncode == 2
+    assert "LOG_LEVEL" in result.stderr
+    assert result.stdout == ""
+
+
+# -- the sample ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [MIN_EVENTS, 7, 9, 20, 57])
+def test_sample_has_every_severity_one_invalid_entry_and_one_duplicate(count):
+    """Valid entries pass the event schema; one fails it on severity; one repeats another."""
+    sample = sample_events(count, run_id="ab12", now=1_795_573_200.0)
+
+    assert len(sample) == count
+    kinds = Counter(entry.kind for entry in sample)
+    assert kinds[EntryKind.INVALID] == 1
+    assert kinds[EntryKind.DUPLICATE] == 1
+    valid = [entry for entry in sample if entry.kind is EntryKind.VALID]
+    events = [AuditEvent.model_validate_json(entry.payload) for entry in valid]
+    assert {event.severity.value for event in events} == {"low", "medium", "high", "critical"}
+    assert [event.event_id for event in events] == [entry.event_id for entry in valid]
+    invalid = next(entry for entry in sample if entry.kind is EntryKind.INVALID)
+    with pytest.raises(ValidationError, match="severity"):
+        AuditEvent.model_validate_json(invalid.payload)
+    duplicate_at = next(i for i, e in enumerate(sample) if e.kind is EntryKind.DUPLICATE)
+    originals = [e for e in sample[:duplicate_at] if e.payload == sample[duplicate_at].payload]
+    assert len(originals) == 1
+
+
+def test_sample_event_ids_follow_the_schema_and_differ_between_runs():
+    """Ids match the event-id pattern and carry the run id, so runs never collide."""
+    first = sample_events(20, run_id="aaaa", now=0.0)
+    second = sample_events(20, run_id="bbbb", now=0.0)
+
+    assert all(re.fullmatch(EVENT_ID_PATTERN, entry.event_id) for entry in first)
+    assert not {e.event_id for e in first} & {e.event_id for e in second}
+
+
+def test_sample_refuses_fewer_than_the_minimum():
+    """Fewer entries than every severity, an invalid one and a duplicate need: an error."""
+    with pytest.raises(ValueError, match=str(MIN_EVENTS)):
+        sample_events(MIN_EVENTS - 1, run_id="ab12", now=0.0)
+
+
+@pytest.mark.parametrize("count", range(MIN_EVENTS, 60))
+def test_budget_for_one_over_puts_one_acme_event_over_on_a_fresh_redis(count):
+    """Nothing spent yet: with the budget it picks, only acme goes over, by one event."""
+    sample = sample_events(count, run_id="ab12", now=0.0)
+    budget, tenants = budget_for_one_over(sample)
+
+    admitted = Counter(e.tenant_id for e in sample if e.kind is EntryKind.VALID)
+    over = {t: n - budget for t, n in admitted.items() if n > budget}
+    assert over == {"acme": 1}
+    assert tenants == ["acme"]
+
+
+@pytest.mark.parametrize("used", [{"acme": 3}, {"globex": 9}, {"globex": 2, "initech": 1}])
+@pytest.mark.parametrize("count", [MIN_EVENTS, 7, 12, 20])
+def test_budget_for_one_over_counts_what_tenants_already_spent(count, used):
+    """Budgets spent this hour count: each tenant it names goes over by one, no other."""
+    sample = sample_events(count, run_id="ab12", now=0.0)
+    budget, tenants = budget_for_one_over(sample, used)
+
+    admitted = Counter(e.tenant_id for e in sample if e.kind is EntryKind.VALID)
+    over = {t: used.get(t, 0) + n - budget for t, n in admitted.items()}
+    assert {t: n for t, n in over.items() if n > 0} == dict.fromkeys(tenants, 1)
+
+
+# -- the embedded Redis ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def embedded():
+    server = EmbeddedRedis().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_embedded_xreadgroup_with_count_blocks_until_an_entry_arrives(embedded):
+    """XREADGROUP COUNT n BLOCK ms waits for the entry (fakeredis alone answers empty)."""
+    reader = Redis.from_url(embedded.url)
+    writer = Redis.from_url(embedded.url)
+    try:
+        await reader.xgroup_create("s", "g", id="0", mkstream=True)
+
+        async def write_soon() -> bytes:
+            await asyncio.sleep(0.2)
+            return await writer.xadd("s", {"payload": "{}"})
+
+        written = asyncio.create_task(write_soon())
+        reply = await reader.xreadgroup("g", "c", {"s": ">"}, count=10, block=5000)
+        entry_id = await written
+
+        assert reply == [[b"s", [(entry_id, {b"payload": b"{}"})]]]
+    finally:
+        await reader.aclose()
+        await writer.aclose()
+
+
+async def test_embedded_error_replies_keep_the_connection(embedded):
+    """BUSYGROUP, NOSCRIPT and a Lua error with line breaks: the same connection goes on."""
+    client = Redis.from_url(embedded.url, single_connection_client=True)
+    try:
+        await client.xgroup_create("s", "g", id="0", mkstream=True)
+        with pytest.raises(ResponseError, match=r"^BUSYGROUP"):
+            await client.xgroup_create("s", "g", id="0", mkstream=True)
+        assert await client.ping()
+
+        script = client.register_script("return cjson.encode({ok = ARGV[1]})")
+        assert json.loads(await script(args=["yes"])) == {"ok": "yes"}  # NOSCRIPT, then load
+
+        with pytest.raises(ResponseError, match="attempt to concatenate") as failure:
+            await client.eval("return 'x' .. nil", 0)
+        assert "\n" not in str(failure.value)
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_embedded_serves_the_claims_and_pending_queries_the_worker_uses(embedded):
+    """XAUTOCLAIM, XCLAIM JUSTID, XPENDING (extended), XINFO and MULTI/EXEC with XACK."""
+    client = Redis.from_url(embedded.url)
+    try:
+        await client.xgroup_create("s", "g", id="0", mkstream=True)
+        first = await client.xadd("s", {"n": "1"})
+        await client.xadd("s", {"n": "2"})
+        await client.xreadgroup("g", "dead", {"s": ">"}, count=1)
+        await asyncio.sleep(0.05)
+
+        _, claimed, _ = await client.xautoclaim("s", "g", "alive", min_idle_time=20)
+        assert [entry_id for entry_id, _ in claimed] == [first]
+        await client.xclaim("s", "g", "alive", min_idle_time=0, message_ids=[first], justid=True)
+        (row,) = await client.xpending_range("s", "g", "-", "+", 10, consumername="alive")
+        assert (row["message_id"], row["times_delivered"]) == (first, 2)
+        (group,) = await client.xinfo_groups("s")
+        assert (group["pending"], group["lag"]) == (1, 1)
+
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set("acp:groq:insight:evt-1", "{}")
+            pipe.xack("s", "g", first)
+            assert await pipe.execute() == [True, 1]
+        assert (await client.xpending("s", "g"))["pending"] == 0
+    finally:
+        await client.aclose()
