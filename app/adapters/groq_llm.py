@@ -13,49 +13,12 @@ from typing import Any
 import groq
 import httpx
 
-from app.domain.errors import LLMError, PermanentLLMError, TransientLLMError, classify_status
+from app.adapters.chat_errors import clean_message, error_fields, ratelimit_headers, status_error
+from app.domain.errors import LLMError, TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
 from app.domain.routing import is_reasoning_model, supports_json_schema
-from app.domain.sanitize import redact_secrets
 
-__all__ = ["GroqLLM", "parse_retry_after"]
-
-_MAX_ERROR_CHARS = 300
-
-
-def parse_retry_after(headers: httpx.Headers | dict[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds), if present."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if seconds >= 0:
-            return seconds
-    return None
-
-
-def _ratelimit_headers(headers: httpx.Headers) -> dict[str, str]:
-    """The ``x-*`` headers of an answer (rate-limit state), names lower-cased."""
-    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-")}
-
-
-def _error_fields(body: object) -> tuple[str, str | None, str | None]:
-    """(message, code, failed_generation) from an OpenAI-style error body."""
-    error = body.get("error", body) if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return "", None, None
-    message = error.get("message")
-    code = error.get("code")
-    failed = error.get("failed_generation")
-    return (
-        str(message) if message is not None else "",
-        str(code) if code is not None else None,
-        failed if isinstance(failed, str) and failed.strip() else None,
-    )
+__all__ = ["GroqLLM"]
 
 
 class GroqLLM:
@@ -81,11 +44,6 @@ class GroqLLM:
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _clean(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "[REDACTED]")
-        return redact_secrets(text)[:_MAX_ERROR_CHARS]
-
     async def complete(self, request: CompletionRequest) -> Completion:
         params: dict[str, Any] = {
             "model": request.model,
@@ -109,9 +67,11 @@ class GroqLLM:
         except groq.APITimeoutError:
             raise TransientLLMError("timeout", "the model did not answer in time") from None
         except groq.APIConnectionError as exc:
-            raise TransientLLMError("connection", self._clean(str(exc))) from None
+            raise TransientLLMError(
+                "connection", clean_message(str(exc), api_key=self._api_key)
+            ) from None
         except groq.APIStatusError as exc:
-            message, code, failed_generation = _error_fields(exc.body)
+            message, code, failed_generation = error_fields(exc.body)
             if exc.status_code == 400 and code == "json_validate_failed" and failed_generation:
                 # The model answered, just not in valid JSON: its prose is still an answer.
                 return Completion(text=failed_generation, model=request.model)
@@ -132,17 +92,15 @@ class GroqLLM:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             finish_reason=finish,
-            headers=_ratelimit_headers(raw.headers),
+            headers=ratelimit_headers(raw.headers),
         )
 
     def _status_error(self, exc: groq.APIStatusError, message: str, code: str | None) -> LLMError:
-        error = classify_status(
+        return status_error(
             exc.status_code,
-            self._clean(message or f"HTTP {exc.status_code}"),
-            code=code,
-            retry_after=parse_retry_after(exc.response.headers),
-            headers=_ratelimit_headers(exc.response.headers),
+            message,
+            code,
+            exc.response.headers,
+            api_key=self._api_key,
+            key_setting="GROQ_API_KEY",
         )
-        if isinstance(error, PermanentLLMError) and error.kind == "auth":
-            error.message = "the API key was refused (check GROQ_API_KEY)"
-        return error

@@ -27,14 +27,12 @@ from typing import Any
 
 import aiohttp
 
-from app.domain.errors import LLMError, PermanentLLMError, TransientLLMError, classify_status
+from app.adapters.chat_errors import clean_message, error_fields, ratelimit_headers, status_error
+from app.domain.errors import LLMError, TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
 from app.domain.routing import is_reasoning_model
-from app.domain.sanitize import redact_secrets
 
 __all__ = ["OpenAICompatibleLLM", "chat_completions_url"]
-
-_MAX_ERROR_CHARS = 300
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -43,41 +41,6 @@ def chat_completions_url(base_url: str) -> str:
     if not base.endswith("/v1"):
         base += "/v1"
     return f"{base}/chat/completions"
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if seconds >= 0:
-            return seconds
-    return None
-
-
-def _error_fields(body: object) -> tuple[str, str | None, str | None]:
-    """(message, code, failed_generation) from the error bodies servers send.
-
-    OpenAI/Groq/llama.cpp: ``{"error": {"message", "code"}}``; Ollama:
-    ``{"error": "text"}``; vLLM: ``{"object": "error", "message", "code"}``.
-    """
-    if not isinstance(body, dict):
-        return "", None, None
-    error = body.get("error", body)
-    if isinstance(error, str):
-        return error, None, None
-    if not isinstance(error, dict):
-        return "", None, None
-    message, code, failed = error.get("message"), error.get("code"), error.get("failed_generation")
-    return (
-        str(message) if message is not None else "",
-        str(code) if code is not None and not isinstance(code, int) else None,
-        failed if isinstance(failed, str) and failed.strip() else None,
-    )
 
 
 class OpenAICompatibleLLM:
@@ -116,11 +79,6 @@ class OpenAICompatibleLLM:
             await self._session.close()
             self._session = None
 
-    def _clean(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "[REDACTED]")
-        return redact_secrets(text)[:_MAX_ERROR_CHARS]
-
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
@@ -145,14 +103,14 @@ class OpenAICompatibleLLM:
         except TimeoutError:
             raise TransientLLMError("timeout", "the model did not answer in time") from None
         except aiohttp.ClientError as exc:
-            message = self._clean(f"{type(exc).__name__}: {exc}")
+            message = clean_message(f"{type(exc).__name__}: {exc}", api_key=self._api_key)
             raise TransientLLMError("connection", message) from None
         try:
             body: object = json.loads(raw) if raw else None
         except ValueError:
             body = None
         if status >= 400:
-            message, code, failed_generation = _error_fields(body)
+            message, code, failed_generation = error_fields(body)
             if status == 400 and code == "json_validate_failed" and failed_generation:
                 # The model answered, just not in valid JSON: its prose is still an answer.
                 return Completion(text=failed_generation, model=request.model)
@@ -182,22 +140,15 @@ class OpenAICompatibleLLM:
             prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
             completion_tokens=_int_or_none(usage.get("completion_tokens")),
             finish_reason=str(finish) if finish is not None else None,
-            headers={k: v for k, v in headers.items() if k.startswith("x-")},
+            headers=ratelimit_headers(headers),
         )
 
     def _status_error(
         self, status: int, message: str, code: str | None, headers: dict[str, str]
     ) -> LLMError:
-        error = classify_status(
-            status,
-            self._clean(message or f"HTTP {status}"),
-            code=code,
-            retry_after=_retry_after(headers),
-            headers={k: v for k, v in headers.items() if k.startswith("x-")},
+        return status_error(
+            status, message, code, headers, api_key=self._api_key, key_setting="LLM_API_KEY"
         )
-        if isinstance(error, PermanentLLMError) and error.kind == "auth":
-            error.message = "the API key was refused (check LLM_API_KEY)"
-        return error
 
 
 def _int_or_none(value: object) -> int | None:
