@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from app.adapters import inspect
-from app.cli.status import EXIT_OK, EXIT_PROBLEM, format_duration, run_with_redis
+from app.cli._common import EXIT_OK, EXIT_PROBLEM, run_with_redis
+from app.cli.status import format_duration
 from app.settings import Settings
 
 __all__ = ["PruneReport", "parse_duration", "prune", "register"]

@@ -12,20 +12,17 @@ bad setting.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters import dlq
 from app.adapters.redis_store import Keys
+from app.cli._common import run_with_redis
 from app.domain.insights import DeadLetter, DeadLetterReason
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import Settings
 
 __all__ = ["register"]
 
@@ -143,37 +140,8 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _run(action: Action) -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"groq-worker: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_with_redis(settings, action))
-
-
-async def _with_redis(settings: Settings, action: Action) -> int:
-    redis = Redis.from_url(str(settings.redis_url), socket_connect_timeout=5.0, socket_timeout=10.0)
-    try:
-        return await action(redis, settings)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        print(
-            f"groq-worker: cannot reach Redis at {_where(settings)}: {_one_line(str(exc))}",
-            file=sys.stderr,
-        )
-        return 1
-    except RedisError as exc:
-        print(f"groq-worker: Redis error: {_one_line(str(exc))}", file=sys.stderr)
-        return 1
-    finally:
-        await redis.aclose()
-
-
-def _where(settings: Settings) -> str:
-    """Host and port (or socket path) of REDIS_URL, never its password."""
-    url = settings.redis_url
-    if url.scheme == "unix":
-        return url.path or "unix socket"
-    return f"{url.host}:{url.port or 6379}"
+    code, result = run_with_redis("dlq", lambda settings, redis: action(redis, settings))
+    return code if result is None else result
 
 
 # -- output ---------------------------------------------------------------------------

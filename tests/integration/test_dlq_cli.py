@@ -357,7 +357,7 @@ async def test_unreachable_redis_is_one_line_and_exit_1(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
-    assert captured.err.startswith(f"groq-worker: cannot reach Redis at 127.0.0.1:{port}:")
+    assert captured.err.startswith(f"groq-worker dlq: cannot reach Redis at 127.0.0.1:{port}/0 (")
     assert "Traceback" not in captured.err
     assert "hunter2" not in captured.err
 

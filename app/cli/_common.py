@@ -1,0 +1,69 @@
+"""What the operator commands share: settings, a Redis client, one-line failures."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.settings import Settings, SettingsError, load_settings
+
+__all__ = ["EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "redis_address", "run_with_redis"]
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def redis_address(settings: Settings) -> str:
+    """Where Redis is, without the credentials a URL may carry."""
+    url = settings.redis_url
+    if url.scheme == "unix":
+        return f"unix:{url.path}"
+    database = (url.path or "/0").lstrip("/") or "0"
+    return f"{url.host}:{url.port or 6379}/{database}"
+
+
+def run_with_redis(
+    command: str, work: Callable[[Settings, Redis], Awaitable[T]]
+) -> tuple[int, T | None]:
+    """Load settings, open Redis, run ``work``; failures become one line on stderr.
+
+    Returns ``(exit code, result)``: ``(0, result)`` on success, ``(2, None)`` for a bad
+    setting, ``(1, None)`` when Redis cannot be reached or answers with an error.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"groq-worker {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE, None
+
+    async def with_client() -> T:
+        redis = Redis.from_url(
+            str(settings.redis_url), socket_connect_timeout=3.0, socket_timeout=10.0
+        )
+        try:
+            return await work(settings, redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        return EXIT_OK, asyncio.run(with_client())
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        problem = f"cannot reach Redis at {redis_address(settings)} ({_one_line(exc)})"
+    except RedisError as exc:
+        problem = f"Redis at {redis_address(settings)} answered with an error ({_one_line(exc)})"
+    print(f"groq-worker {command}: {problem}", file=sys.stderr)
+    return EXIT_PROBLEM, None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
