@@ -9,7 +9,6 @@ in ``acp_groq_events_consumed_total{result}`` and told in one canonical log line
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +20,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from app.adapters.redis_store import Admission, EntryRef, InsightStore, Keys
+from app.aio import wait_or_timeout
 from app.domain.breaker import BreakerState, CircuitBreaker
 from app.domain.errors import (
     InvalidEvent,
@@ -410,8 +410,7 @@ class InsightService:
                 return state is BreakerState.HALF_OPEN
             self._metrics.breaker_state.set(breaker.state(now))
             wait = min(max(breaker.retry_in(now), 0.05), 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), wait)
+            await wait_or_timeout(self.stopping, wait)
 
     def _backoff(self, state: RetryCallState) -> float:
         """Exponential backoff with full jitter; a server's retry-after wins (capped)."""

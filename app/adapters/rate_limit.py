@@ -29,7 +29,6 @@ only in one Lua script, with Redis's clock, so N processes share one budget exac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 import time
@@ -41,6 +40,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.aio import wait_or_timeout
 from app.domain.errors import Postponed, TransientLLMError
 from app.domain.limits import (
     KINDS,
@@ -424,9 +424,7 @@ class RateLimitedLLM:
             return
         if stopping.is_set():
             raise Postponed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), seconds)
-        if stopping.is_set():
+        if await wait_or_timeout(stopping, seconds):
             raise Postponed
 
     async def _settle(self, model: str, *, token_delta: int, lesson: RateLimitLesson) -> None:

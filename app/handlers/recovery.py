@@ -18,7 +18,6 @@ concurrency limit and ack path):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -30,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.redis_client import ensure_group
 from app.adapters.redis_store import EntryRef
+from app.aio import wait_or_timeout
 from app.service import InsightService
 from app.settings import Settings
 
@@ -89,8 +89,7 @@ class PendingRecovery:
         while not self._stopping.is_set():
             await self._until_redis(self.heartbeat)
             await self._until_redis(self.claim_idle)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            await wait_or_timeout(self._stopping, self._interval)
 
     async def _until_redis(self, step: Any) -> None:
         delay = 0.5
@@ -106,8 +105,7 @@ class PendingRecovery:
                 await ensure_group(self._redis, self._stream, self._group)
                 log.warning("consumer_group_recreated", stream=self._stream, group=self._group)
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await wait_or_timeout(self._stopping, delay)
             delay = min(delay * 2, 10.0)
 
     # -- the three steps -------------------------------------------------------------
