@@ -25,32 +25,58 @@ __all__ = [
 
 REDACTED = "[REDACTED]"
 
-_SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
+# Shapes real credentials have, each with the literal text it cannot do without. A
+# pattern runs only when one of its markers is in the text (a substring test in C):
+# most text (ids, model prose) holds none, and Python's regex engine is slow on long
+# alternations. Markers of the case-insensitive patterns are lower-case.
+_SECRET_SHAPES: tuple[tuple[tuple[str, ...], bool, re.Pattern[str]], ...] = (
     # PEM private key blocks, also when the model cut the block short.
-    re.compile(
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
-        r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-        re.DOTALL,
+    (
+        ("PRIVATE KEY",),
+        False,
+        re.compile(
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+            re.DOTALL,
+        ),
     ),
-    re.compile(r"\bgsk_[A-Za-z0-9]{20,}"),  # Groq
-    re.compile(
-        r"\bsk-(?:proj-|ant-|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"
-    ),  # OpenAI, Anthropic
-    re.compile(
-        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"
-    ),  # AWS key id
-    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b"),  # GitHub tokens
-    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
-    re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"),  # GitLab
-    re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),  # Slack tokens
-    re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
-    re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),  # Google API key
-    re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe
-    re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"),
-    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),  # JWT
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}"),
-    re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}={0,2}"),
+    (("gsk_",), False, re.compile(r"\bgsk_[A-Za-z0-9]{20,}")),  # Groq
+    (  # OpenAI, Anthropic
+        ("sk-",),
+        False,
+        re.compile(r"\bsk-(?:proj-|ant-|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ),
+    (  # AWS access key id
+        ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "ABIA", "ACCA"),
+        False,
+        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),
+    ),
+    (  # GitHub tokens
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+        False,
+        re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b"),
+    ),
+    (("github_pat_",), False, re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}")),
+    (("glpat-",), False, re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}")),  # GitLab
+    (("xox",), False, re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}")),  # Slack tokens
+    (
+        ("hooks.slack.com",),
+        False,
+        re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    ),
+    (("AIza",), False, re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),  # Google API key
+    (("k_live_", "k_test_"), False, re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}")),
+    (("npm_",), False, re.compile(r"\bnpm_[A-Za-z0-9]{36}\b")),
+    (  # JWT
+        ("eyJ",),
+        False,
+        re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+    ),
+    (("bearer",), True, re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}")),
+    (("basic",), True, re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}={0,2}")),
 )
+# The key words of _SECRET_PAIR (lower-case): without one of them it cannot match.
+_PAIR_MARKERS = ("pass", "pwd", "secret", "key", "token")
 
 # key=value / key: value pairs whose value is a secret; the key is kept for context.
 # The key may carry a prefix (``DB_PASSWORD``, ``aws_secret_access_key``, ``--password``,
@@ -111,22 +137,18 @@ _PROMPT_KEYS = frozenset(
 )
 
 
-# Every pattern above needs one of these substrings; text without any (most log values:
-# ids, outcomes, model names) skips the scan. Case-insensitive, so a superset on purpose.
-_MAY_HOLD_SECRET = re.compile(
-    r"(?i)key|gsk_|sk-|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-"
-    r"|xox|hooks\.slack|AIza|k_live_|k_test_|npm_|eyJ|bearer|basic|pass|pwd|secret|token|://"
-)
-
-
 def redact_secrets(text: str) -> str:
     """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
-    if not _MAY_HOLD_SECRET.search(text):
-        return text
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    text = _SECRET_PAIR.sub(_redact_pair, text)
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    lower = text.lower()
+    for markers, folded, pattern in _SECRET_SHAPES:
+        if any(marker in (lower if folded else text) for marker in markers):
+            text = pattern.sub(REDACTED, text)
+            lower = text.lower()
+    if any(marker in lower for marker in _PAIR_MARKERS):
+        text = _SECRET_PAIR.sub(_redact_pair, text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    return text
 
 
 def _strings(value: Any) -> Iterator[str]:
