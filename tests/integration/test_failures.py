@@ -910,3 +910,17 @@ async def test_a_second_entry_waits_on_a_pending_first_and_a_redelivery_takes_ov
     assert await admit(replay) is Admission.ADMITTED  # the holder is gone: no longer blocked
     assert await redis.get("acp:groq:lease:evt-1") == ids[2].encode()
     assert 0 < await redis.ttl("acp:groq:lease:evt-1") <= 3600
+
+
+async def test_an_empty_answer_is_retried_then_exhausted(redis, fake_groq: FakeGroq, make_settings):
+    """A reasoning model that spends its tokens thinking (empty content, "length") is retried."""
+    fake_groq.models[FAST] = {"content": "", "finish_reason": "length"}
+    await xadd_event(redis, event(1))
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        await settle(redis, worker, 1)
+    assert fake_groq.stats.requests == 3
+    assert api_errors(worker, "empty_answer") == 3
+    [letter] = await dead_letters(redis)
+    assert letter["reason"] == "llm_exhausted"
+    assert "finish_reason=length" in letter["error"]
