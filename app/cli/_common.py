@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import Settings, SettingsError, load_settings
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "redis_address", "run_with_redis"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PROBLEM",
+    "EXIT_USAGE",
+    "at_least",
+    "redis_address",
+    "run_with_redis",
+]
 
 T = TypeVar("T")
 
@@ -67,3 +75,18 @@ def run_with_redis(
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number no smaller than ``minimum``."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} (got {value})")
+        return value
+
+    return whole_number

@@ -51,6 +51,7 @@ from app.adapters import inspect
 from app.adapters.dlq import parse_letter
 from app.adapters.redis_store import Keys
 from app.bootstrap import Worker, build_worker
+from app.cli._common import at_least
 from app.demo_events import MIN_EVENTS, EntryKind, SampleEntry, budget_for_one_over, sample_events
 from app.domain.insights import DeadLetter, Outcome
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
@@ -593,16 +594,6 @@ def _event_count(text: str) -> int:
     return value
 
 
-def _budget(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -630,7 +621,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=_budget,
+        type=at_least(0),
         nargs="?",
         const=_AUTO_BUDGET,
         default=None,

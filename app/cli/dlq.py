@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from app.adapters import dlq
 from app.adapters.redis_store import Keys
-from app.cli._common import run_with_redis
+from app.cli._common import at_least, run_with_redis
 from app.domain.insights import DeadLetter, DeadLetterReason
 from app.settings import Settings
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing = actions.add_parser("list", help="show dead letters, newest first")
     listing.add_argument(
         "--limit",
-        type=_positive_int,
+        type=at_least(1),
         default=LIST_DEFAULT_LIMIT,
         metavar="N",
         help=f"show at most N letters (default {LIST_DEFAULT_LIMIT})",
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "payload stay and are reported.",
     )
     replaying.add_argument(
-        "--limit", type=_positive_int, default=None, metavar="N", help="replay at most N letters"
+        "--limit", type=at_least(1), default=None, metavar="N", help="replay at most N letters"
     )
     replaying.add_argument("--reason", choices=reasons, help="only letters of this reason")
     replaying.add_argument(
@@ -229,13 +229,3 @@ def _one_line(text: str) -> str:
 
 def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
-    return number

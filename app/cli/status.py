@@ -19,7 +19,7 @@ from rich.table import Table
 
 from app.adapters import inspect
 from app.adapters.redis_store import Keys
-from app.cli._common import EXIT_OK, EXIT_PROBLEM, redis_address, run_with_redis
+from app.cli._common import EXIT_OK, EXIT_PROBLEM, at_least, redis_address, run_with_redis
 from app.settings import Settings
 
 __all__ = ["StatusReport", "collect_status", "format_duration", "register"]
@@ -203,16 +203,6 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status",
@@ -225,11 +215,11 @@ def register(subparsers: Any) -> None:
         "--json", dest="as_json", action="store_true", help="print JSON for scripts"
     )
     parser.add_argument(
-        "--top", type=_positive, default=10, help="tenants to list by budget used (10)"
+        "--top", type=at_least(1), default=10, help="tenants to list by budget used (10)"
     )
     parser.add_argument(
         "--dlq-scan",
-        type=_positive,
+        type=at_least(1),
         default=10_000,
         metavar="N",
         help="newest dead letters read to count reasons (10000)",
