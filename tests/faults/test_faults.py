@@ -31,11 +31,9 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
+    """A redis-server per fault test: each one pauses, restarts or fills its own."""
+    with RedisServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
