@@ -124,6 +124,7 @@ def _build_provider(settings: Settings) -> LLM:
         api_key=settings.groq_api_key.get_secret_value(),
         base_url=str(settings.groq_base_url) if settings.groq_base_url else None,
         timeout_seconds=settings.groq_timeout_seconds,
+        max_connections=max(settings.worker_concurrency, 100),
     )
 
 

@@ -33,15 +33,23 @@ class GroqLLM:
         api_key: str,
         base_url: str | None,
         timeout_seconds: float,
+        max_connections: int = 100,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        """``max_connections``: calls in flight at once (the SDK's pool holds 100 by default,
+        which would cap a worker with more events in flight)."""
         self._api_key = api_key
+        if http_client is None:
+            pool = max(max_connections, 1)
+            http_client = groq.DefaultAioHttpClient(
+                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+            )
         self._client = groq.AsyncGroq(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
-            http_client=http_client if http_client is not None else groq.DefaultAioHttpClient(),
+            http_client=http_client,
         )
 
     async def aclose(self) -> None:
