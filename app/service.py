@@ -117,6 +117,9 @@ class InsightService:
         self._settings = settings
         self.breaker = breaker
         self.in_flight: set[str] = set()
+        # Entries whose processing raised (a bug, not an outcome): left to go idle, so that
+        # a claim retries them and MAX_DELIVERIES ends them, instead of being kept fresh.
+        self.failed: set[str] = set()
         self.stopping = asyncio.Event()
         self.llm = llm
         self._store = store
@@ -138,6 +141,7 @@ class InsightService:
         started = self._clock()
         self._metrics.in_flight.inc()
         self.in_flight.add(entry.entry_id)
+        self.failed.discard(entry.entry_id)
         structlog.contextvars.bind_contextvars(
             event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
         )
@@ -148,6 +152,9 @@ class InsightService:
         except Postponed:
             log.info("event_postponed", reason="worker stopping; the entry stays pending")
             return None
+        except Exception:
+            self.failed.add(entry.entry_id)
+            raise
         finally:
             self._metrics.in_flight.dec()
             self.in_flight.discard(entry.entry_id)

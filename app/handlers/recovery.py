@@ -9,8 +9,10 @@ concurrency limit and ack path):
   same ``WORKER_ID``);
 * every few seconds, entries pending on any consumer for longer than
   ``CLAIM_IDLE_SECONDS`` (XAUTOCLAIM), while the subscriber keeps reading new ones;
-* the entries this process is working on are kept fresh (XCLAIM ... JUSTID resets their
-  idle time without counting a delivery), so a slow model call is never claimed away;
+* the entries this process holds (being processed, or read ahead and waiting for a slot)
+  are kept fresh (XCLAIM ... JUSTID resets their idle time without counting a delivery), so
+  a slow model call or a full worker never has its entries claimed away; an entry whose
+  processing raised is left to go idle, to be retried by a claim;
 * an entry delivered more than ``MAX_DELIVERIES`` times is dead-lettered
   (``max_deliveries``) instead of circling forever.
 """
@@ -69,6 +71,8 @@ class PendingRecovery:
         self._idle_ms = int(settings.claim_idle_seconds * 1000)
         self._interval = max(0.2, min(settings.claim_idle_seconds / 3, 10.0))
         self._cursor = "0-0"
+        # read ahead + in flight, with room: the most entries pending on our name when healthy
+        self._heartbeat_batch = 2 * (settings.read_count + settings.worker_concurrency) + 100
         self._stopping = asyncio.Event()
         self._own_pending: list[Any] = []
 
@@ -140,15 +144,34 @@ class PendingRecovery:
         return recovered
 
     async def heartbeat(self) -> None:
-        """Reset the idle time of entries in flight here, so no one claims them away."""
-        in_flight: list[Any] = list(self._service.in_flight)
-        for chunk in range(0, len(in_flight), 500):
+        """Keep this consumer's live entries fresh, so no one claims them away.
+
+        Live: every entry pending on our name that has not failed here, the ones being
+        processed and the ones read ahead and waiting for a free slot alike. XCLAIM with
+        JUSTID resets their idle time without counting a delivery; entries idle for less
+        than a heartbeat are left alone (nothing to refresh, and not stolen back if another
+        consumer just claimed them).
+        """
+        min_idle_ms = int(self._interval * 1000)
+        pending = await self._redis.xpending_range(
+            self._stream,
+            self._group,
+            min="-",
+            max="+",
+            count=self._heartbeat_batch,
+            consumername=self._me,
+            idle=min_idle_ms,
+        )
+        failed = self._service.failed
+        ids: list[Any] = [item["message_id"] for item in pending]
+        live: list[Any] = [entry_id for entry_id in ids if _text(entry_id) not in failed]
+        if live:
             await self._redis.xclaim(
                 self._stream,
                 self._group,
                 self._me,
-                min_idle_time=int(self._interval * 1000),
-                message_ids=in_flight[chunk : chunk + 500],
+                min_idle_time=min_idle_ms,
+                message_ids=live,
                 justid=True,
             )
 

@@ -125,3 +125,51 @@ async def test_an_open_breaker_holds_new_events_in_the_stream(redis, fake_groq, 
     enriched = worker.metrics.events_consumed.labels(result="enriched")._value.get()
     assert enriched + dead_during_outage == 40
     assert enriched >= 36
+
+
+async def test_entries_waiting_for_a_slot_are_not_claimed_away(redis, fake_groq, make_settings):
+    """Entries read ahead while every slot is busy stay fresh: no other worker redoes them."""
+    fake_groq.latency = 1.5
+    for n in range(6):
+        await xadd_raw(redis, event(n))
+    busy = build_worker(
+        make_settings(
+            groq_base_url=fake_groq.base_url,
+            worker_id="w-busy",
+            worker_concurrency=2,
+            read_batch_size=4,
+            claim_idle_seconds=0.6,
+        )
+    )
+    other = build_worker(
+        make_settings(
+            groq_base_url=fake_groq.base_url,
+            worker_id="w-other",
+            worker_concurrency=2,
+            read_batch_size=4,
+            claim_idle_seconds=0.6,
+        ),
+        configure_logs=False,
+    )
+    async with running(busy.app):
+        deadline = time.monotonic() + 5
+        while fake_groq.stats.requests < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        held = {
+            c["name"].decode(): c["pending"] for c in await redis.xinfo_consumers(STREAM, GROUP)
+        }
+        assert held["w-busy"] == 4  # two calls in flight, two entries waiting for a slot
+        async with running(other.app):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                done = sum(
+                    w.metrics.events_consumed.labels(result="enriched")._value.get()
+                    for w in (busy, other)
+                )
+                if done >= 6 and (await redis.xpending(STREAM, GROUP))["pending"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a few more claim rounds: nothing left to take
+    assert busy.metrics.events_consumed.labels(result="enriched")._value.get() == 4
+    assert other.metrics.events_consumed.labels(result="enriched")._value.get() == 2
+    assert fake_groq.stats.requests == 6  # every event was sent to the model once
