@@ -116,7 +116,6 @@ class InsightService:
     ) -> None:
         self._settings = settings
         self.breaker = breaker
-        self.in_flight: set[str] = set()
         # Entries whose processing raised (a bug, not an outcome): left to go idle, so that
         # a claim retries them and MAX_DELIVERIES ends them, instead of being kept fresh.
         self.failed: set[str] = set()
@@ -140,7 +139,6 @@ class InsightService:
         """
         started = self._clock()
         self._metrics.in_flight.inc()
-        self.in_flight.add(entry.entry_id)
         self.failed.discard(entry.entry_id)
         structlog.contextvars.bind_contextvars(
             event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
@@ -157,7 +155,6 @@ class InsightService:
             raise
         finally:
             self._metrics.in_flight.dec()
-            self.in_flight.discard(entry.entry_id)
             structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
 
     async def give_up(
