@@ -221,7 +221,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _provider_needs(self) -> Self:
+    def _backoff_bounds(self) -> Self:
         if self.groq_backoff_max_seconds < self.groq_backoff_base_seconds:
             raise ValueError("GROQ_BACKOFF_MAX_SECONDS must be >= GROQ_BACKOFF_BASE_SECONDS")
         return self
