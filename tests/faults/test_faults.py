@@ -198,9 +198,16 @@ def test_model_down_for_20_seconds_opens_the_breaker(client, redis_server, fake,
 def test_two_workers_in_one_group_enrich_each_event_once(client, redis_server, fake, workers):
     """Two processes share the stream: every event is sent to the model exactly once."""
     fake.script(latency=0.2)
-    ids = events(client, 200)
     first = start_worker(workers, redis_server, fake, "w-a", worker_concurrency=8)
     second = start_worker(workers, redis_server, fake, "w-b", worker_concurrency=8)
+    # Both reading before the events arrive: on a loaded machine one process can start
+    # seconds after the other, and the first would drain all 200 events alone.
+    wait_until(
+        lambda: all("started successfully" in w.log() for w in (first, second)),
+        within=60,
+        what="both workers started",
+    )
+    ids = events(client, 200)
     state = wait_until(lambda: all_enriched(client, ids), within=90, what="all 200 insights")
     for worker in (first, second):
         assert '"outcome": "enriched"' in worker.log(), "both workers took a share"
