@@ -14,19 +14,17 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from faststream import FastStream
-from faststream.middlewares import ExceptionMiddleware
-from faststream.redis import RedisRouter
-from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.redis_client import GroupHealingBroker, ensure_group
+from app.adapters.faststream_workarounds import GroupHealingBroker, ensure_group
 from app.adapters.redis_store import InsightStore, RedisInsightStore
 from app.domain.breaker import CircuitBreaker
 from app.domain.insights import InsightCreated
 from app.domain.ports import LLM
-from app.handlers.events import declare_insights_publisher, register_event_handlers
+from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
+from app.handlers.events import event_routes
 from app.handlers.recovery import PendingRecovery
 from app.logs import configure_logging, get_logger
 from app.metrics import Metrics
@@ -37,31 +35,6 @@ from app.settings import LLMProvider, Settings, SettingsError, load_settings
 __all__ = ["Worker", "build_llm", "build_worker", "create_app", "package_version"]
 
 log = get_logger("acp.groq_worker")
-
-SPEC_SERVER_URL = "redis://redis:6379/0"
-_SPEC_DESCRIPTION = """\
-The LLM enrichment worker of the agent-security platform. It reads the gateway's audit
-events from the Redis stream `acp:groq_queue` as the consumer group
-`acp_insights_consumer_group`, asks a Groq-hosted model for a short analyst insight on each,
-and writes the insight where the Insight API and UI read it.
-
-**Gateways** write one stream entry per event, the event JSON in a field named `payload`:
-`XADD acp:groq_queue * payload '<event JSON>'`. The channel `acp:groq_queue` below has the
-event schema, examples, and the outcomes an event can have.
-
-**Redis keys of the contract**
-
-| key | type | what it holds |
-| --- | --- | --- |
-| `acp:groq_queue` | STREAM | audit events written by the gateway (field `payload`) |
-| `acp:groq:insight:{event_id}` | STRING | the insight JSON, TTL 24 h |
-| `acp:groq:insights:timeline` | ZSET | event ids scored by event time, newest 10,000 |
-| `acp:groq:insights:by_tenant:{tenant_id}` | ZSET | the same, one tenant's |
-| `acp:groq:insights:by_agent:{agent_id}` | LIST | event ids, newest first, newest 100 |
-| `acp:groq:insights:stream` | STREAM | `InsightCreated`, one per insight written |
-| `acp:groq:dlq` | LIST | dead letters (JSON), newest first |
-| `acp:groq:rate_limit:{tenant_id}` | STRING | enrichments in the tenant's current hour |
-"""
 
 
 def package_version() -> str:
@@ -214,12 +187,11 @@ def build_worker(
         socket_keepalive=True,
         health_check_interval=15,
     )
-    errors = ExceptionMiddleware()
-    router = RedisRouter(middlewares=[errors])
-    publisher = declare_insights_publisher(router)
+    routes = event_routes(settings)
+    broker.include_router(routes.router)
 
     async def publish_created(created: InsightCreated, pipeline: Any) -> Any:
-        return await publisher.publish(created, pipeline=pipeline)
+        return await routes.insights.publish(created, pipeline=pipeline)
 
     service = InsightService(
         settings,
@@ -232,17 +204,16 @@ def build_worker(
             cooldown=settings.breaker_cooldown_seconds,
         ),
     )
-    subscriber = register_event_handlers(router, settings=settings, service=service, errors=errors)
-    recovery = PendingRecovery(redis, settings, subscriber=subscriber, service=service)
-    broker.include_router(router)
+    broker.context.set_global("service", service)
+    recovery = PendingRecovery(redis, settings, subscriber=routes.subscriber, service=service)
 
     app = FastStream(
         broker,
         logger=logging.getLogger("acp.groq_worker.app"),
-        specification=AsyncAPI(
+        specification=WorkerAsyncAPI(
             title="acp-groq-worker",
             version=package_version(),
-            description=_SPEC_DESCRIPTION,
+            description=APP_DESCRIPTION,
             schema_version="3.0.0",
         ),
     )

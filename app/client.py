@@ -16,7 +16,6 @@ client, a pipeline).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +23,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
 from app.domain.errors import InvalidEvent
-from app.domain.events import EVENT_ID_PATTERN, TENANT_ID_PATTERN, AuditEvent
-from app.handlers.events import describe_validation_error
+from app.domain.events import AuditEvent, describe_validation_error, rejected_event
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,14 +57,13 @@ def entry_fields(
         raise InvalidEvent(f"event is not JSON-serializable: {exc}") from None
     size = len(PAYLOAD_FIELD) + len(payload)
     if size > max_event_bytes:
-        raise InvalidEvent(
-            f"entry is larger than MAX_EVENT_BYTES ({size} > {max_event_bytes} bytes)",
-            **_ids(body),
+        raise rejected_event(
+            f"entry is larger than MAX_EVENT_BYTES ({size} > {max_event_bytes} bytes)", body
         )
     try:
         AuditEvent.model_validate(json.loads(payload))
     except ValidationError as exc:
-        raise InvalidEvent(describe_validation_error(exc), **_ids(body)) from None
+        raise rejected_event(describe_validation_error(exc), body) from None
     return {PAYLOAD_FIELD: payload}
 
 
@@ -85,14 +82,3 @@ async def publish_event(
     payload = entry_fields(event, max_event_bytes=max_event_bytes)[PAYLOAD_FIELD]
     entry_id = await redis.xadd(stream, {PAYLOAD_FIELD: payload})
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
-def _ids(body: object) -> dict[str, str | None]:
-    """The event and tenant ids of a refused event, when they are valid ones (for logs)."""
-    ids: dict[str, str | None] = {"event_id": None, "tenant_id": None}
-    if isinstance(body, dict):
-        for name, pattern in (("event_id", EVENT_ID_PATTERN), ("tenant_id", TENANT_ID_PATTERN)):
-            value = body.get(name)
-            if isinstance(value, str) and re.fullmatch(pattern, value):
-                ids[name] = value
-    return ids

@@ -129,8 +129,12 @@ class InsightService:
 
     # -- entry points ---------------------------------------------------------------
 
+    def entry(self, entry_id: str) -> EntryRef:
+        """The inbound stream's entry ``entry_id``, as this worker's group reads it."""
+        return EntryRef(self._settings.insight_stream, self._settings.insight_group, entry_id)
+
     async def process(
-        self, event: AuditEvent, entry: EntryRef, fields: Mapping[Any, Any]
+        self, event: AuditEvent, entry_id: str, fields: Mapping[Any, Any]
     ) -> Outcome | None:
         """Enrich a valid event, or end it as a duplicate, rate-limited or dead letter.
 
@@ -138,6 +142,7 @@ class InsightService:
         Returns None when the worker stopped before the event could start (still pending).
         """
         started = self._clock()
+        entry = self.entry(entry_id)
         self._metrics.in_flight.inc()
         self.failed.discard(entry.entry_id)
         structlog.contextvars.bind_contextvars(
@@ -158,10 +163,11 @@ class InsightService:
             structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
 
     async def give_up(
-        self, entry: EntryRef, fields: Mapping[Any, Any], *, deliveries: int
+        self, entry_id: str, fields: Mapping[Any, Any], *, deliveries: int
     ) -> Outcome:
         """Dead-letter an entry delivered more than MAX_DELIVERIES times (a poison entry)."""
         started = self._clock()
+        entry = self.entry(entry_id)
         error = (
             f"delivered {deliveries} times (MAX_DELIVERIES={self._settings.max_deliveries}): "
             "it kept crashing or timing out its workers"
@@ -188,7 +194,7 @@ class InsightService:
 
     async def reject(
         self,
-        entry: EntryRef,
+        entry_id: str,
         fields: Mapping[Any, Any],
         error: InvalidEvent,
         *,
@@ -196,6 +202,7 @@ class InsightService:
     ) -> Outcome:
         """Dead-letter an entry that is not a valid event (reason ``invalid``)."""
         started = self._clock()
+        entry = self.entry(entry_id)
         letter = DeadLetter(
             entry_id=entry.entry_id,
             stream=entry.stream,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["AuditEvent", "Finding", "Severity", "event_epoch_seconds"]
+from app.domain.errors import InvalidEvent
+
+__all__ = [
+    "AuditEvent",
+    "Finding",
+    "Severity",
+    "describe_validation_error",
+    "event_epoch_seconds",
+    "rejected_event",
+]
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -190,3 +200,33 @@ def event_epoch_seconds(timestamp: float | datetime) -> float:
     if isinstance(timestamp, datetime):
         return timestamp.astimezone(UTC).timestamp()
     return float(timestamp)
+
+
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """pydantic's errors as one readable line, naming each field (never echoing input)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = [str(part) for part in error["loc"] if part not in {"event", "body"}]
+        name = ".".join(location) or "event"
+        parts.append(f"{name}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def rejected_event(error: str, body: object) -> InvalidEvent:
+    """``InvalidEvent`` for a refused body, keeping its event and tenant ids when valid.
+
+    The ids let a dead letter and a log line say whose event it was; an id that breaks
+    its pattern is dropped, never echoed (it could be anything the gateway sent).
+    """
+    event_id = tenant_id = None
+    if isinstance(body, dict):
+        candidate, owner = body.get("event_id"), body.get("tenant_id")
+        if isinstance(candidate, str) and _EVENT_ID.fullmatch(candidate):
+            event_id = candidate
+        if isinstance(owner, str) and _TENANT_ID.fullmatch(owner):
+            tenant_id = owner
+    return InvalidEvent(error, event_id=event_id, tenant_id=tenant_id)

@@ -29,8 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.redis_client import ensure_group
-from app.adapters.redis_store import EntryRef
+from app.adapters.faststream_workarounds import ensure_group
 from app.aio import wait_or_timeout
 from app.service import InsightService
 from app.settings import Settings
@@ -218,9 +217,7 @@ class PendingRecovery:
             entry_text = _text(entry_id)
             times = deliveries.get(entry_text, 0)
             if times > limit:
-                await self._service.give_up(
-                    EntryRef(self._stream, self._group, entry_text), fields, deliveries=times
-                )
+                await self._service.give_up(entry_text, fields, deliveries=times)
                 continue
             await self._subscriber.consume_one(
                 {

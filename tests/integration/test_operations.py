@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.adapters.redis_client import ensure_group
+from app.adapters.faststream_workarounds import ensure_group
 from app.bootstrap import build_worker
 from app.metrics import Metrics
 from app.ops_http import breaker_check, redis_group_check, start_operations

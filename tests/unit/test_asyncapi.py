@@ -22,9 +22,9 @@ from app.cli import main
 from app.cli.asyncapi import generate
 from app.cli.asyncapi_html import render_html
 from app.domain.errors import InvalidEvent
-from app.domain.events import AuditEvent, Finding
+from app.domain.events import AuditEvent, Finding, describe_validation_error
 from app.domain.insights import DeadLetter, DeadLetterReason, InsightCreated
-from app.handlers.events import decode_entry, describe_validation_error, entry_parser
+from app.handlers.wire import decode_entry, entry_parser
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,156 @@
+"""Everything the AsyncAPI document says that the handlers' code does not.
+
+The channels, payload schemas and examples come from the declarations in
+``app/handlers/events.py`` and the pydantic models (``Field(description=...,
+examples=...)``). This module holds the prose around them, the key table (generated
+from ``Keys``), and ``WorkerAsyncAPI``, which makes the document describe every
+deployment rather than the process that generates it:
+
+* the inbound channel names the contract's stream and group and the consumer
+  ``${WORKER_ID}`` (the setting), whatever this process's settings say, so the document
+  is the same on every host;
+* the dead-letter list says ``lpush``: the store pushes each letter on the head of the
+  list (newest first), where FastStream's list publisher binding says ``rpush``.
+
+``faststream docs gen app:app`` writes it; ``groq-worker asyncapi --check`` guards the
+committed copy in ``asyncapi/``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from faststream.specification import AsyncAPI
+from faststream.specification.base import Specification
+
+from app.adapters.redis_store import INSIGHT_STREAM_MAXLEN, Keys
+from app.settings import Settings
+
+__all__ = [
+    "DEAD_LETTER_DESCRIPTION",
+    "DOCUMENTED_GROUP",
+    "DOCUMENTED_STREAM",
+    "INBOUND_DESCRIPTION",
+    "OUTBOUND_DESCRIPTION",
+    "SPEC_SERVER_URL",
+    "WorkerAsyncAPI",
+]
+
+# The inbound channel as the document names it: the contract's stream and group.
+DOCUMENTED_STREAM: str = Settings.model_fields["insight_stream"].default
+DOCUMENTED_GROUP: str = Settings.model_fields["insight_group"].default
+DOCUMENTED_CONSUMER = "${WORKER_ID}"
+SPEC_SERVER_URL = "redis://redis:6379/0"
+
+# The smallest valid event, as a gateway writes it.
+_MINIMAL_EVENT = {
+    "event_id": "evt-2026-11-25-0001",
+    "tenant_id": "acme",
+    "agent_id": "billing-agent",
+    "severity": "high",
+    "decision": "deny",
+    "timestamp": 1795573200.5,
+}
+
+# (key, Redis type, what it holds), in the order the document lists them.
+_KEYS = (
+    (DOCUMENTED_STREAM, "STREAM", "audit events written by the gateway (field `payload`)"),
+    (Keys.insight("{event_id}"), "STRING", "the insight JSON, TTL 24 h"),
+    (Keys.TIMELINE, "ZSET", "event ids scored by event time, newest 10,000"),
+    (Keys.by_tenant("{tenant_id}"), "ZSET", "the same, one tenant's"),
+    (Keys.by_agent("{agent_id}"), "LIST", "event ids, newest first, newest 100"),
+    (Keys.INSIGHTS_STREAM, "STREAM", "`InsightCreated`, one per insight written"),
+    (Keys.DLQ, "LIST", "dead letters (JSON), newest first"),
+    (Keys.rate_limit("{tenant_id}"), "STRING", "enrichments in the tenant's current hour"),
+)
+_KEY_TABLE = "\n".join(
+    [
+        "| key | type | what it holds |",
+        "| --- | --- | --- |",
+        *(f"| `{key}` | {kind} | {what} |" for key, kind, what in _KEYS),
+    ]
+)
+
+APP_DESCRIPTION = f"""\
+The LLM enrichment worker of the agent-security platform. It reads the gateway's audit
+events from the Redis stream `{DOCUMENTED_STREAM}` as the consumer group
+`{DOCUMENTED_GROUP}`, asks a Groq-hosted model for a short analyst insight on each,
+and writes the insight where the Insight API and UI read it.
+
+**Gateways** write one stream entry per event, the event JSON in a field named `payload`:
+`XADD {DOCUMENTED_STREAM} * payload '<event JSON>'`. The channel `{DOCUMENTED_STREAM}` below has the
+event schema, examples, and the outcomes an event can have.
+
+**Redis keys of the contract**
+
+{_KEY_TABLE}
+"""
+
+INBOUND_DESCRIPTION = f"""\
+Audit events of the gateway, one per decision about an AI agent's tool call. The gateway
+writes them; every worker process reads them as one consumer (named by its `WORKER_ID`) of
+the group `{DOCUMENTED_GROUP}`. Deployments may rename the stream with the
+worker's setting `INSIGHT_STREAM` (default `{DOCUMENTED_STREAM}`).
+
+**How a gateway writes an event.** One stream entry per event, with one field named
+`payload` holding the event as a JSON object (UTF-8, the whole entry at most
+`MAX_EVENT_BYTES`, 262144 bytes by default). No FastStream is needed, any Redis client does:
+
+    XADD {DOCUMENTED_STREAM} * payload '{json.dumps(_MINIMAL_EVENT)}'
+
+Python gateways can call `app.client.publish_event(redis, event)`, which validates the event
+with the worker's own model first and then writes exactly this. Entries published by a
+FastStream publisher (one field `__data__`) are accepted too. Fields the schema does not
+list are allowed (`raw_input`, tool arguments, ...): they are kept, and never sent to the
+model.
+
+**What happens to an event.** Exactly one outcome each, counted by the metric
+`acp_groq_events_consumed_total{{result}}`; the entry is acknowledged in every case and the
+gateway gets no reply. `event_id` is the idempotency key: writing an event twice is safe.
+
+- `enriched`: the insight is written to `{Keys.insight("{event_id}")}` (JSON, TTL 24 h),
+  indexed in `{Keys.TIMELINE}`, `{Keys.by_tenant("{tenant_id}")}` and
+  `{Keys.by_agent("{agent_id}")}`, and announced on `{Keys.INSIGHTS_STREAM}`.
+- `duplicate`: this tenant already has an insight for this `event_id`: nothing is rewritten.
+- `rate_limited`: the tenant is over its hourly budget (`INSIGHT_BUDGET_PER_HOUR_PER_TENANT`,
+  1000 by default, counted in `{Keys.rate_limit("{tenant_id}")}`): no insight, no dead letter.
+- `dead_lettered`: pushed on `{Keys.DLQ}` with its reason: `invalid` (not an event of this
+  schema, not JSON, no `payload` field, too large), `llm_permanent`, `llm_exhausted`,
+  `conflict` (the `event_id` already has another tenant's insight) or `max_deliveries`.
+"""
+
+OUTBOUND_DESCRIPTION = f"""\
+One message per insight written, published by the worker in the same transaction as the
+insight. The insight itself (summary, risk, recommendation, model, latency) is the JSON at
+`insight_key` (`{Keys.insight("{event_id}")}`, TTL 24 h). The entries are FastStream messages
+(one field `__data__`): read them with a FastStream subscriber, or read the keys directly.
+The stream keeps about the newest {INSIGHT_STREAM_MAXLEN:,} messages \
+(`MAXLEN ~ {INSIGHT_STREAM_MAXLEN}`).
+"""
+
+DEAD_LETTER_DESCRIPTION = f"""\
+Dead letters: the events that ended as `dead_lettered`, newest first. Each element is one
+JSON document (a plain `LPUSH` of the JSON below, not a FastStream message), written in the
+same transaction as the acknowledgement of its stream entry. It keeps the entry's fields as
+received, so nothing is lost: `groq-worker dlq list` shows them and `groq-worker dlq replay`
+puts them back on the inbound stream once the cause is fixed. Read them with
+`LRANGE {Keys.DLQ} 0 9`. The list is not trimmed: it grows until replayed or purged.
+"""
+
+
+class WorkerAsyncAPI(AsyncAPI):
+    """The worker's AsyncAPI 3.0 document, the same for every deployment."""
+
+    def to_specification(self) -> Specification:
+        spec = super().to_specification()
+        for channel in getattr(spec, "channels", {}).values():
+            binding = channel.bindings.redis if channel.bindings else None
+            if binding is None:
+                continue
+            if binding.method == "xreadgroup":
+                channel.address = binding.channel = DOCUMENTED_STREAM
+                binding.groupName = DOCUMENTED_GROUP
+                binding.consumerName = DOCUMENTED_CONSUMER
+            elif binding.channel == Keys.DLQ:
+                binding.method = "lpush"
+        return spec

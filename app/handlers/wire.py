@@ -1,0 +1,87 @@
+"""The wire formats of an inbound entry, read by the subscriber's parser and decoder.
+
+* the gateway's ``XADD <stream> * payload '<json>'``: the body is the payload as is
+  (FastStream's own parser would take a top-level ``data`` key for an envelope);
+* FastStream's ``__data__`` format: its parser, unchanged.
+
+What fits neither is not raised from the parser (which would leave the entry pending to
+crash again): it is marked with ``INVALID_HEADER``, and the decoder turns the mark into
+``InvalidEvent``, which the subscriber's exception handler dead-letters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from faststream.redis.message import bDATA_KEY
+
+from app.domain.errors import InvalidEvent
+
+__all__ = ["INVALID_HEADER", "PAYLOAD_FIELD", "decode_entry", "entry_id", "entry_parser"]
+
+PAYLOAD_FIELD = b"payload"
+INVALID_HEADER = "x-acp-invalid"
+
+
+def _entry_size(fields: Mapping[bytes, bytes]) -> int:
+    return sum(len(key) + len(value) for key, value in fields.items())
+
+
+def entry_parser(max_event_bytes: int) -> Callable[..., Awaitable[Any]]:
+    """A parser for both wire formats; what fits neither is marked invalid, not raised."""
+
+    async def parse_entry(raw: Any, default_parser: Callable[[Any], Awaitable[Any]]) -> Any:
+        fields: Mapping[bytes, bytes] = raw["data"]
+        problem: str | None = None
+        if _entry_size(fields) > max_event_bytes:
+            problem = f"entry is larger than MAX_EVENT_BYTES ({max_event_bytes} bytes)"
+        elif PAYLOAD_FIELD not in fields:
+            if bDATA_KEY in fields:
+                try:
+                    return await default_parser(raw)
+                except Exception as exc:  # any failure of it means "not a FastStream message"
+                    # e.g. an empty __data__ makes FastStream dump the whole field map as
+                    # JSON, which raises on bytes that are not UTF-8
+                    problem = (
+                        "entry's '__data__' field is not a FastStream message "
+                        f"({type(exc).__name__})"
+                    )
+            else:
+                names = ", ".join(sorted(k.decode("utf-8", "replace") for k in fields)) or "none"
+                problem = (
+                    f"entry has no 'payload' field and is not a FastStream message "
+                    f"(fields: {names})"
+                )
+        message = await default_parser({**raw, "data": {}})
+        message.raw_message = raw
+        message.body = b"" if problem else fields[PAYLOAD_FIELD]
+        if problem:
+            message.headers[INVALID_HEADER] = problem
+        return message
+
+    return parse_entry
+
+
+async def decode_entry(message: Any, default_decoder: Callable[[Any], Awaitable[Any]]) -> Any:
+    """The entry's body as a JSON object, or ``InvalidEvent`` saying why it is not one."""
+    problem = message.headers.get(INVALID_HEADER)
+    if problem:
+        raise InvalidEvent(problem)
+    try:
+        body = json.loads(message.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("payload is JSON nested too deeply to read") from None
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"payload is JSON but not an object (got {type(body).__name__})")
+    return body
+
+
+def entry_id(message: Any) -> str:
+    """The stream entry id of a message (the ack and dead-letter key)."""
+    # FastStream's in-memory TestRedisBroker has no stream ids: its message id stands in.
+    raw_id = (message.raw_message.get("message_ids") or [message.message_id])[0]
+    return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
