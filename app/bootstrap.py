@@ -29,7 +29,9 @@ from app.handlers.recovery import PendingRecovery
 from app.logs import configure_logging, get_logger
 from app.metrics import Metrics
 from app.ops_http import OperationsServer, start_operations
-from app.service import InsightService
+from app.service.insights import InsightService
+from app.service.model_calls import ModelCaller
+from app.service.state import WorkerState
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
 
 __all__ = ["Worker", "build_llm", "build_worker", "create_app", "package_version"]
@@ -110,6 +112,8 @@ class Worker:
     broker: GroupHealingBroker
     metrics: Metrics
     service: InsightService
+    model: ModelCaller
+    state: WorkerState
     redis: Redis
     store: InsightStore
     llm: LLM | None
@@ -193,19 +197,29 @@ def build_worker(
     async def publish_created(created: InsightCreated, pipeline: Any) -> Any:
         return await routes.insights.publish(created, pipeline=pipeline)
 
-    service = InsightService(
+    state = WorkerState()
+    model = ModelCaller(
         settings,
         llm=llm if llm is not None else _PendingLLM(),
-        store=store,
         metrics=metrics,
-        publish_created=publish_created,
+        state=state,
         breaker=CircuitBreaker(
             threshold=settings.breaker_failure_threshold,
             cooldown=settings.breaker_cooldown_seconds,
         ),
     )
+    service = InsightService(
+        settings,
+        model=model,
+        store=store,
+        metrics=metrics,
+        publish_created=publish_created,
+        state=state,
+    )
     broker.context.set_global("service", service)
-    recovery = PendingRecovery(redis, settings, subscriber=routes.subscriber, service=service)
+    recovery = PendingRecovery(
+        redis, settings, subscriber=routes.subscriber, service=service, state=state
+    )
 
     app = FastStream(
         broker,
@@ -223,6 +237,8 @@ def build_worker(
         broker=broker,
         metrics=metrics,
         service=service,
+        model=model,
+        state=state,
         redis=redis,
         store=store,
         llm=llm,
@@ -234,10 +250,8 @@ def build_worker(
         # `worker_id` is FastStream's process index under `faststream run --workers N`
         # (not settings.worker_id, the consumer name); process i serves METRICS_PORT + i.
         if worker.llm is None:
-            worker.llm = build_llm(
-                settings, redis=redis, metrics=metrics, stopping=service.stopping
-            )
-            service.llm = worker.llm
+            worker.llm = build_llm(settings, redis=redis, metrics=metrics, stopping=state.stopping)
+            model.llm = worker.llm
         # Before waiting for Redis: /health/live answers (and /ready says 503) meanwhile.
         worker.operations = await start_operations(worker, process_index=worker_id or 0)
         await _wait_for_redis(redis, settings)
@@ -250,8 +264,7 @@ def build_worker(
     @app.on_shutdown
     async def stop_taking_work() -> None:
         # Before the broker drains its handlers: no more claims, no new model calls.
-        recovery.stop()
-        service.stopping.set()
+        state.stopping.set()
 
     @app.after_shutdown
     async def close() -> None:

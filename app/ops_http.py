@@ -129,7 +129,7 @@ def _breaker_is_open(worker: Worker) -> Callable[[], bool] | None:
     ``service.breaker_open()`` (which also refreshes ``acp_groq_breaker_state``), or a
     ``breaker`` attribute of the worker with an ``is_open`` property.
     """
-    breaker_open = getattr(worker.service, "breaker_open", None)
+    breaker_open = getattr(worker.model, "breaker_open", None)
     if callable(breaker_open):
         return lambda: bool(breaker_open())
     breaker = getattr(worker, "breaker", None)

@@ -40,7 +40,6 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.aio import wait_or_timeout
 from app.domain.errors import Postponed, TransientLLMError
 from app.domain.limits import (
     KINDS,
@@ -55,6 +54,7 @@ from app.domain.limits import (
     lesson_from_retry_after,
 )
 from app.domain.ports import LLM, Completion, CompletionRequest
+from app.service.state import wait_or_timeout
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -44,15 +44,20 @@ class InvalidEvent(WorkerError):
 
 
 class LLMError(WorkerError):
-    """The model call failed. ``kind`` names the failure for metrics and dead letters."""
+    """The model call failed. ``kind`` names the failure for metrics and dead letters.
+
+    ``attempts`` is how many requests the event had made when it gave up (set by the
+    retry layer; 1 for an error of a single request).
+    """
 
     transient: bool = False
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None):
+    def __init__(self, kind: str, message: str, *, status: int | None = None, attempts: int = 1):
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
+        self.attempts = attempts
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""

@@ -30,7 +30,7 @@ from app.domain.events import AuditEvent, describe_validation_error, rejected_ev
 from app.domain.insights import DeadLetter, InsightCreated
 from app.handlers import asyncapi
 from app.handlers.wire import decode_entry, entry_id, entry_parser
-from app.service import InsightService
+from app.service.insights import InsightService
 from app.settings import Settings
 
 __all__ = ["EventRoutes", "dead_letter_invalid", "event_routes", "handle_audit_event"]

@@ -19,7 +19,6 @@ concurrency limit and ack path):
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -30,8 +29,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.faststream_workarounds import ensure_group
-from app.aio import wait_or_timeout
-from app.service import InsightService
+from app.service.insights import InsightService
+from app.service.state import WorkerState, wait_or_timeout
 from app.settings import Settings
 
 __all__ = ["PendingRecovery"]
@@ -59,6 +58,7 @@ class PendingRecovery:
         *,
         subscriber: _Subscriber,
         service: InsightService,
+        state: WorkerState,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -72,11 +72,9 @@ class PendingRecovery:
         self._cursor = "0-0"
         # read ahead + in flight, with room: the most entries pending on our name when healthy
         self._heartbeat_batch = 2 * (settings.read_count + settings.worker_concurrency) + 100
-        self._stopping = asyncio.Event()
+        self._state = state
+        self._stopping = state.stopping
         self._own_pending: list[Any] = []
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def prepare(self) -> None:
         """Before the subscriber reads anything: note what is pending on our own name.
@@ -161,7 +159,7 @@ class PendingRecovery:
             consumername=self._me,
             idle=min_idle_ms,
         )
-        failed = self._service.failed
+        failed = self._state.failed
         ids: list[Any] = [item["message_id"] for item in pending]
         live: list[Any] = [entry_id for entry_id in ids if _text(entry_id) not in failed]
         if live:

@@ -1,15 +1,16 @@
-"""What the worker does with one event: the outcome, the model call, the writes.
+"""What the worker does with one event: its outcome, its writes, its dead letter.
 
 ``InsightService`` is the application layer between the handler (which hands it parsed
-entries) and the ports (``LLM``, ``InsightStore``). Every event ends in exactly one
-outcome of the contract: enriched, duplicate, rate_limited or dead_lettered, counted
-in ``acp_groq_events_consumed_total{result}`` and told in one canonical log line.
+entries) and the ports (``InsightStore``, and the model through ``ModelCaller``). Every
+event ends in exactly one outcome of the contract: enriched, duplicate, rate_limited or
+dead_lettered, counted in ``acp_groq_events_consumed_total{result}`` and told in one
+canonical log line. A Redis step is retried until Redis answers: a result in hand (an
+answer the model was paid for) is never thrown away.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,19 +18,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from app.adapters.redis_store import Admission, EntryRef, InsightStore, Keys
-from app.aio import wait_or_timeout
-from app.domain.breaker import BreakerState, CircuitBreaker
-from app.domain.errors import (
-    InvalidEvent,
-    LLMError,
-    PermanentLLMError,
-    Postponed,
-    StoreUnavailable,
-    TransientLLMError,
-)
+from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
 from app.domain.events import AuditEvent
 from app.domain.insights import (
     DeadLetter,
@@ -38,11 +29,12 @@ from app.domain.insights import (
     InsightRecord,
     Outcome,
 )
-from app.domain.ports import LLM, Completion, CompletionRequest
-from app.domain.prompt import INSIGHT_JSON_SCHEMA, build_insight_prompt, parse_insight_answer
+from app.domain.prompt import build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
 from app.metrics import Metrics
+from app.service.model_calls import Answer, ModelCaller
+from app.service.state import WorkerState
 from app.settings import Settings
 
 __all__ = ["InsightService", "PublishCreated", "decode_fields", "utc_now"]
@@ -79,18 +71,6 @@ def _text_or_none(payload: bytes | None) -> str | None:
 
 
 @dataclass(slots=True)
-class _Answer:
-    completion: Completion
-    model: str
-    attempts: int
-    fallback: bool
-
-
-class _ProbeFailed(Exception):
-    """This event's call was the breaker's probe and the model is still down."""
-
-
-@dataclass(slots=True)
 class _Report:
     """What the canonical log line of an event says."""
 
@@ -106,21 +86,17 @@ class InsightService:
         self,
         settings: Settings,
         *,
-        llm: LLM,
+        model: ModelCaller,
         store: InsightStore,
         metrics: Metrics,
         publish_created: PublishCreated,
-        breaker: CircuitBreaker | None = None,
+        state: WorkerState,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self.breaker = breaker
-        # Entries whose processing raised (a bug, not an outcome): left to go idle, so that
-        # a claim retries them and MAX_DELIVERIES ends them, instead of being kept fresh.
-        self.failed: set[str] = set()
-        self.stopping = asyncio.Event()
-        self.llm = llm
+        self._model = model
+        self._state = state
         self._store = store
         self._metrics = metrics
         self._publish_created = publish_created
@@ -144,7 +120,7 @@ class InsightService:
         started = self._clock()
         entry = self.entry(entry_id)
         self._metrics.in_flight.inc()
-        self.failed.discard(entry.entry_id)
+        self._state.failed.discard(entry.entry_id)
         structlog.contextvars.bind_contextvars(
             event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
         )
@@ -156,7 +132,7 @@ class InsightService:
             log.info("event_postponed", reason="worker stopping; the entry stays pending")
             return None
         except Exception:
-            self.failed.add(entry.entry_id)
+            self._state.failed.add(entry.entry_id)
             raise
         finally:
             self._metrics.in_flight.dec()
@@ -256,23 +232,17 @@ class InsightService:
             fast=self._settings.groq_model_fast,
             deep=self._settings.groq_model_deep,
         )
+        system, user = build_insight_prompt(event)
         try:
-            while True:
-                probe = await self._wait_for_breaker()
-                try:
-                    answer = await self._ask(event, model, probe=probe)
-                    break
-                except _ProbeFailed:
-                    continue  # the event waits for the next probe; its attempts are not spent
+            answer = await self._model.answer(model, system, user)
         except LLMError as exc:
             reason = "llm_exhausted" if exc.transient else "llm_permanent"
-            attempts = getattr(exc, "attempts", 1)
-            letter = self._letter(event, entry, fields, reason, str(exc), attempts)
+            letter = self._letter(event, entry, fields, reason, str(exc), exc.attempts)
             await self._dead_letter(entry, letter)
             return _Report(
                 Outcome.DEAD_LETTERED,
                 started,
-                {"reason": reason, "error": str(exc), "model": model, "attempts": attempts},
+                {"reason": reason, "error": str(exc), "model": model, "attempts": exc.attempts},
             )
 
         await self._write(event, entry, answer, started)
@@ -289,155 +259,8 @@ class InsightService:
             },
         )
 
-    async def _ask(self, event: AuditEvent, model: str, *, probe: bool = False) -> _Answer:
-        """The model's answer, with retries, and one try on the fast model if deep fails.
-
-        A breaker probe makes a single attempt: if the model is still down, the event goes
-        back to waiting for the breaker instead of spending its attempts on the outage.
-        """
-        system, user = build_insight_prompt(event)
-        fast = self._settings.groq_model_fast
-        total = self._settings.groq_max_attempts
-        # GROQ_MAX_ATTEMPTS counts every attempt of the event: the deep model leaves the
-        # last one to the fallback on the fast model.
-        first = 1 if probe else (total - 1 if model != fast and total > 1 else total)
-        try:
-            completion, attempts = await self._complete_with_retries(
-                model, system, user, attempts=first
-            )
-            return _Answer(completion, completion.model or model, attempts, fallback=False)
-        except LLMError as exc:
-            if probe and exc.transient:
-                raise _ProbeFailed from None
-            model_failed = exc.transient or (isinstance(exc, PermanentLLMError) and exc.model_error)
-            spent = getattr(exc, "attempts", 1)
-            if model == fast or not model_failed or spent >= total:
-                raise
-            self._metrics.fallbacks.inc()
-            log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
-        try:
-            completion, _ = await self._complete_with_retries(fast, system, user, attempts=1)
-        except LLMError as exc:
-            exc.attempts = spent + 1  # type: ignore[attr-defined]
-            raise
-        return _Answer(completion, completion.model or fast, spent + 1, fallback=True)
-
-    async def _complete_with_retries(
-        self, model: str, system: str, user: str, *, attempts: int | None = None
-    ) -> tuple[Completion, int]:
-        request = CompletionRequest(
-            model=model,
-            system=system,
-            user=user,
-            max_completion_tokens=self._settings.groq_max_completion_tokens,
-            json_schema=INSIGHT_JSON_SCHEMA,
-            reasoning_effort=self._settings.groq_reasoning_effort,
-        )
-        max_attempts = attempts or self._settings.groq_max_attempts
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(max_attempts),
-            wait=self._backoff,
-            retry=retry_if_exception(lambda exc: isinstance(exc, TransientLLMError)),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        attempt_number = 0
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempt_number = attempt.retry_state.attempt_number
-                    return await self._attempt(request), attempt_number
-        except LLMError as exc:
-            exc.attempts = attempt_number  # type: ignore[attr-defined]
-            raise
-        raise AssertionError("unreachable: tenacity either returns or raises")
-
-    async def _attempt(self, request: CompletionRequest) -> Completion:
-        began = self._clock()
-        try:
-            completion = await self.llm.complete(request)
-        except LLMError as exc:
-            self._metrics.api_errors.labels(error_type=exc.kind).inc()
-            if exc.transient or (isinstance(exc, PermanentLLMError) and exc.configuration):
-                self._breaker_failure(exc)
-            elif self.breaker is not None:
-                self.breaker.release_probe()
-            if isinstance(exc, PermanentLLMError) and exc.configuration:
-                self._metrics.config_alarms.labels(kind=exc.kind).inc()
-                log.error("llm_configuration_error", model=request.model, error=str(exc))
-            raise
-        except BaseException:
-            if self.breaker is not None:
-                self.breaker.release_probe()
-            raise
-        finally:
-            self._metrics.llm_latency.labels(model=request.model).observe(self._clock() - began)
-        if self.breaker is not None:
-            if self.breaker.state(self._clock()) is not BreakerState.CLOSED:
-                log.info("breaker_closed", model=request.model)
-            self.breaker.record_success()
-            self._metrics.breaker_state.set(BreakerState.CLOSED)
-        return completion
-
-    # -- the circuit breaker -------------------------------------------------------------
-
-    def breaker_open(self) -> bool:
-        """True while the breaker keeps new events away from the model (readiness)."""
-        if self.breaker is None:
-            return False
-        state = self.breaker.state(self._clock())
-        self._metrics.breaker_state.set(state)
-        return state is not BreakerState.CLOSED
-
-    def _breaker_failure(self, exc: LLMError) -> None:
-        if self.breaker is None:
-            return
-        if self.breaker.record_failure(self._clock()):
-            self._metrics.breaker_state.set(BreakerState.OPEN)
-            log.error(
-                "breaker_opened",
-                error=str(exc),
-                cooldown_seconds=self.breaker.cooldown,
-                note="new events wait in the stream until a probe succeeds",
-            )
-
-    async def _wait_for_breaker(self) -> bool:
-        """Hold a new event while the breaker is open; one probe goes when it half-opens.
-
-        Returns True when this event's call is the probe.
-        """
-        breaker = self.breaker
-        if breaker is None:
-            if self.stopping.is_set():
-                raise Postponed
-            return False
-        while True:
-            if self.stopping.is_set():
-                raise Postponed
-            now = self._clock()
-            state = breaker.state(now)
-            if breaker.try_acquire(now):
-                self._metrics.breaker_state.set(state)
-                return state is BreakerState.HALF_OPEN
-            self._metrics.breaker_state.set(breaker.state(now))
-            wait = min(max(breaker.retry_in(now), 0.05), 1.0)
-            await wait_or_timeout(self.stopping, wait)
-
-    def _backoff(self, state: RetryCallState) -> float:
-        """Exponential backoff with full jitter; a server's retry-after wins (capped)."""
-        settings = self._settings
-        exc = state.outcome.exception() if state.outcome else None
-        ceiling = min(
-            settings.groq_backoff_max_seconds,
-            settings.groq_backoff_base_seconds * 2 ** (state.attempt_number - 1),
-        )
-        delay = random.uniform(ceiling / 2, ceiling)
-        if isinstance(exc, TransientLLMError) and exc.retry_after is not None:
-            delay = max(delay, min(exc.retry_after, settings.groq_retry_after_max_seconds))
-        return delay
-
     async def _write(
-        self, event: AuditEvent, entry: EntryRef, answer: _Answer, started: float
+        self, event: AuditEvent, entry: EntryRef, answer: Answer, started: float
     ) -> None:
         completion = answer.completion
         insight = sanitize_insight(

@@ -1,0 +1,221 @@
+"""One event's model call: the breaker gate, retries with backoff, and the fallback model.
+
+``ModelCaller.answer`` turns a prepared prompt into a completion or one ``LLMError``
+whose ``attempts`` says how many requests the event spent. The policy:
+
+* one retry layer (tenacity), ``GROQ_MAX_ATTEMPTS`` attempts per event in all, with
+  exponential backoff and full jitter; a server's ``retry-after`` wins, capped;
+* the deep model leaves its last attempt to the fast model when it fails as a model
+  (transient errors, not found, decommissioned): the answer records ``fallback``;
+* while the circuit breaker is open, events wait before their first attempt; when it
+  half-opens one event's call is the probe, with a single attempt: if the model is still
+  down, that event goes back to waiting instead of spending its attempts on the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from app.domain.breaker import BreakerState, CircuitBreaker
+from app.domain.errors import LLMError, PermanentLLMError, Postponed, TransientLLMError
+from app.domain.ports import LLM, Completion, CompletionRequest
+from app.domain.prompt import INSIGHT_JSON_SCHEMA
+from app.metrics import Metrics
+from app.service.state import WorkerState
+from app.settings import Settings
+
+__all__ = ["Answer", "ModelCaller"]
+
+log = structlog.get_logger("acp.groq_worker.events")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The model's completion for one event, and what it took."""
+
+    completion: Completion
+    model: str
+    attempts: int
+    fallback: bool
+
+
+class _ProbeFailed(Exception):
+    """This event's call was the breaker's probe and the model is still down."""
+
+
+class ModelCaller:
+    """Asks the model for one event's answer under the worker's retry and breaker policy."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        llm: LLM,
+        metrics: Metrics,
+        state: WorkerState,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self.llm = llm
+        self.breaker = breaker
+        self._metrics = metrics
+        self._state = state
+        self._sleep = sleep
+        self._clock = clock
+
+    async def answer(self, model: str, system: str, user: str) -> Answer:
+        """The answer of ``model`` (or of the fast model after a fallback).
+
+        Raises ``LLMError`` (with ``attempts``) when no answer could be had, and
+        ``Postponed`` when the worker began stopping before the event's call started.
+        """
+        while True:
+            probe = await self._wait_for_breaker()
+            try:
+                return await self._ask(model, system, user, probe=probe)
+            except _ProbeFailed:
+                continue  # the event waits for the next probe; its attempts are not spent
+
+    def breaker_open(self) -> bool:
+        """True while the breaker keeps new events away from the model (readiness)."""
+        if self.breaker is None:
+            return False
+        state = self.breaker.state(self._clock())
+        self._metrics.breaker_state.set(state)
+        return state is not BreakerState.CLOSED
+
+    async def _ask(self, model: str, system: str, user: str, *, probe: bool) -> Answer:
+        fast = self._settings.groq_model_fast
+        total = self._settings.groq_max_attempts
+        # GROQ_MAX_ATTEMPTS counts every attempt of the event: the deep model leaves the
+        # last one to the fallback on the fast model.
+        first = 1 if probe else (total - 1 if model != fast and total > 1 else total)
+        try:
+            completion, attempts = await self._complete(model, system, user, attempts=first)
+            return Answer(completion, completion.model or model, attempts, fallback=False)
+        except LLMError as exc:
+            if probe and exc.transient:
+                raise _ProbeFailed from None
+            model_failed = exc.transient or (isinstance(exc, PermanentLLMError) and exc.model_error)
+            spent = exc.attempts
+            if model == fast or not model_failed or spent >= total:
+                raise
+            self._metrics.fallbacks.inc()
+            log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
+        try:
+            completion, _ = await self._complete(fast, system, user, attempts=1)
+        except LLMError as exc:
+            exc.attempts = spent + 1
+            raise
+        return Answer(completion, completion.model or fast, spent + 1, fallback=True)
+
+    async def _complete(
+        self, model: str, system: str, user: str, *, attempts: int
+    ) -> tuple[Completion, int]:
+        request = CompletionRequest(
+            model=model,
+            system=system,
+            user=user,
+            max_completion_tokens=self._settings.groq_max_completion_tokens,
+            json_schema=INSIGHT_JSON_SCHEMA,
+            reasoning_effort=self._settings.groq_reasoning_effort,
+        )
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda exc: isinstance(exc, TransientLLMError)),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        attempt_number = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    return await self._attempt(request), attempt_number
+        except LLMError as exc:
+            exc.attempts = attempt_number
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, request: CompletionRequest) -> Completion:
+        began = self._clock()
+        try:
+            completion = await self.llm.complete(request)
+        except LLMError as exc:
+            self._metrics.api_errors.labels(error_type=exc.kind).inc()
+            if exc.transient or (isinstance(exc, PermanentLLMError) and exc.configuration):
+                self._breaker_failure(exc)
+            elif self.breaker is not None:
+                self.breaker.release_probe()
+            if isinstance(exc, PermanentLLMError) and exc.configuration:
+                self._metrics.config_alarms.labels(kind=exc.kind).inc()
+                log.error("llm_configuration_error", model=request.model, error=str(exc))
+            raise
+        except BaseException:
+            if self.breaker is not None:
+                self.breaker.release_probe()
+            raise
+        finally:
+            self._metrics.llm_latency.labels(model=request.model).observe(self._clock() - began)
+        if self.breaker is not None:
+            if self.breaker.state(self._clock()) is not BreakerState.CLOSED:
+                log.info("breaker_closed", model=request.model)
+            self.breaker.record_success()
+            self._metrics.breaker_state.set(BreakerState.CLOSED)
+        return completion
+
+    def _breaker_failure(self, exc: LLMError) -> None:
+        if self.breaker is None:
+            return
+        if self.breaker.record_failure(self._clock()):
+            self._metrics.breaker_state.set(BreakerState.OPEN)
+            log.error(
+                "breaker_opened",
+                error=str(exc),
+                cooldown_seconds=self.breaker.cooldown,
+                note="new events wait in the stream until a probe succeeds",
+            )
+
+    async def _wait_for_breaker(self) -> bool:
+        """Hold a new event while the breaker is open; one probe goes when it half-opens.
+
+        Returns True when this event's call is the probe.
+        """
+        breaker = self.breaker
+        stopping = self._state.stopping
+        while True:
+            if stopping.is_set():
+                raise Postponed
+            if breaker is None:
+                return False
+            now = self._clock()
+            state = breaker.state(now)
+            if breaker.try_acquire(now):
+                self._metrics.breaker_state.set(state)
+                return state is BreakerState.HALF_OPEN
+            self._metrics.breaker_state.set(breaker.state(now))
+            await self._state.pause(min(max(breaker.retry_in(now), 0.05), 1.0))
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Exponential backoff with full jitter; a server's retry-after wins (capped)."""
+        settings = self._settings
+        exc: Any = state.outcome.exception() if state.outcome else None
+        ceiling = min(
+            settings.groq_backoff_max_seconds,
+            settings.groq_backoff_base_seconds * 2 ** (state.attempt_number - 1),
+        )
+        delay = random.uniform(ceiling / 2, ceiling)
+        if isinstance(exc, TransientLLMError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, settings.groq_retry_after_max_seconds))
+        return delay

@@ -1,0 +1,35 @@
+"""What the parts of one worker process share at run time, built once in the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+__all__ = ["WorkerState", "wait_or_timeout"]
+
+
+async def wait_or_timeout(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, or less if ``event`` is set first (e.g. stopping); True if set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """The stop signal and the entries that failed here, shared by service and recovery.
+
+    ``stopping`` is set when the worker begins to shut down: no new model call starts, the
+    claim loop stops, a call waiting on a rate limit is postponed. ``failed`` holds the
+    entries whose processing raised (a bug, not an outcome): the recovery loop leaves them
+    to go idle, so that a claim retries them and MAX_DELIVERIES ends them, instead of
+    keeping them fresh.
+    """
+
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: set[str] = field(default_factory=set)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if the worker starts stopping; True if it is."""
+        return await wait_or_timeout(self.stopping, seconds)
