@@ -237,6 +237,14 @@ def test_demo_with_no_server_to_start_says_what_to_install_and_exits_1(tmp, tmp_
     assert list(tmp.iterdir()) == []
 
 
+def test_readme_quotes_the_line_the_demo_prints_when_it_has_no_server_to_start():
+    """The README's quick start shows the exact error of a machine with no server at all."""
+    readme = (ROOT / "README.md").read_text()
+
+    line = f"groq-worker demo: nothing answers at localhost:6379/0 (REDIS_URL), and {NO_SERVER}"
+    assert f"\n{line}\n" in readme
+
+
 def start_demo(*args: str, tmp: Path) -> subprocess.Popen:
     """The demo in a process group of its own, as a terminal's foreground job."""
     return subprocess.Popen(
