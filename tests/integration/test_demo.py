@@ -23,14 +23,14 @@ import pytest
 import redis as redis_sync
 from pydantic import ValidationError
 
-from app.cli.demo_server import NO_SERVER
-from app.demo_events import (
+from app.cli.demo.events import (
     MIN_EVENTS,
     EntryKind,
     SampleEntry,
     budget_for_one_over,
     sample_events,
 )
+from app.cli.demo.server import NO_SERVER
 from app.domain.events import EVENT_ID_PATTERN, AuditEvent
 from app.settings import Settings
 from tests.integration.test_demo_server import bundled_valkey_server, processes_in, running_in

@@ -23,7 +23,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from app.cli.demo_server import (
+from app.cli.demo.server import (
     NO_SERVER,
     LaunchedServer,
     ServerUnavailable,
@@ -302,7 +302,7 @@ def test_the_server_ends_when_the_process_that_launched_it_is_killed(binary, tmp
                 f"""
                 import sys, time
                 from pathlib import Path
-                from app.cli.demo_server import launch_server
+                from app.cli.demo.server import launch_server
                 with launch_server(Path({str(binary)!r})) as server:
                     print(server.pid, server.directory, flush=True)
                     time.sleep(60)

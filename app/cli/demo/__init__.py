@@ -2,11 +2,11 @@
 
 1. Redis: the one at ``REDIS_URL`` if it answers, otherwise a private ``redis-server`` (or
    the ``valkey-server`` of the ``demo`` extra) started for the run on a free loopback port
-   and stopped at its end (``app.cli.demo_server``).
+   and stopped at its end (``app.cli.demo.server``).
 2. The real worker app (``build_worker``), started in this process as consumer ``demo``,
    with the offline model unless ``GROQ_API_KEY`` is set, its logs at WARNING so that the
    terminal shows the demo's own output.
-3. A realistic sample of gateway events (``app.demo_events``), written the way a gateway
+3. A realistic sample of gateway events (``app.cli.demo.events``), written the way a gateway
    writes them: ``XADD <INSIGHT_STREAM> * payload '<json>'``.
 4. Progress until the group has acknowledged every entry, then the insights as a table,
    the outcome counts of the worker's metric and where each key lives.
@@ -54,8 +54,14 @@ from app.adapters.dlq import parse_letter
 from app.adapters.redis_store import Keys
 from app.bootstrap import Worker, build_worker
 from app.cli._common import at_least
-from app.cli.demo_server import LaunchedServer, ServerUnavailable, launch_server
-from app.demo_events import MIN_EVENTS, EntryKind, SampleEntry, budget_for_one_over, sample_events
+from app.cli.demo.events import (
+    MIN_EVENTS,
+    EntryKind,
+    SampleEntry,
+    budget_for_one_over,
+    sample_events,
+)
+from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_server
 from app.domain.insights import DeadLetter, Outcome
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
 
