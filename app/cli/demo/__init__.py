@@ -411,25 +411,25 @@ async def _keys_table(redis: Redis, run: DemoRun, results: Sequence[EventResult]
     table.add_column("now holds")
     table.add_row(settings.insight_stream, "STREAM", group_text)
     table.add_row(
-        "acp:groq:insight:{event_id}",
+        Keys.insight("{event_id}"),
         "STRING, JSON, TTL 24 h",
         f"{len(enriched)} insights of this run, e.g. {example}",
     )
     table.add_row(Keys.TIMELINE, "ZSET", f"{timeline} event ids, scored by event time")
     table.add_row(
-        "acp:groq:insights:by_tenant:{tenant_id}",
+        Keys.by_tenant("{tenant_id}"),
         "ZSET",
         _per_name(zip(tenants, by_tenant, strict=True)),
     )
     table.add_row(
-        "acp:groq:insights:by_agent:{agent_id}",
+        Keys.by_agent("{agent_id}"),
         "LIST",
         _per_name(zip(agents, by_agent, strict=True)),
     )
     table.add_row(Keys.INSIGHTS_STREAM, "STREAM", f"{created} InsightCreated messages")
     table.add_row(Keys.DLQ, "LIST", f"{_plural(letters, 'dead letter')} (groq-worker dlq list)")
     table.add_row(
-        "acp:groq:rate_limit:{tenant_id}",
+        Keys.rate_limit("{tenant_id}"),
         "counter, 1 h",
         _per_name(zip(tenants, spent, strict=True)) + budget,
     )
