@@ -39,7 +39,12 @@ from app.domain.insights import (
     Outcome,
 )
 from app.domain.ports import LLM, Completion, CompletionRequest
-from app.domain.prompt import INSIGHT_JSON_SCHEMA, build_insight_prompt, parse_insight_answer
+from app.domain.prompt import (
+    INSIGHT_JSON_SCHEMA,
+    InsightPrompt,
+    build_insight_prompt,
+    parse_insight_answer,
+)
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
 from app.metrics import Metrics
@@ -249,11 +254,12 @@ class InsightService:
             fast=self._settings.groq_model_fast,
             deep=self._settings.groq_model_deep,
         )
+        prompt = self._prompt(event)
         try:
             while True:
                 probe = await self._wait_for_breaker()
                 try:
-                    answer = await self._ask(event, model, probe=probe)
+                    answer = await self._ask(prompt, model, probe=probe)
                     break
                 except _ProbeFailed:
                     continue  # the event waits for the next probe; its attempts are not spent
@@ -265,10 +271,16 @@ class InsightService:
             return _Report(
                 Outcome.DEAD_LETTERED,
                 started,
-                {"reason": reason, "error": str(exc), "model": model, "attempts": attempts},
+                {
+                    "reason": reason,
+                    "error": str(exc),
+                    "model": model,
+                    "attempts": attempts,
+                    "redactions": prompt.redaction_count,
+                },
             )
 
-        await self._write(event, entry, answer, started)
+        await self._write(event, entry, answer, started, prompt)
         completion = answer.completion
         return _Report(
             Outcome.ENRICHED,
@@ -279,16 +291,28 @@ class InsightService:
                 "fallback": answer.fallback,
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
+                "redactions": prompt.redaction_count,
             },
         )
 
-    async def _ask(self, event: AuditEvent, model: str, *, probe: bool = False) -> _Answer:
+    def _prompt(self, event: AuditEvent) -> InsightPrompt:
+        """The event's prompt, scrubbed and capped; what was masked is counted, never logged."""
+        prompt = build_insight_prompt(
+            event,
+            redact_pii=self._settings.prompt_redact_pii,
+            max_chars=self._settings.max_prompt_chars,
+        )
+        for kind, count in prompt.redactions.items():
+            self._metrics.prompt_redactions.labels(kind=kind).inc(count)
+        return prompt
+
+    async def _ask(self, prompt: InsightPrompt, model: str, *, probe: bool = False) -> _Answer:
         """The model's answer, with retries, and one try on the fast model if deep fails.
 
         A breaker probe makes a single attempt: if the model is still down, the event goes
         back to waiting for the breaker instead of spending its attempts on the outage.
         """
-        system, user = build_insight_prompt(event)
+        system, user = prompt.system, prompt.user
         fast = self._settings.groq_model_fast
         total = self._settings.groq_max_attempts
         # GROQ_MAX_ATTEMPTS counts every attempt of the event: the deep model leaves the
@@ -430,13 +454,19 @@ class InsightService:
         return delay
 
     async def _write(
-        self, event: AuditEvent, entry: EntryRef, answer: _Answer, started: float
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        answer: _Answer,
+        started: float,
+        prompt: InsightPrompt,
     ) -> None:
         completion = answer.completion
         insight = sanitize_insight(
             parse_insight_answer(completion.text),
             echoes=echo_candidates(event),
             max_chars=self._settings.max_output_chars,
+            pii=self._settings.prompt_redact_pii,
         )
         created_at = utc_now()
         latency = self._clock() - started
@@ -455,6 +485,7 @@ class InsightService:
             fallback=answer.fallback,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
+            redactions=prompt.redaction_count,
         )
         created = InsightCreated(
             event_id=event.event_id,

@@ -35,14 +35,15 @@ def event_with_secrets() -> AuditEvent:
 
 def test_planted_secrets_outside_the_allow_list_never_reach_the_prompt():
     """raw_input, tool arguments, metadata outside flags and unknown fields stay out."""
-    system, user = build_insight_prompt(event_with_secrets())
+    prompt = build_insight_prompt(event_with_secrets())
+    system, user = prompt.system, prompt.user
     assert PLANTED not in system
     assert PLANTED not in user
 
 
 def test_the_prompt_carries_every_allow_listed_field():
     """Agent name, tool name, decision, severity, findings and metadata.flags are sent."""
-    _, user = build_insight_prompt(event_with_secrets())
+    user = build_insight_prompt(event_with_secrets()).user
     for expected in (
         "Billing assistant",
         "http.post",
@@ -69,7 +70,8 @@ def test_prompt_fields_are_exactly_the_allow_list():
 
 def test_the_prompt_asks_for_json():
     """JSON mode needs the word json in the messages."""
-    system, user = build_insight_prompt(event_with_secrets())
+    prompt = build_insight_prompt(event_with_secrets())
+    system, user = prompt.system, prompt.user
     assert "json" in (system + user).lower()
 
 
