@@ -133,8 +133,8 @@ def _cap(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     cut = limit
-    opened = text.rfind("[redacted:", 0, cut)
-    if opened >= 0 and text.find("]", opened) >= cut:
+    opened = text.rfind("[redacted:", 0, cut + len("[redacted:") - 1)
+    if 0 <= opened < cut and text.find("]", opened) >= cut:
         cut = opened
     return f"{text[:cut]}…[truncated {len(text) - cut} chars]"
 

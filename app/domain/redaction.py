@@ -176,14 +176,14 @@ _SECRET_PAIR = re.compile(
     (
         [_.-]*(?:[a-z0-9]+[_.-])*
         (
-            password | passwd | passphrase | pwd | pass | secret | client[_-]?secret |
+            [a-z0-9]*pass(?:word|wd|phrase) | pwd | pass | secret | client[_-]?secret |
             api[_-]?key | access[_-]?key(?:[_-]?id)? | secret[_-]?access[_-]?key |
             private[_-]?key(?:[_-]?id)? | auth[_-]?token | access[_-]?token |
             refresh[_-]?token | token
         )
     )\b
     (\s*["']?\s*[:=]\s*)
-    (\[(?:REDACTED|redacted:[a-z0-9_]+)\]|"[^"\n]*"|'[^'\n]*'|[^\s,;"'}\]&]+)
+    (\[(?:REDACTED|redacted:[a-z0-9_]+)\]|"[^"\n]*"|'[^'\n]*'|[^\s,;"'}\]]+)
     """
 )
 # Words that are also ordinary English: after them, ``key: word`` in a sentence ("first
@@ -192,9 +192,18 @@ _WEAK_KEYS = frozenset({"pass", "pwd", "secret", "token"})
 _PLAIN_WORD = re.compile(r"[A-Za-z][a-z]{0,11}")
 
 
+def _already_redacted(value: str) -> bool:
+    """A pair's value that is a placeholder, maybe quoted, maybe with an escaped newline
+    (a PEM block redacted inside JSON): left as it is, not counted again."""
+    if "[" not in value:
+        return False
+    rest = _REDACTED_VALUE.sub("", value)
+    return len(rest) < len(value) and not rest.replace("\\n", "").strip("'\" ")
+
+
 def _pair_kind(base: str) -> str:
     base = base.lower().replace("-", "_")
-    if base.startswith(("pass", "pwd")):
+    if "pass" in base or base.startswith("pwd"):
         return "password"
     if base == "secret_access_key" or base == "secretaccesskey":
         return "aws_secret_key"
@@ -209,11 +218,12 @@ def _pair_kind(base: str) -> str:
     return "token"
 
 
-# user:password@host in URLs (connection strings): the password goes. The scheme starts
+# user:password@host in URLs (connection strings; the user may be empty, as in
+# ``redis://:password@host``): the password goes. The scheme starts
 # only where a run of scheme characters starts, so a long run is scanned once, not
 # once per word boundary in it (which was quadratic).
 _URL_PASSWORD = re.compile(
-    r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(@)"
+    r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@)"
 )
 
 # ``?key=...`` / ``&sig=...`` in query strings: short parameter names that are secrets in
@@ -290,7 +300,7 @@ _PHONE_INTL = _Rule(
     "phone_number",
     ("+",),
     re.compile(
-        r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{2,5}){2,5}(?![\w.:+]|[ .-]?\d)"
+        r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}(?![\w.:+]|[ .-]?\d)"
     ),
     check=lambda value: 8 <= sum(c.isdigit() for c in value) <= 15,
 )
@@ -324,6 +334,8 @@ def _apply(rule: _Rule, text: str, found: Redactions | None) -> str:
     def replace(match: re.Match[str]) -> str:
         value = match.group(rule.group)
         if rule.check is not None and not rule.check(value):
+            return match.group(0)
+        if rule.group and _REDACTED_VALUE.fullmatch(value):
             return match.group(0)
         _count(found, rule.kind)
         if rule.group == 0:
@@ -363,7 +375,7 @@ def redact(text: str, *, pii: bool = True, found: Redactions | None = None) -> s
 
         def pair(match: re.Match[str]) -> str:
             key, base, separator, value = match.group(1, 2, 3, 4)
-            if _REDACTED_VALUE.fullmatch(value.strip("'\"")):
+            if _already_redacted(value):
                 return match.group(0)
             prose = (
                 base.lower() in _WEAK_KEYS
