@@ -9,6 +9,7 @@ delimited data after fixed instructions that say it is data.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -139,6 +140,19 @@ def _cap(text: str, limit: int) -> str:
     return f"{text[:cut]}…[truncated {len(text) - cut} chars]"
 
 
+# Names, rules, decisions and flags come from small vocabularies and repeat from event to
+# event: their scrubbed form is kept (short strings only, so the cache stays under a few
+# MB), which takes most of the scrubbing off the hot path.
+_CACHED_CHARS = 256
+
+
+@functools.lru_cache(maxsize=8192)
+def _scrub_short(text: str, pii: bool) -> tuple[str, tuple[tuple[str, int], ...]]:
+    found: Redactions = {}
+    scrubbed = redact(text, pii=pii, found=found)
+    return scrubbed, tuple(found.items())
+
+
 class _Scrubber:
     """Scrubs and caps the strings of one event, counting what it replaced."""
 
@@ -149,7 +163,13 @@ class _Scrubber:
         self.found: Redactions = {}
 
     def __call__(self, text: str, cap: str) -> str:
-        return _cap(redact(text, pii=self.pii, found=self.found), FIELD_CAPS[cap])
+        if len(text) <= _CACHED_CHARS:
+            scrubbed, found = _scrub_short(text, self.pii)
+            for kind, count in found:
+                self.found[kind] = self.found.get(kind, 0) + count
+        else:
+            scrubbed = redact(text, pii=self.pii, found=self.found)
+        return _cap(scrubbed, FIELD_CAPS[cap])
 
     def finding(self, finding: Finding | str) -> dict[str, str] | str:
         if isinstance(finding, str):

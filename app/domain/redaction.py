@@ -355,7 +355,24 @@ def _has_marker(rule: _Rule, text: str, lower: str) -> bool:
     return any(marker in haystack for marker in rule.markers)
 
 
+# Every marker of the token rules once, with its rule: one pass of substring tests picks
+# the few rules worth running (most text has no marker at all).
+_CASE_MARKERS = tuple(
+    (marker, index)
+    for index, rule in enumerate(_TOKEN_RULES)
+    if not rule.folded
+    for marker in rule.markers
+)
+_FOLDED_MARKERS = tuple(
+    (marker, index)
+    for index, rule in enumerate(_TOKEN_RULES)
+    if rule.folded
+    for marker in rule.markers
+)
 _DIGIT = re.compile(r"\d")
+# A card number holds 13 digits or more; without 8 in a row (single separators allowed)
+# the card rule cannot match.
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){7}")
 
 
 def redact(text: str, *, pii: bool = True, found: Redactions | None = None) -> str:
@@ -364,10 +381,12 @@ def redact(text: str, *, pii: bool = True, found: Redactions | None = None) -> s
     Each replacement is counted by kind in ``found`` when it is given.
     """
     lower = text.lower()
-    for rule in _TOKEN_RULES:
-        if _has_marker(rule, text, lower):
-            text = _apply(rule, text, found)
-            lower = text.lower()
+    hits = {index for marker, index in _CASE_MARKERS if marker in text}
+    hits.update(index for marker, index in _FOLDED_MARKERS if marker in lower)
+    for index in sorted(hits):
+        text = _apply(_TOKEN_RULES[index], text, found)
+    if hits:
+        lower = text.lower()
     if len(text) >= 40 and _has_marker(_AWS_SECRET, text, lower):
         text = _apply(_AWS_SECRET, text, found)
         lower = text.lower()
@@ -412,7 +431,10 @@ def redact(text: str, *, pii: bool = True, found: Redactions | None = None) -> s
         if "@" in text:
             text = _apply(_EMAIL, text, found)
         if _DIGIT.search(text):
-            for rule in _PII_RULES[1:]:
-                if _has_marker(rule, text, text):
-                    text = _apply(rule, text, found)
+            text = _apply(_IBAN, text, found)
+            if _DIGIT_RUN.search(text):
+                text = _apply(_CARD, text, found)
+            if "+" in text:
+                text = _apply(_PHONE_INTL, text, found)
+            text = _apply(_PHONE_NANP, text, found)
     return text
