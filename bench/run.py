@@ -926,12 +926,13 @@ def main(argv: list[str] | None = None) -> int:
         if CODE_DIR != ROOT:
             shutil.rmtree(CODE_DIR, ignore_errors=True)
     summary = summarise([r for r in results if r.round > 0])
-    summary["prompt_scrub_us_per_event"] = scrub = prompt_scrub.measure()
+    scrub = prompt_scrub.measure()
     payload = {
         "machine": info,
         "loadavg_at_end": loadavg(),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "summary": summary,
+        "prompt_scrub_us_per_event": scrub,
         "profiles": profiles,
         "results": [asdict(r) for r in results],
     }
