@@ -80,6 +80,13 @@ class Metrics:
             "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
             registry=r,
         )
+        self.prompt_redactions = Counter(
+            "acp_groq_prompt_redactions_total",
+            "Values masked in prompts before they left for the model, by kind "
+            "(aws_access_key, email, ...).",
+            ["kind"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "acp_groq_events_in_flight", "Events being processed by this process.", registry=r
         )

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.domain.events import Severity
 from app.domain.limits import LimitTable, ModelLimits
+from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
 
 __all__ = ["LLMProvider", "LogFormat", "Settings", "SettingsError", "load_settings"]
 
@@ -117,6 +118,18 @@ class Settings(BaseSettings):
         "low", description="reasoning_effort for reasoning models; empty to omit."
     )
     max_output_chars: int = Field(4000, ge=64, le=1_000_000)
+    prompt_redact_pii: bool = Field(
+        True,
+        description="Mask personal data (emails, card numbers, IBANs, phone numbers) in "
+        "prompts and stored insights; credentials are masked always.",
+    )
+    max_prompt_chars: int = Field(
+        DEFAULT_MAX_PROMPT_CHARS,
+        ge=MIN_MAX_PROMPT_CHARS,
+        le=1_000_000,
+        description="Ceiling of the prompt's user message, in characters; longer events "
+        "are enriched from a prompt that leaves out their last findings.",
+    )
     breaker_failure_threshold: int = Field(
         5, ge=1, le=10_000, description="Failed model calls in a row that open the breaker."
     )

@@ -109,7 +109,8 @@ def completion_params(event: AuditEvent) -> dict[str, Any]:
     model = choose_model(
         event.severity, deep_severities=DEEP_SEVERITIES, fast=FAST_MODEL, deep=DEEP_MODEL
     )
-    system, user = build_insight_prompt(event)
+    prompt = build_insight_prompt(event)
+    system, user = prompt.system, prompt.user
     params: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],

@@ -50,6 +50,7 @@ from typing import Any
 
 import redis as sync_redis
 
+from bench import prompt_scrub
 from bench.common import DLQ, GROUP, STREAM, event_payload
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import RedisServer, free_port
@@ -925,11 +926,13 @@ def main(argv: list[str] | None = None) -> int:
         if CODE_DIR != ROOT:
             shutil.rmtree(CODE_DIR, ignore_errors=True)
     summary = summarise([r for r in results if r.round > 0])
+    scrub = prompt_scrub.measure()
     payload = {
         "machine": info,
         "loadavg_at_end": loadavg(),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "summary": summary,
+        "prompt_scrub_us_per_event": scrub,
         "profiles": profiles,
         "results": [asdict(r) for r in results],
     }
@@ -937,6 +940,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = render_tables(summary)
     out.with_suffix(".md").write_text(tables)
     print(tables)
+    print(prompt_scrub.render(scrub))
     print(f"results: {out} (tables: {out.with_suffix('.md')})")
     with contextlib.suppress(OSError):
         logs_dir.rmdir()  # empty unless a log was kept

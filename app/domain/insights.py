@@ -102,6 +102,12 @@ class InsightRecord(BaseModel):
     )
     prompt_tokens: int | None = Field(None, description="Tokens of the prompt.", examples=[312])
     completion_tokens: int | None = Field(None, description="Tokens of the answer.", examples=[96])
+    redactions: int = Field(
+        0,
+        description="Values masked in the prompt (credentials, personal data): the model saw "
+        "placeholders such as [redacted:email] instead.",
+        examples=[0],
+    )
 
 
 class InsightCreated(BaseModel):

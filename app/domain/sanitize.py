@@ -1,19 +1,19 @@
-"""Scrubbing text of credentials and of echoes of an event's raw fields.
+"""Scrubbing model output of credentials, personal data and echoes of an event's raw fields.
 
-Used on model output before it is stored or published, and by the log redaction
-processor. The patterns aim at shapes real credentials have (provider key prefixes,
-JWTs, PEM blocks, ``password=``-style pairs); harmless prose must pass unchanged.
+Used on model output before it is stored or published, and (``redact_secrets``) by the
+log redaction processor and error messages. The rules are ``app.domain.redaction``'s, the
+same the prompt scrubber applies to what goes to the model: one table, two directions.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from app.domain.events import AuditEvent
 from app.domain.insights import Insight
 from app.domain.prompt import prompt_fields
+from app.domain.redaction import redact
 
 __all__ = [
     "REDACTED",
@@ -23,103 +23,9 @@ __all__ = [
     "sanitize_text",
 ]
 
+# What replaces an echo of a raw field, or a known secret (the API key) in a log line.
+# Credentials and personal data get typed placeholders (``app.domain.redaction``).
 REDACTED = "[REDACTED]"
-
-# Shapes real credentials have, each with the literal text it cannot do without. A
-# pattern runs only when one of its markers is in the text (a substring test in C):
-# most text (ids, model prose) holds none, and Python's regex engine is slow on long
-# alternations. Markers of the case-insensitive patterns are lower-case.
-_SECRET_SHAPES: tuple[tuple[tuple[str, ...], bool, re.Pattern[str]], ...] = (
-    # PEM private key blocks, also when the model cut the block short.
-    (
-        ("PRIVATE KEY",),
-        False,
-        re.compile(
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
-            r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-            re.DOTALL,
-        ),
-    ),
-    (("gsk_",), False, re.compile(r"\bgsk_[A-Za-z0-9]{20,}")),  # Groq
-    (  # OpenAI, Anthropic
-        ("sk-",),
-        False,
-        re.compile(r"\bsk-(?:proj-|ant-|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-    ),
-    (  # AWS access key id
-        ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "ABIA", "ACCA"),
-        False,
-        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),
-    ),
-    (  # GitHub tokens
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
-        False,
-        re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b"),
-    ),
-    (("github_pat_",), False, re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}")),
-    (("glpat-",), False, re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}")),  # GitLab
-    (("xox",), False, re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}")),  # Slack tokens
-    (
-        ("hooks.slack.com",),
-        False,
-        re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
-    ),
-    (("AIza",), False, re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),  # Google API key
-    (("k_live_", "k_test_"), False, re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}")),
-    (("npm_",), False, re.compile(r"\bnpm_[A-Za-z0-9]{36}\b")),
-    (  # JWT
-        ("eyJ",),
-        False,
-        re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
-    ),
-    (("bearer",), True, re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}")),
-    (("basic",), True, re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}={0,2}")),
-)
-# The key words of _SECRET_PAIR (lower-case): without one of them it cannot match.
-_PAIR_MARKERS = ("pass", "pwd", "secret", "key", "token")
-
-# key=value / key: value pairs whose value is a secret; the key is kept for context.
-# The key may carry a prefix (``DB_PASSWORD``, ``aws_secret_access_key``, ``--password``,
-# ``spring.datasource.password``); a value already redacted is taken whole. A key starts
-# only after a character that cannot be part of one, which keeps the scan linear.
-_SECRET_PAIR = re.compile(
-    r"""(?ix)
-    (?<![A-Za-z0-9_.-])
-    (
-        [_.-]*(?:[a-z0-9]+[_.-])*
-        (
-            password | passwd | passphrase | pwd | pass | secret | client[_-]?secret |
-            api[_-]?key | access[_-]?key(?:[_-]?id)? | secret[_-]?access[_-]?key |
-            private[_-]?key | auth[_-]?token | access[_-]?token | refresh[_-]?token | token
-        )
-    )\b
-    (\s*["']?\s*[:=]\s*)
-    (\[REDACTED\]|"[^"\n]*"|'[^'\n]*'|[^\s,;"'}\]]+)
-    """
-)
-# Words that are also ordinary English: after them, ``key: word`` in a sentence ("first
-# pass: the agent ...", "Token: the model ...") is prose, not a credential.
-_WEAK_KEYS = frozenset({"pass", "pwd", "secret", "token"})
-_PLAIN_WORD = re.compile(r"[A-Za-z][a-z]{0,11}")
-
-
-def _redact_pair(match: re.Match[str]) -> str:
-    key, base, separator, value = match.group(1, 2, 3, 4)
-    prose = (
-        base.lower() in _WEAK_KEYS
-        and "=" not in separator
-        and not separator.rstrip().endswith(("'", '"'))
-        and _PLAIN_WORD.fullmatch(value) is not None
-    )
-    return match.group(0) if prose else f"{key}{separator}{REDACTED}"
-
-
-# user:password@host in URLs (connection strings): the password goes. The scheme starts
-# only where a run of scheme characters starts, so a long run is scanned once, not
-# once per word boundary in it (which was quadratic).
-_URL_PASSWORD = re.compile(
-    r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(@)"
-)
 
 _MIN_ECHO_LENGTH = 8
 _PROMPT_KEYS = frozenset(
@@ -138,17 +44,12 @@ _PROMPT_KEYS = frozenset(
 
 
 def redact_secrets(text: str) -> str:
-    """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
-    lower = text.lower()
-    for markers, folded, pattern in _SECRET_SHAPES:
-        if any(marker in (lower if folded else text) for marker in markers):
-            text = pattern.sub(REDACTED, text)
-            lower = text.lower()
-    if any(marker in lower for marker in _PAIR_MARKERS):
-        text = _SECRET_PAIR.sub(_redact_pair, text)
-    if "://" in text:
-        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
-    return text
+    """``text`` with everything shaped like a credential replaced by a typed placeholder.
+
+    The credential rules of ``app.domain.redaction`` (the ones the prompt scrubber uses);
+    for log lines and error messages, where personal data is not looked for.
+    """
+    return redact(text, pii=False)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -189,22 +90,37 @@ def echo_candidates(event: AuditEvent) -> list[str]:
     return sorted(echoes, key=lambda value: (-len(value), value))
 
 
-def sanitize_text(text: str, *, echoes: Iterable[str] = (), limit: int | None = None) -> str:
-    """Credentials and echoed raw values removed, then cut to ``limit`` characters."""
+def sanitize_text(
+    text: str, *, echoes: Iterable[str] = (), limit: int | None = None, pii: bool = True
+) -> str:
+    """Echoed raw values, credentials and (if ``pii``) personal data removed, then cut.
+
+    The same rules as the prompt scrubber: a placeholder the model repeats
+    (``[redacted:email]``) is kept as it is.
+    """
     for value in echoes:
         if value in text:
             text = text.replace(value, REDACTED)
-    text = redact_secrets(text)
+    text = redact(text, pii=pii)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…" if limit > 0 else ""
     return text
 
 
-def sanitize_insight(insight: Insight, *, echoes: Iterable[str], max_chars: int) -> Insight:
-    """The insight safe to store: no credentials, no echoes, at most ``max_chars`` in all."""
+def sanitize_insight(
+    insight: Insight, *, echoes: Iterable[str], max_chars: int, pii: bool = True
+) -> Insight:
+    """The insight safe to store: no credentials, no echoes, at most ``max_chars`` in all.
+
+    ``pii``: personal data is removed too (``PROMPT_REDACT_PII``: what the model was not
+    shown is not stored from its answer either).
+    """
     echo_list = list(echoes)
-    summary = sanitize_text(insight.summary, echoes=echo_list, limit=max_chars)
+    summary = sanitize_text(insight.summary, echoes=echo_list, limit=max_chars, pii=pii)
     recommendation = sanitize_text(
-        insight.recommendation, echoes=echo_list, limit=max(max_chars - len(summary), 0)
+        insight.recommendation,
+        echoes=echo_list,
+        limit=max(max_chars - len(summary), 0),
+        pii=pii,
     )
     return insight.model_copy(update={"summary": summary, "recommendation": recommendation})

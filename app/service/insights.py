@@ -29,7 +29,7 @@ from app.domain.insights import (
     InsightRecord,
     Outcome,
 )
-from app.domain.prompt import build_insight_prompt, parse_insight_answer
+from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
 from app.metrics import Metrics
@@ -232,9 +232,9 @@ class InsightService:
             fast=self._settings.groq_model_fast,
             deep=self._settings.groq_model_deep,
         )
-        system, user = build_insight_prompt(event)
+        prompt = self._prompt(event)
         try:
-            answer = await self._model.answer(model, system, user)
+            answer = await self._model.answer(model, prompt.system, prompt.user)
         except LLMError as exc:
             reason = "llm_exhausted" if exc.transient else "llm_permanent"
             letter = self._letter(event, entry, fields, reason, str(exc), exc.attempts)
@@ -242,10 +242,16 @@ class InsightService:
             return _Report(
                 Outcome.DEAD_LETTERED,
                 started,
-                {"reason": reason, "error": str(exc), "model": model, "attempts": exc.attempts},
+                {
+                    "reason": reason,
+                    "error": str(exc),
+                    "model": model,
+                    "attempts": exc.attempts,
+                    "redactions": prompt.redaction_count,
+                },
             )
 
-        await self._write(event, entry, answer, started)
+        await self._write(event, entry, answer, started, prompt)
         completion = answer.completion
         return _Report(
             Outcome.ENRICHED,
@@ -256,17 +262,35 @@ class InsightService:
                 "fallback": answer.fallback,
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
+                "redactions": prompt.redaction_count,
             },
         )
 
+    def _prompt(self, event: AuditEvent) -> InsightPrompt:
+        """The event's prompt, scrubbed and capped; what was masked is counted, never logged."""
+        prompt = build_insight_prompt(
+            event,
+            redact_pii=self._settings.prompt_redact_pii,
+            max_chars=self._settings.max_prompt_chars,
+        )
+        for kind, count in prompt.redactions.items():
+            self._metrics.prompt_redactions.labels(kind=kind).inc(count)
+        return prompt
+
     async def _write(
-        self, event: AuditEvent, entry: EntryRef, answer: Answer, started: float
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        answer: Answer,
+        started: float,
+        prompt: InsightPrompt,
     ) -> None:
         completion = answer.completion
         insight = sanitize_insight(
             parse_insight_answer(completion.text),
             echoes=echo_candidates(event),
             max_chars=self._settings.max_output_chars,
+            pii=self._settings.prompt_redact_pii,
         )
         created_at = utc_now()
         latency = self._clock() - started
@@ -285,6 +309,7 @@ class InsightService:
             fallback=answer.fallback,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
+            redactions=prompt.redaction_count,
         )
         created = InsightCreated(
             event_id=event.event_id,

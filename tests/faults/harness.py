@@ -95,6 +95,10 @@ class FakeGroqProcess:
         """The agent_name of every request received, in order (events are told apart by it)."""
         return self._get("/_control/agents")  # type: ignore[no-any-return]
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The model and messages of every request received, in order."""
+        return self._get("/_control/requests")  # type: ignore[no-any-return]
+
     def script(self, **payload: Any) -> None:
         request = urllib.request.Request(
             f"{self.base_url}/_control/script",

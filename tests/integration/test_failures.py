@@ -18,6 +18,7 @@ import pytest
 
 from app.adapters.redis_store import Admission, EntryRef, RedisInsightStore
 from app.bootstrap import Worker, build_worker
+from app.domain.redaction import placeholder
 from app.domain.sanitize import REDACTED
 from tests.conftest import running
 from tests.support.fake_groq import API_KEY, FakeGroq
@@ -614,7 +615,7 @@ async def test_planted_secrets_and_raw_echoes_never_reach_redis(
     assert record["insight"]["risk"] == "critical"
     assert REDACTED in record["insight"]["summary"]
     assert record["insight"]["recommendation"] == (
-        f"Rotate password={REDACTED} and check {REDACTED}."
+        f"Rotate password={placeholder('password')} and check {REDACTED}."
     )
     stored = json.dumps(record)
     published = repr(await redis.xrange("acp:groq:insights:stream"))

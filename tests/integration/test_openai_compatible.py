@@ -228,7 +228,7 @@ async def test_planted_secrets_in_the_answer_never_reach_redis(redis, fake_groq,
         await settle(redis, 1, worker.metrics)
     stored = await redis.get("acp:groq:insight:evt-1")
     assert leaked.encode() not in stored
-    assert b"REDACTED" in stored
+    assert b"[redacted:groq_api_key]" in stored
 
 
 async def test_the_shared_limiter_wraps_either_provider(redis, fake_groq, worker_settings):

@@ -8,7 +8,9 @@ compatible servers) with a JSON insight built from the prompt, after ``latency``
 Behaviour is scripted: ``script`` is a queue of actions consumed one per request
 (``{"status": 500}``, ``{"status": 429, "retry_after": 2}``, ``{"delay": 30}``,
 ``{"content": "prose"}``, ``{"status": 400, "code": "json_validate_failed",
-"failed_generation": "..."}``); ``models`` maps a model name to a standing action for every
+"failed_generation": "..."}``, ``{"echo": true}``: a model that obeys whatever its prompt
+says as far as it can, answering with the whole user message as the summary and the
+system message as the recommendation); ``models`` maps a model name to a standing action for every
 request to it (``{"openai/gpt-oss-120b": {"status": 404, "code": "model_not_found"}}``).
 Every request is logged (model, messages, time), and the server tracks the most requests
 it ever had in flight at once.
@@ -24,6 +26,7 @@ remaining time in ``retry-after``: a daily limit, reached.
 
 Run it on its own (fault tests, benchmarks): ``python -m tests.support.fake_groq --port N
 [--latency S] [--rpm N] [--tpm N]``; ``GET /_control/stats`` returns the counters,
+``GET /_control/requests`` the messages of every request received (with ``--record``),
 ``POST /_control/script`` appends actions (``{"limits": {"rpm": N, "tpm": N}}`` sets the
 limits, ``{"block_seconds": S}`` blocks), ``POST /_control/reset`` clears them.
 """
@@ -128,6 +131,7 @@ class FakeGroq:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/_control/stats", self._stats)
         app.router.add_get("/_control/agents", self._agents)
+        app.router.add_get("/_control/requests", self._requests)
         app.router.add_post("/_control/script", self._add_script)
         app.router.add_post("/_control/reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -206,6 +210,8 @@ class FakeGroq:
             )
         action = self.models.get(model) or (self.script.popleft() if self.script else {})
         content = action.get("content")
+        if action.get("echo"):
+            content = json.dumps(_echo(body.get("messages", [])))
         if content is None:
             content = json.dumps(_insight_for(body.get("messages", [])))
         usage = (120, 40)
@@ -337,6 +343,12 @@ class FakeGroq:
         """The agent_name of every recorded request, in order (tests name one per event)."""
         return web.json_response([_facts(r["messages"]).get("agent_name") for r in self.requests])
 
+    async def _requests(self, request: web.Request) -> web.Response:
+        """The model and messages of every recorded request, in order."""
+        return web.json_response(
+            [{"model": r["model"], "messages": r["messages"]} for r in self.requests]
+        )
+
     async def _add_script(self, request: web.Request) -> web.Response:
         payload = await request.json()
         if "script" in payload:
@@ -374,6 +386,16 @@ def _facts(messages: list[dict[str, Any]]) -> dict[str, Any]:
             return {}
         return facts if isinstance(facts, dict) else {}
     return {}
+
+
+def _echo(messages: list[dict[str, Any]]) -> dict[str, str]:
+    """The answer of a model that repeats everything it was given."""
+    texts = {m.get("role"): str(m.get("content", "")) for m in messages}
+    return {
+        "summary": texts.get("user", ""),
+        "risk": "critical",
+        "recommendation": texts.get("system", ""),
+    }
 
 
 def _insight_for(messages: list[dict[str, Any]]) -> dict[str, str]:

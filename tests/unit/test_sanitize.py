@@ -8,6 +8,7 @@ import pytest
 
 from app.domain.events import AuditEvent
 from app.domain.insights import Insight, Risk
+from app.domain.redaction import PLACEHOLDER, placeholder
 from app.domain.sanitize import (
     REDACTED,
     echo_candidates,
@@ -17,7 +18,7 @@ from app.domain.sanitize import (
 )
 
 # (name, text around the secret, the secret itself): the secret must be gone, the
-# surrounding words kept.
+# surrounding words kept, a placeholder of its kind (KINDS) in its place.
 SECRETS: list[tuple[str, str, str]] = [
     ("groq key", "the key {} leaked", "gsk_4f9KxQ2mN7pL1vR8sT3wY6zA0bC5dE2hJ9kM4nP7qS1uV3xZ"),
     ("openai key", "use {} here", "sk-9aB3dE5fG7hJ1kL2mN4pQ6rS8tU0vW2xY4zA6bC8"),
@@ -77,6 +78,33 @@ SECRETS: list[tuple[str, str, str]] = [
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
     ),
 ]
+
+KINDS = {
+    "groq key": "groq_api_key",
+    "openai key": "openai_api_key",
+    "openai project key": "openai_api_key",
+    "anthropic key": "anthropic_api_key",
+    "aws access key id": "aws_access_key",
+    "aws session key id": "aws_access_key",
+    "github classic token": "github_token",
+    "github fine-grained token": "github_token",
+    "gitlab token": "gitlab_token",
+    "slack bot token": "slack_token",
+    "slack user token": "slack_token",
+    "slack webhook": "slack_webhook",
+    "google api key": "google_api_key",
+    "stripe key": "stripe_key",
+    "npm token": "npm_token",
+    "bearer token": "bearer_token",
+    "bearer lower case": "bearer_token",
+    "basic auth": "basic_auth",
+    "jwt": "jwt",
+    "rsa private key": "private_key",
+    "pkcs8 private key": "private_key",
+    "ec private key": "private_key",
+    "pgp private key block": "private_key",
+    "truncated openssh private key": "private_key",
+}
 
 # (name, text, what must be gone): key=value pairs keep their key and lose their value.
 SECRET_PAIRS: list[tuple[str, str, str]] = [
@@ -152,7 +180,7 @@ def test_credentials_of_known_shapes_are_redacted(name: str, template: str, secr
     text = template.format(secret)
     cleaned = redact_secrets(text)
     assert secret not in cleaned
-    assert REDACTED in cleaned
+    assert placeholder(KINDS[name]) in cleaned
     for word in template.replace("{}", " ").split():
         assert word in cleaned
 
@@ -164,9 +192,10 @@ def test_secret_valued_pairs_lose_their_value_and_keep_their_key(
     """`password=...`-style pairs and URL credentials: the value goes, the key stays."""
     cleaned = redact_secrets(text)
     assert value not in cleaned
-    assert cleaned.count(REDACTED) == 1
-    assert f"{REDACTED}]" not in cleaned  # no stray bracket of a value redacted twice
-    assert cleaned.split(REDACTED)[0] == text.split(value)[0].rstrip("\"'")
+    markers = PLACEHOLDER.findall(cleaned)
+    assert len(markers) == 1
+    assert f"{markers[0]}]" not in cleaned  # no stray bracket of a value redacted twice
+    assert cleaned.split(markers[0])[0] == text.split(value)[0].rstrip("\"'")
 
 
 @pytest.mark.parametrize("text", HARMLESS)
@@ -177,13 +206,13 @@ def test_harmless_text_passes_unchanged(text: str) -> None:
 
 def test_a_password_pair_loses_even_a_word_value() -> None:
     """`password:` is never read as prose: a missed password costs more than a garbled line."""
-    assert redact_secrets("password: changeme") == f"password: {REDACTED}"
+    assert redact_secrets("password: changeme") == f"password: {placeholder('password')}"
 
 
 def test_a_key_inside_a_pair_is_redacted_once() -> None:
     """`api_key=gsk_...`: one marker, not the pattern's and then the pair's."""
     cleaned = redact_secrets("api_key=gsk_4f9KxQ2mN7pL1vR8sT3wY6zA0bC5dE2hJ9kM4 then")
-    assert cleaned == f"api_key={REDACTED} then"
+    assert cleaned == f"api_key={placeholder('groq_api_key')} then"
 
 
 def test_every_secret_of_a_mixed_answer_is_redacted() -> None:
@@ -199,8 +228,8 @@ def test_every_secret_of_a_mixed_answer_is_redacted() -> None:
     [
         ("a-" * 50_000 + "password", "a-" * 50_000 + "password"),
         ("a." * 50_000 + "://x", "a." * 50_000 + "://x"),
-        ("a_" * 50_000 + "password=x1", "a_" * 50_000 + f"password={REDACTED}"),
-        ("password=" * 3, f"password={REDACTED}"),
+        ("a_" * 50_000 + "password=x1", "a_" * 50_000 + f"password={placeholder('password')}"),
+        ("password=" * 3, f"password={placeholder('password')}"),
     ],
     ids=["dashes", "dots", "underscores", "pairs"],
 )
@@ -270,7 +299,7 @@ def test_the_limit_applies_after_redaction_so_no_secret_is_half_kept() -> None:
     """A secret across the cut is redacted first, never truncated into a fragment."""
     secret = "gsk_4f9KxQ2mN7pL1vR8sT3wY6zA0bC5dE2hJ9kM4nP7qS1uV3xZ"
     cleaned = sanitize_text("key " + secret, limit=20)
-    assert cleaned.startswith(f"key {REDACTED}")
+    assert cleaned.startswith("key [redacted:")
     assert "gsk_" not in cleaned
 
 
@@ -298,5 +327,5 @@ def test_sanitize_insight_strips_secrets_and_echoes_from_both_texts() -> None:
         recommendation="Rotate password=Xk9s3cr3t now.",
     )
     clean = sanitize_insight(insight, echoes=echo_candidates(event), max_chars=4000)
-    assert clean.summary == f"The agent ran {REDACTED} and saw {REDACTED}."
-    assert clean.recommendation == f"Rotate password={REDACTED} now."
+    assert clean.summary == f"The agent ran {REDACTED} and saw {placeholder('aws_access_key')}."
+    assert clean.recommendation == f"Rotate password={placeholder('password')} now."

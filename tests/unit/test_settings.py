@@ -22,6 +22,8 @@ def clean_env(monkeypatch):
         "METRICS_PORT",
         "LOG_LEVEL",
         "GROQ_MODEL_FAST",
+        "PROMPT_REDACT_PII",
+        "MAX_PROMPT_CHARS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -76,6 +78,10 @@ def test_settings_come_from_the_environment(monkeypatch):
         ("LOG_LEVEL", "LOUD"),
         ("WORKER_ID", "has space"),
         ("GROQ_MODEL_FAST", ""),
+        ("PROMPT_REDACT_PII", "sometimes"),
+        ("MAX_PROMPT_CHARS", "3999"),
+        ("MAX_PROMPT_CHARS", "1000001"),
+        ("MAX_PROMPT_CHARS", "12k"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(monkeypatch, name, value):
@@ -120,3 +126,24 @@ def test_a_pid_placeholder_in_worker_id_makes_names_unique_per_process(monkeypat
 
     monkeypatch.setenv("WORKER_ID", "pod-7-{pid}")
     assert load_settings().worker_id == f"pod-7-{os.getpid()}"
+
+
+def test_prompt_scrubbing_defaults_mask_personal_data_under_a_12000_char_ceiling():
+    """PROMPT_REDACT_PII defaults to true and MAX_PROMPT_CHARS to 12000."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.prompt_redact_pii is True
+    assert settings.max_prompt_chars == 12_000
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("true", True)])
+def test_prompt_redact_pii_is_read_from_the_environment(monkeypatch, value, expected):
+    """PROMPT_REDACT_PII=false turns personal-data masking off."""
+    monkeypatch.setenv("PROMPT_REDACT_PII", value)
+    assert load_settings().prompt_redact_pii is expected
+
+
+@pytest.mark.parametrize("value", ["4000", "1000000"])
+def test_max_prompt_chars_accepts_its_range_ends(monkeypatch, value):
+    """The ceiling may be set anywhere from 4,000 to 1,000,000 characters."""
+    monkeypatch.setenv("MAX_PROMPT_CHARS", value)
+    assert load_settings().max_prompt_chars == int(value)
