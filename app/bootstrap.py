@@ -270,6 +270,8 @@ def build_worker(
     async def close() -> None:
         for task in worker.background:
             task.cancel()
+        # In-flight events are done: what this consumer still holds goes to the others now.
+        await recovery.hand_back()
         if worker.operations is not None:
             await worker.operations.stop()
         if worker.llm is not None:

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     claim_idle_seconds: float = Field(
         60.0, gt=0, le=86_400, description="Entries pending longer than this are claimed."
     )
+    consumer_prune_idle_seconds: float = Field(
+        900.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Consumers idle this long that hold nothing are removed from the group "
+        "(a process that died without leaving); 0 keeps them.",
+    )
     max_deliveries: int = Field(5, ge=1, le=1000, description="Deliveries before poison.")
     shutdown_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="How long SIGTERM waits for in-flight events."

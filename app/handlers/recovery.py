@@ -14,11 +14,21 @@ concurrency limit and ack path):
   a slow model call or a full worker never has its entries claimed away; an entry whose
   processing raised is left to go idle, to be retried by a claim;
 * an entry delivered more than ``MAX_DELIVERIES`` times is dead-lettered
-  (``max_deliveries``) instead of circling forever.
+  (``max_deliveries``) instead of circling forever;
+* at a graceful stop, what this consumer still holds (read ahead and never started, or
+  cut off by the shutdown timeout) is handed back: its idle time is set past
+  ``CLAIM_IDLE_SECONDS`` (XCLAIM ... IDLE JUSTID, no delivery counted), so the next claim
+  pass of any other worker takes it at once instead of a minute later; a consumer that
+  holds nothing then leaves the group;
+* consumers of processes that died without a goodbye (kill -9, OOM, a lost node) and
+  hold nothing are removed once idle for ``CONSUMER_PRUNE_IDLE_SECONDS``, by whichever
+  worker notices first (re-checked and deleted in one script, like ``groq-worker
+  consumers prune``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.adapters import inspect
 from app.adapters.faststream_workarounds import ensure_group
 from app.service.insights import InsightService
 from app.service.state import WorkerState, wait_or_timeout
@@ -38,6 +49,10 @@ __all__ = ["PendingRecovery"]
 log = structlog.get_logger("acp.groq_worker.recovery")
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# An entry handed back looks this much older than CLAIM_IDLE_SECONDS to other consumers.
+_HANDED_BACK_MARGIN_MS = 1_000
+# How often a worker looks for consumers that left without a goodbye.
+_PRUNE_EVERY_SECONDS = 60.0
 
 
 class _Subscriber(Protocol):
@@ -75,6 +90,8 @@ class PendingRecovery:
         self._state = state
         self._stopping = state.stopping
         self._own_pending: list[Any] = []
+        self._prune_idle_ms = int(settings.consumer_prune_idle_seconds * 1000)
+        self._next_prune = 0.0
 
     async def prepare(self) -> None:
         """Before the subscriber reads anything: note what is pending on our own name.
@@ -90,7 +107,75 @@ class PendingRecovery:
         while not self._stopping.is_set():
             await self._until_redis(self.heartbeat)
             await self._until_redis(self.claim_idle)
+            if self._prune_idle_ms and time.monotonic() >= self._next_prune:
+                await self._until_redis(self.prune_departed)
+                self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
             await wait_or_timeout(self._stopping, self._interval)
+
+    async def hand_back(self) -> int:
+        """After a graceful stop: make what this consumer holds claimable by others now.
+
+        Runs once the subscriber has stopped and in-flight events have finished (or been
+        cut off by the shutdown timeout). Returns how many entries were handed back; the
+        consumer leaves the group when it holds nothing. Redis being away leaves the
+        entries to go idle on their own (claimed after CLAIM_IDLE_SECONDS, as before).
+        """
+        handed = 0
+        start = "-"
+        try:
+            while True:
+                pending = await self._redis.xpending_range(
+                    self._stream,
+                    self._group,
+                    min=start,
+                    max="+",
+                    count=500,
+                    consumername=self._me,
+                )
+                ids: list[Any] = [item["message_id"] for item in pending]
+                if not ids:
+                    break
+                # IDLE past the claim threshold; JUSTID counts no delivery.
+                await self._redis.xclaim(
+                    self._stream,
+                    self._group,
+                    self._me,
+                    min_idle_time=0,
+                    message_ids=ids,
+                    idle=self._idle_ms + _HANDED_BACK_MARGIN_MS,
+                    justid=True,
+                )
+                handed += len(ids)
+                start = "(" + _text(ids[-1])
+            left = await inspect.delete_consumer_if_idle(
+                self._redis, self._stream, self._group, self._me, 0
+            )
+        except (*_REDIS_DOWN, ResponseError) as exc:
+            log.warning("hand_back_failed", error=str(exc), handed_back=handed)
+            return handed
+        log.info(
+            "consumer_leaving",
+            consumer=self._me,
+            handed_back=handed,
+            left_group=left is inspect.DeleteVerdict.DELETED,
+        )
+        return handed
+
+    async def prune_departed(self) -> list[str]:
+        """Delete consumers idle for CONSUMER_PRUNE_IDLE_SECONDS that hold nothing."""
+        listed = await inspect.consumers(self._redis, self._stream, self._group)
+        deleted = []
+        for consumer in inspect.prune_candidates(listed, self._prune_idle_ms):
+            if consumer.name == self._me:
+                continue
+            verdict = await inspect.delete_consumer_if_idle(
+                self._redis, self._stream, self._group, consumer.name, self._prune_idle_ms
+            )
+            if verdict is inspect.DeleteVerdict.DELETED:
+                deleted.append(consumer.name)
+        if deleted:
+            log.info("departed_consumers_pruned", consumers=deleted, idle_ms=self._prune_idle_ms)
+        return deleted
 
     async def _until_redis(self, step: Any) -> None:
         delay = 0.5
