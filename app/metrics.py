@@ -106,6 +106,13 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.redis_refusals = Counter(
+            "acp_groq_redis_refusals_total",
+            "Redis steps of an event waited out because Redis was away or refused for now, "
+            "by reason (OOM, READONLY, MASTERDOWN, LOADING, BUSY, ConnectionError, ...).",
+            ["reason"],
+            registry=r,
+        )
         # -- the shared rate limiter (app/adapters/rate_limit.py) ----------------------
         self.limiter_wait = Histogram(
             "acp_groq_limiter_wait_seconds",

@@ -149,7 +149,18 @@ def default_checks(worker: Worker) -> list[ReadinessCheck]:
     if is_open is not None:
         checks.append(breaker_check(is_open))
     checks.append(rate_limit_check(lambda: limiter_pause(worker.llm)))
+    checks.append(redis_writes_check(lambda: worker.state.redis_refusal))
     return checks
+
+
+def redis_writes_check(refusal: Callable[[], str | None]) -> ReadinessCheck:
+    """Not ready while Redis refuses the writes of events (OOM, READONLY, ...)."""
+
+    async def probe() -> str | None:
+        reason = refusal()
+        return None if reason is None else f"Redis refuses writes ({reason}); events wait"
+
+    return ReadinessCheck("redis_writes", probe)
 
 
 def rate_limit_check(paused_for: Callable[[], float]) -> ReadinessCheck:

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
+from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
 from app.domain.errors import Postponed, TransientLLMError
 from app.domain.limits import (
     KINDS,
@@ -73,7 +73,6 @@ __all__ = [
 
 log = structlog.get_logger("acp.groq_worker.limiter")
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 LIMITER_KEY_PREFIX = "acp:groq:limiter:"
 
 
@@ -398,7 +397,9 @@ class RateLimitedLLM:
         while True:
             try:
                 grant = await self.limiter.acquire(model, tokens)
-            except _REDIS_DOWN as exc:
+            except (*REDIS_UNREACHABLE, ResponseError) as exc:
+                if not says_not_now(exc):
+                    raise
                 # No budget can be checked: wait for Redis like every other Redis step.
                 failures += 1
                 delay = min(0.05 * 2**failures, 5.0)
@@ -432,7 +433,9 @@ class RateLimitedLLM:
             return
         try:
             grant = await self.limiter.settle(model, token_delta=token_delta, lesson=lesson)
-        except _REDIS_DOWN as exc:
+        except (*REDIS_UNREACHABLE, ResponseError) as exc:
+            if not says_not_now(exc):
+                raise
             # The answer in hand matters more than the bookkeeping: keep it, say so.
             self._metrics.redis_errors.labels(operation="limiter").inc()
             log.warning("limiter_settle_failed", model=model, error=str(exc))

@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from app.adapters.redis_errors import says_not_now
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -29,8 +28,6 @@ __all__ = ["GroupCommit", "QueueCommands"]
 
 QueueCommands = Callable[["Pipeline"], Awaitable[None] | None]
 """Queues one caller's commands on the pipeline (may be async, e.g. a FastStream publish)."""
-
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(slots=True)
@@ -84,10 +81,8 @@ class GroupCommit:
     async def _run_isolated(self, batch: list[_Job]) -> None:
         try:
             await self._run(batch)
-        except _CONNECTION_ERRORS as exc:
-            _fail(batch, exc)
         except Exception as exc:
-            if len(batch) == 1:
+            if says_not_now(exc) or len(batch) == 1:  # the same for every caller
                 _fail(batch, exc)
                 return
             # One caller's commands broke the whole batch (e.g. EXECABORT): run each alone,

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from app.adapters.redis_batch import GroupCommit
+from app.adapters.redis_errors import refusal_reason, says_not_now
 from app.domain.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -189,16 +188,18 @@ return 1
 _ADMIT_SHA = hashlib.sha1(_ADMIT.encode()).hexdigest()
 _WRITE_SHA = hashlib.sha1(_WRITE.encode()).hexdigest()
 
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError)
-
 
 @asynccontextmanager
 async def unavailable_as_domain_error(operation: str) -> AsyncIterator[None]:
-    """Redis being away is ``StoreUnavailable`` to the service (it waits and retries)."""
+    """Redis away or refusing for now is ``StoreUnavailable`` (the service waits, retries)."""
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"{operation}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        if not says_not_now(exc):
+            raise
+        raise StoreUnavailable(
+            f"{operation}: {type(exc).__name__}: {exc}", reason=refusal_reason(exc)
+        ) from exc
 
 
 def _raise_errors(results: list[Any]) -> list[Any]:
@@ -262,8 +263,8 @@ class RedisInsightStore:
 
         async with unavailable_as_domain_error("admit"):
             (verdict,) = await self._reads.submit(queue)
-        if isinstance(verdict, Exception):
-            raise verdict
+            if isinstance(verdict, Exception):  # the script's error reply
+                raise verdict
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
 
     async def write_insight(

@@ -151,4 +151,11 @@ class Postponed(Exception):
 
 
 class StoreUnavailable(WorkerError):
-    """Redis did not answer (connection lost, timeout, loading): wait and try again."""
+    """Redis did not answer or refused for now (OOM, READONLY, ...): wait and try again.
+
+    ``reason`` is short and safe to show (``OOM``, ``READONLY``, ``ConnectionError``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "unavailable"):
+        super().__init__(message)
+        self.reason = reason

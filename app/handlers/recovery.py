@@ -34,12 +34,11 @@ from typing import Any, Protocol
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters import inspect
 from app.adapters.faststream_workarounds import ensure_group
+from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
 from app.service.insights import InsightService
 from app.service.state import WorkerState, wait_or_timeout
 from app.settings import Settings
@@ -48,7 +47,6 @@ __all__ = ["PendingRecovery"]
 
 log = structlog.get_logger("acp.groq_worker.recovery")
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # An entry handed back looks this much older than CLAIM_IDLE_SECONDS to other consumers.
 _HANDED_BACK_MARGIN_MS = 1_000
 # How often a worker looks for consumers that left without a goodbye.
@@ -150,7 +148,7 @@ class PendingRecovery:
             left = await inspect.delete_consumer_if_idle(
                 self._redis, self._stream, self._group, self._me, 0
             )
-        except (*_REDIS_DOWN, ResponseError) as exc:
+        except (*REDIS_UNREACHABLE, ResponseError) as exc:
             log.warning("hand_back_failed", error=str(exc), handed_back=handed)
             return handed
         log.info(
@@ -183,14 +181,15 @@ class PendingRecovery:
             try:
                 await step()
                 return
-            except _REDIS_DOWN as exc:
-                log.warning("recovery_redis_unavailable", error=str(exc), retry_in=delay)
-            except ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):
+            except (*REDIS_UNREACHABLE, ResponseError) as exc:
+                if says_not_now(exc):
+                    log.warning("recovery_redis_unavailable", error=str(exc), retry_in=delay)
+                elif str(exc).startswith("NOGROUP"):
+                    await ensure_group(self._redis, self._stream, self._group)
+                    log.warning("consumer_group_recreated", stream=self._stream, group=self._group)
+                    return
+                else:
                     raise
-                await ensure_group(self._redis, self._stream, self._group)
-                log.warning("consumer_group_recreated", stream=self._stream, group=self._group)
-                return
             await wait_or_timeout(self._stopping, delay)
             delay = min(delay * 2, 10.0)
 

@@ -378,21 +378,30 @@ class InsightService:
     async def _until_done(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a Redis step until Redis answers: a result in hand is never thrown away.
 
-        Retries only ``StoreUnavailable`` (connection lost, timeout, Redis loading), with
-        capped exponential backoff, for as long as it takes; shutdown cancels the wait
-        and the entry stays pending for the next delivery.
+        Retries only ``StoreUnavailable`` (Redis out of reach, or refusing for now: OOM,
+        READONLY, LOADING...), with capped exponential backoff, for as long as it takes,
+        holding the event's slot (so the subscriber stops reading while every slot
+        waits); shutdown cancels the wait and the entry stays pending for the next
+        delivery. While Redis refuses, readiness says why.
         """
         delay = 0.05
         while True:
             try:
-                return await call()
+                result = await call()
             except StoreUnavailable as exc:
                 self._metrics.redis_errors.labels(operation=operation).inc()
+                self._metrics.redis_refusals.labels(reason=exc.reason).inc()
+                self._state.redis_refusal = exc.reason
                 log.warning(
                     "redis_unavailable", operation=operation, error=str(exc), retry_in=delay
                 )
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            if self._state.redis_refusal is not None:
+                log.info("redis_accepting_again", operation=operation)
+                self._state.redis_refusal = None
+            return result
 
     def _finish(self, report: _Report, **context: Any) -> None:
         self._metrics.events_consumed.labels(result=report.outcome.value).inc()

@@ -24,11 +24,15 @@ class WorkerState:
     claim loop stops, a call waiting on a rate limit is postponed. ``failed`` holds the
     entries whose processing raised (a bug, not an outcome): the recovery loop leaves them
     to go idle, so that a claim retries them and MAX_DELIVERIES ends them, instead of
-    keeping them fresh.
+    keeping them fresh. ``redis_refusal`` is set while events wait for Redis to accept
+    their writes again.
     """
 
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failed: set[str] = field(default_factory=set)
+    # Why Redis refuses the event path's writes right now (``OOM``, ``READONLY``,
+    # ``ConnectionError``...), None while it accepts them: readiness reports it.
+    redis_refusal: str | None = None
 
     async def pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the worker starts stopping; True if it is."""

@@ -6,7 +6,10 @@ Groq, checked from outside through Redis and the fake's request log.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
@@ -22,7 +25,7 @@ from tests.faults.harness import (
     outcomes,
     wait_until,
 )
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.faults
 
@@ -140,3 +143,94 @@ def test_consumers_of_dead_processes_are_pruned_once_idle_and_empty(
     pruned = [line for line in live.log().splitlines() if "departed_consumers_pruned" in line]
     assert pruned, "the prune is logged"
     assert all("pod-live" not in line for line in pruned), "a worker never prunes itself"
+
+
+def ready(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def _refusal_drill(client, redis_server, fake, workers, *, refuse, accept, reason):
+    """Redis refuses writes for 20 s mid-drain, then accepts them again.
+
+    The worker must wait it out in place: pending stays within what it holds (in flight
+    plus read ahead), readiness says why, no event is dead-lettered or delivered more than
+    twice, and the backlog finishes within seconds of Redis accepting writes.
+    """
+    fake.script(latency=0.05)
+    ids = events(client, 3000)
+    port = free_port()
+    concurrency = 16
+    start_worker(
+        workers,
+        redis_server,
+        fake,
+        "pod-drill",
+        worker_concurrency=concurrency,
+        metrics_port=port,
+        insight_budget_per_hour_per_tenant=100_000,  # one tenant sends all 3,000
+    )
+    wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 200, within=60, what="200")
+    refuse()
+    try:
+        # what the worker can hold: its slots, FastStream's buffer of as many, one read
+        bound = 3 * concurrency
+        deadline = time.monotonic() + 20
+        most_pending = most_deliveries = 0
+        statuses = []
+        while time.monotonic() < deadline:
+            pending = client.xpending_range(STREAM, GROUP, min="-", max="+", count=1000)
+            most_pending = max(most_pending, len(pending))
+            most_deliveries = max([most_deliveries, *(p["times_delivered"] for p in pending)])
+            statuses.append(ready(port))
+            time.sleep(0.5)
+    finally:
+        accept()
+    raised = time.monotonic()
+    wait_until(
+        lambda: len(outcomes(client, ids)["insights"]) == len(ids), within=60, what="backlog"
+    )
+    took = time.monotonic() - raised
+    assert most_pending <= bound, f"pending reached {most_pending} (bound {bound})"
+    assert most_deliveries <= 2
+    refused = [body for status, body in statuses[6:] if status == 503]
+    assert len(refused) == len(statuses[6:]), "not ready while Redis refuses writes"
+    assert any(reason in json.dumps(body) for body in refused), refused[:1]
+    assert took < 20, f"the backlog took {took:.0f}s after Redis accepted writes again"
+    state = outcomes(client, ids)
+    assert state["dead"] == []
+    assert max(Counter(fake.agents_requested()).values()) == 1
+    wait_until(lambda: ready(port)[0] == 200, within=15, what="ready again")
+
+
+def test_redis_out_of_memory_mid_drain_is_waited_out_in_place(client, redis_server, fake, workers):
+    """OOM under noeviction for 20 s: no event is burned, reading stops, full speed after."""
+    client.config_set("maxmemory-policy", "noeviction")
+    _refusal_drill(
+        client,
+        redis_server,
+        fake,
+        workers,
+        refuse=lambda: client.config_set("maxmemory", 1),
+        accept=lambda: client.config_set("maxmemory", 0),
+        reason="OOM",
+    )
+
+
+def test_redis_demoted_to_a_replica_mid_drain_is_waited_out_in_place(
+    client, redis_server, fake, workers
+):
+    """READONLY (REPLICAOF a primary that is not there) for 20 s, then promoted back."""
+    nowhere = free_port()
+    _refusal_drill(
+        client,
+        redis_server,
+        fake,
+        workers,
+        refuse=lambda: client.execute_command("REPLICAOF", "127.0.0.1", str(nowhere)),
+        accept=lambda: client.execute_command("REPLICAOF", "NO", "ONE"),
+        reason="READONLY",
+    )
