@@ -2,18 +2,25 @@
 
 ``docker compose config`` validates the compose file where Docker's compose plugin exists;
 everywhere else these tests parse the files and check what a deployment relies on.
+Every Kubernetes manifest is validated offline against Kubernetes' own JSON schemas
+(``kubernetes-validate``, strict: an unknown field fails), and KEDA's custom resources,
+which those schemas do not cover, against models of the fields KEDA documents.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.settings import LLMProvider, Settings
 
@@ -289,3 +296,422 @@ def test_kubernetes_selector_matches_the_pod_labels(deployment):
     selector = deployment["spec"]["selector"]["matchLabels"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= labels.items()
+
+
+# -- kubernetes: every manifest against Kubernetes' schemas ------------------------------------
+
+# The oldest Kubernetes these manifests support (PodDisruptionBudget's
+# unhealthyPodEvictionPolicy is GA there), and a recent one, to catch removed fields.
+KUBERNETES_VERSIONS = ("1.31", "1.35")
+# Files of deploy/kubernetes/ that are not Kubernetes objects.
+NOT_MANIFESTS = {"prometheus-adapter-values.yaml"}
+# Kinds kubernetes-validate has no schema for: custom resources, checked by the models below.
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+DEPLOYMENT_NAME = "acp-groq-worker"
+
+
+def k8s_documents() -> list[tuple[str, int, dict[str, Any]]]:
+    """(file name, index in the file, object) for every object under deploy/kubernetes/."""
+    found = []
+    for path in sorted(K8S.glob("*.y*ml")):
+        if path.name in NOT_MANIFESTS:
+            continue
+        for index, doc in enumerate(load_all(path)):
+            found.append((path.name, index, doc))
+    return found
+
+
+def k8s_kinds() -> dict[str, list[dict[str, Any]]]:
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for _name, _index, doc in k8s_documents():
+        kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def the(kind: str) -> dict[str, Any]:
+    (doc,) = k8s_kinds()[kind]
+    return doc
+
+
+def test_kubernetes_directory_holds_only_manifests_and_the_adapter_rule():
+    """Every YAML file there is a list of Kubernetes objects, but the one adapter values file.
+
+    A new file is validated by the tests below automatically; a file that is not a
+    Kubernetes object must be named in NOT_MANIFESTS.
+    """
+    for path in sorted(K8S.glob("*.y*ml")):
+        docs = load_all(path)
+        assert docs, path.name
+        if path.name in NOT_MANIFESTS:
+            assert all("apiVersion" not in doc for doc in docs), path.name
+        else:
+            assert all({"apiVersion", "kind", "metadata"} <= set(doc) for doc in docs), path.name
+    assert set(k8s_kinds()) == {
+        "Deployment",
+        "Secret",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        *KEDA_KINDS,
+    }
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param(doc, id=f"{file}:{index}:{doc['kind']}")
+        for file, index, doc in k8s_documents()
+        if doc["kind"] not in KEDA_KINDS
+    ],
+)
+def test_kubernetes_manifest_is_valid_against_the_kubernetes_schema(doc, version):
+    """Strict validation: a misspelt or misplaced field, or a wrong type, fails."""
+    assert kubernetes_validate.validate(doc, version, strict=True) == version
+
+
+def test_strict_kubernetes_validation_refuses_a_misspelt_field(deployment):
+    """The validator used above does fail on a typo (so a pass above means something)."""
+    broken = copy.deepcopy(deployment)
+    pod = broken["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSecond"] = pod.pop("terminationGracePeriodSeconds")
+    with pytest.raises(kubernetes_validate.ValidationError, match="terminationGracePeriodSecond"):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
+
+
+# -- kubernetes: KEDA's custom resources against KEDA's documented fields ----------------------
+#
+# KEDA 2.x: the ScaledObject specification and the redis-streams scaler's trigger metadata
+# and TriggerAuthentication parameters, as KEDA's documentation lists them (its 2.11 and
+# 2.15 pages; a field a later release adds goes here when it is used). Only the parts this
+# deployment can use: a trigger other than redis-streams or an authentication provider
+# other than a Secret or an environment variable fails until it is added here. Every model
+# forbids unknown fields, so a typo (`lagcount`, `pollingIntervall`) fails the test.
+
+_COUNT = r"^[0-9]+$"
+_BOOL = r"^(true|false)$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RedisStreamsMetadata(_Strict):
+    """The redis-streams trigger's metadata (all values are strings, as KEDA reads them)."""
+
+    address: str | None = Field(None, pattern=r"^[^:/\s]+:[0-9]+$")  # host:port, no URL
+    host: str | None = None
+    port: str | None = Field(None, pattern=_COUNT)
+    addressFromEnv: str | None = None
+    hostFromEnv: str | None = None
+    portFromEnv: str | None = None
+    usernameFromEnv: str | None = None
+    passwordFromEnv: str | None = None
+    enableTLS: str | None = Field(None, pattern=_BOOL)
+    unsafeSsl: str | None = Field(None, pattern=_BOOL)
+    databaseIndex: str | None = Field(None, pattern=_COUNT)
+    stream: str = Field(min_length=1)
+    consumerGroup: str | None = Field(None, min_length=1)
+    pendingEntriesCount: str | None = Field(None, pattern=_COUNT)
+    streamLength: str | None = Field(None, pattern=_COUNT)
+    lagCount: str | None = Field(None, pattern=_COUNT)
+    activationLagCount: str | None = Field(None, pattern=_COUNT)
+
+    @model_validator(mode="after")
+    def _documented_combinations(self) -> RedisStreamsMetadata:
+        if not (self.address or self.addressFromEnv or self.host or self.hostFromEnv):
+            raise ValueError("address (or host and port, or their FromEnv forms) is required")
+        if (self.host or self.hostFromEnv) and not (self.port or self.portFromEnv):
+            raise ValueError("host needs port")
+        if (self.lagCount or self.pendingEntriesCount) and not self.consumerGroup:
+            raise ValueError("lagCount and pendingEntriesCount need consumerGroup")
+        if self.lagCount and self.activationLagCount is None:
+            raise ValueError("activationLagCount is required with lagCount")
+        return self
+
+
+class AuthenticationRef(_Strict):
+    name: str = Field(min_length=1)
+    kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = "TriggerAuthentication"
+
+
+class Trigger(_Strict):
+    type: Literal["redis-streams"]
+    name: str | None = None
+    metadata: RedisStreamsMetadata
+    authenticationRef: AuthenticationRef | None = None
+    metricType: Literal["AverageValue", "Value"] | None = None
+    useCachedMetrics: bool | None = None
+
+
+class ScaleTargetRef(_Strict):
+    apiVersion: str = "apps/v1"
+    kind: str = "Deployment"
+    name: str = Field(min_length=1)
+    envSourceContainerName: str | None = None
+
+
+class Fallback(_Strict):
+    failureThreshold: int = Field(ge=1)
+    replicas: int = Field(ge=0)
+
+
+class HorizontalPodAutoscalerConfig(_Strict):
+    name: str | None = None
+    # Kubernetes' HorizontalPodAutoscalerBehavior: validated with Kubernetes' schema below.
+    behavior: dict[str, Any] | None = None
+
+
+class ScalingModifiers(_Strict):
+    formula: str
+    target: str
+    activationTarget: str | None = None
+    metricType: Literal["AverageValue", "Value"] | None = None
+
+
+class Advanced(_Strict):
+    restoreToOriginalReplicaCount: bool | None = None
+    horizontalPodAutoscalerConfig: HorizontalPodAutoscalerConfig | None = None
+    scalingModifiers: ScalingModifiers | None = None
+
+
+class ScaledObjectSpec(_Strict):
+    scaleTargetRef: ScaleTargetRef
+    pollingInterval: int = Field(30, ge=1)
+    cooldownPeriod: int = Field(300, ge=0)
+    initialCooldownPeriod: int | None = Field(None, ge=0)
+    idleReplicaCount: int | None = Field(None, ge=0)
+    minReplicaCount: int = Field(0, ge=0)
+    maxReplicaCount: int = Field(100, ge=1)
+    fallback: Fallback | None = None
+    advanced: Advanced | None = None
+    triggers: list[Trigger] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ScaledObjectSpec:
+        if self.minReplicaCount > self.maxReplicaCount:
+            raise ValueError("minReplicaCount is above maxReplicaCount")
+        if self.idleReplicaCount is not None and self.idleReplicaCount >= self.minReplicaCount:
+            raise ValueError("idleReplicaCount must be less than minReplicaCount")
+        return self
+
+
+class ObjectMeta(_Strict):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class ScaledObject(_Strict):
+    apiVersion: Literal["keda.sh/v1alpha1"]
+    kind: Literal["ScaledObject"]
+    metadata: ObjectMeta
+    spec: ScaledObjectSpec
+
+
+class SecretTargetRef(_Strict):
+    # The redis-streams scaler's authentication parameters.
+    parameter: Literal["username", "password", "tls", "ca", "cert", "key", "keyPassword"]
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class EnvRef(_Strict):
+    parameter: Literal["username", "password", "tls", "ca", "cert", "key", "keyPassword"]
+    name: str = Field(min_length=1)
+    containerName: str | None = None
+
+
+class TriggerAuthenticationSpec(_Strict):
+    secretTargetRef: list[SecretTargetRef] | None = None
+    env: list[EnvRef] | None = None
+
+
+class TriggerAuthentication(_Strict):
+    apiVersion: Literal["keda.sh/v1alpha1"]
+    kind: Literal["TriggerAuthentication"]
+    metadata: ObjectMeta
+    spec: TriggerAuthenticationSpec
+
+
+def keda_hpa_behavior(scaled_object: ScaledObject) -> dict[str, Any]:
+    """The HPA behaviour KEDA is asked to use (advanced.horizontalPodAutoscalerConfig)."""
+    advanced = scaled_object.spec.advanced
+    config = advanced.horizontalPodAutoscalerConfig if advanced else None
+    assert config is not None
+    assert config.behavior is not None
+    return config.behavior
+
+
+@pytest.fixture(scope="module")
+def scaled_object() -> ScaledObject:
+    return ScaledObject.model_validate(the("ScaledObject"))
+
+
+@pytest.fixture(scope="module")
+def trigger_authentication() -> TriggerAuthentication:
+    return TriggerAuthentication.model_validate(the("TriggerAuthentication"))
+
+
+@pytest.fixture(scope="module")
+def hpa() -> dict[str, Any]:
+    return the("HorizontalPodAutoscaler")
+
+
+def test_keda_scaled_object_and_trigger_authentication_have_only_documented_fields():
+    """Both parse under the models (unknown fields forbidden); the trigger is lag-based."""
+    TriggerAuthentication.model_validate(the("TriggerAuthentication"))
+    scaled_object = ScaledObject.model_validate(the("ScaledObject"))
+    (trigger,) = scaled_object.spec.triggers
+    assert trigger.type == "redis-streams"
+    assert trigger.metadata.lagCount is not None  # Redis 7+: scale on the group's lag
+    assert trigger.metadata.pendingEntriesCount is None
+    assert trigger.metadata.streamLength is None
+
+
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        (("spec",), "pollingIntervall"),
+        (("spec", "triggers", 0), "authRef"),
+        (("spec", "triggers", 0, "metadata"), "lagcount"),
+        (("spec", "triggers", 0, "metadata"), "consumergroup"),
+        (("spec", "scaleTargetRef"), "nmae"),
+    ],
+)
+def test_keda_models_refuse_a_misspelt_field(path, typo):
+    """A field KEDA does not document, anywhere in the ScaledObject, fails validation."""
+    broken = copy.deepcopy(the("ScaledObject"))
+    node = broken
+    for step in path:
+        node = node[step]
+    node[typo] = "1"
+    with pytest.raises(ValidationError, match=typo):
+        ScaledObject.model_validate(broken)
+
+
+def test_keda_models_refuse_documented_fields_used_wrongly():
+    """Numbers as YAML numbers (KEDA wants strings), lagCount without activationLagCount."""
+    as_number = copy.deepcopy(the("ScaledObject"))
+    as_number["spec"]["triggers"][0]["metadata"]["lagCount"] = 160
+    with pytest.raises(ValidationError, match="lagCount"):
+        ScaledObject.model_validate(as_number)
+
+    no_activation = copy.deepcopy(the("ScaledObject"))
+    del no_activation["spec"]["triggers"][0]["metadata"]["activationLagCount"]
+    with pytest.raises(ValidationError, match="activationLagCount is required"):
+        ScaledObject.model_validate(no_activation)
+
+
+def test_keda_trigger_reads_the_workers_stream_and_group(scaled_object):
+    """stream and consumerGroup are the worker's INSIGHT_STREAM and INSIGHT_GROUP defaults."""
+    (trigger,) = scaled_object.spec.triggers
+    assert trigger.metadata.stream == Settings.model_fields["insight_stream"].default
+    assert trigger.metadata.consumerGroup == Settings.model_fields["insight_group"].default
+
+
+def test_keda_trigger_reaches_the_redis_the_worker_uses(scaled_object, secret):
+    """address, databaseIndex and TLS are REDIS_URL's (the example Secret's) host:port/db."""
+    (trigger,) = scaled_object.spec.triggers
+    url = urlsplit(secret["stringData"]["REDIS_URL"])
+    assert trigger.metadata.address == f"{url.hostname}:{url.port or 6379}"
+    assert trigger.metadata.databaseIndex == (url.path.strip("/") or "0")
+    assert trigger.metadata.enableTLS == ("true" if url.scheme == "rediss" else "false")
+
+
+def test_keda_password_comes_from_the_workers_secret(scaled_object, trigger_authentication, secret):
+    """The trigger authenticates through the TriggerAuthentication, whose password is the
+    Secret's REDIS_PASSWORD: the same password the example REDIS_URL carries."""
+    (trigger,) = scaled_object.spec.triggers
+    assert trigger.authenticationRef is not None
+    assert trigger.authenticationRef.name == trigger_authentication.metadata.name
+    refs = {ref.parameter: ref for ref in trigger_authentication.spec.secretTargetRef or []}
+    assert refs["password"].name == secret["metadata"]["name"]
+    assert refs["password"].key in secret["stringData"]
+    password = secret["stringData"][refs["password"].key]
+    assert password == (urlsplit(secret["stringData"]["REDIS_URL"]).password or "")
+    assert trigger.metadata.passwordFromEnv is None  # one source of the password, not two
+
+
+def test_keda_scales_the_deployment_between_sane_bounds(scaled_object, deployment):
+    """It targets the Deployment by its name; at least 2 replicas, so one can claim."""
+    spec = scaled_object.spec
+    assert (spec.scaleTargetRef.apiVersion, spec.scaleTargetRef.kind) == ("apps/v1", "Deployment")
+    assert spec.scaleTargetRef.name == deployment["metadata"]["name"] == DEPLOYMENT_NAME
+    assert 2 <= spec.minReplicaCount <= deployment["spec"]["replicas"] <= spec.maxReplicaCount
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_keda_hpa_behavior_is_a_valid_kubernetes_hpa_behavior(scaled_object, version):
+    """KEDA copies advanced.horizontalPodAutoscalerConfig.behavior into its HPA: it must be
+    valid there, so it is validated inside an autoscaling/v2 HPA with Kubernetes' schema."""
+    spec = scaled_object.spec
+    behavior = keda_hpa_behavior(scaled_object)
+    as_hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"keda-hpa-{the('ScaledObject')['metadata']['name']}"},
+        "spec": {
+            "scaleTargetRef": spec.scaleTargetRef.model_dump(exclude_none=True),
+            "minReplicas": spec.minReplicaCount,
+            "maxReplicas": spec.maxReplicaCount,
+            "behavior": behavior,
+        },
+    }
+    kubernetes_validate.validate(as_hpa, version, strict=True)
+
+
+# -- kubernetes: the HPA alternative, the disruption budget --------------------------------------
+
+
+def test_hpa_targets_the_deployment_by_its_real_name(hpa, deployment):
+    """scaleTargetRef is apps/v1 Deployment acp-groq-worker, the name deployment.yaml uses."""
+    target = hpa["spec"]["scaleTargetRef"]
+    assert target == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+
+
+def test_hpa_scales_on_the_exported_lag_gauge_served_by_the_adapter_rule(hpa):
+    """An External AverageValue target on acp_groq_group_lag of the scrape job, and the
+    adapter rule serves exactly that name from that gauge."""
+    from app.metrics import Metrics
+
+    exported = {metric.name for metric in Metrics().registry.collect()}
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "External"
+    name = metric["external"]["metric"]["name"]
+    assert name in exported
+    assert metric["external"]["metric"]["selector"]["matchLabels"] == {"job": JOB}
+    assert metric["external"]["target"]["type"] == "AverageValue"
+
+    values = load(K8S / "prometheus-adapter-values.yaml")
+    (rule,) = values["rules"]["external"]
+    assert rule["seriesQuery"].startswith(f"{name}{{")
+    assert f'job="{JOB}"' in rule["seriesQuery"]
+    assert re.fullmatch(rule["name"]["matches"], name)
+    assert rule["name"]["as"] == name
+    assert rule["metricsQuery"].startswith("max(")  # every pod reports the same group lag
+
+
+def test_hpa_and_keda_scale_alike(hpa, scaled_object):
+    """The two alternatives have the same bounds, target lag per replica and behaviour."""
+    spec = scaled_object.spec
+    (trigger,) = spec.triggers
+    assert hpa["spec"]["minReplicas"] == spec.minReplicaCount
+    assert hpa["spec"]["maxReplicas"] == spec.maxReplicaCount
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["target"]["averageValue"] == trigger.metadata.lagCount
+    assert hpa["spec"]["behavior"] == keda_hpa_behavior(scaled_object)
+
+
+def test_disruption_budget_selects_the_workers_pods_and_lets_one_go(deployment):
+    """It selects exactly the Deployment's pods and allows one voluntary eviction at a time."""
+    pdb = the("PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
