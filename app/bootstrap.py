@@ -268,7 +268,15 @@ def build_worker(
             )
             service.llm = worker.llm
         # Before waiting for Redis: /health/live answers (and /ready says 503) meanwhile.
-        worker.operations = await start_operations(worker, process_index=worker_id or 0)
+        worker.operations = await start_operations(
+            settings,
+            redis,
+            metrics,
+            subscriber_running=lambda: broker.running,
+            breaker_open=service.breaker_open,
+            llm=worker.llm,
+            process_index=worker_id or 0,
+        )
         await _wait_for_redis(redis, settings)
         await recovery.prepare()
 
