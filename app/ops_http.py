@@ -203,6 +203,7 @@ class GroupSampler:
         self._metrics.dlq_size.set(size)
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.sample()
@@ -221,6 +222,10 @@ class GroupSampler:
                 if self._failing:
                     self._failing = False
                     log.info("metrics_sampling_recovered")
+            if task is not None and task.cancelling():
+                # redis-py can swallow a cancel that lands while it connects (the family of
+                # redis/redis-py#2551): honour it here, or stop() would wait forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self.interval)
 
 
