@@ -253,7 +253,16 @@ def build_worker(
             worker.llm = build_llm(settings, redis=redis, metrics=metrics, stopping=state.stopping)
             model.llm = worker.llm
         # Before waiting for Redis: /health/live answers (and /ready says 503) meanwhile.
-        worker.operations = await start_operations(worker, process_index=worker_id or 0)
+        worker.operations = await start_operations(
+            settings,
+            redis,
+            metrics,
+            subscriber_running=lambda: broker.running,
+            breaker_open=model.breaker_open,
+            llm=worker.llm,
+            redis_refusal=lambda: state.redis_refusal,
+            process_index=worker_id or 0,
+        )
         await _wait_for_redis(redis, settings)
         await recovery.prepare()
 

@@ -11,8 +11,15 @@ and two background tasks next to it:
   "sample"}`` meanwhile.
 
 ``/health/ready`` runs a list of ``ReadinessCheck`` (the subscriber runs, Redis answers
-and the group exists, the circuit breaker is closed when there is one), each bounded
-by a timeout, so a Redis that does not answer makes the probe say 503 rather than hang.
+and the group exists, the circuit breaker is closed, no rate limit pauses model calls),
+each bounded by a timeout, so a Redis that does not answer makes the probe say 503
+rather than hang. The server takes what it reads (settings, Redis, metrics, and
+callables that answer for the subscriber, the breaker and the model), not the worker:
+the composition root hands them down.
+
+``/metrics`` is ``prometheus_client``'s aiohttp handler on the worker's own registry: the
+text format by default, OpenMetrics when the scraper asks for it (``Accept:
+application/openmetrics-text``), gzip when it accepts it.
 
 Several processes (``faststream run --workers N``): FastStream hands each process its
 index; process ``i`` listens on ``METRICS_PORT + i``, or on the next free port above it
@@ -31,17 +38,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from app.adapters import inspect
+from app.adapters.dlq import dlq_size
 from app.adapters.rate_limit import limiter_pause
 from app.logs import get_logger
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.bootstrap import Worker
     from app.metrics import Metrics
+    from app.settings import Settings
 
 __all__ = [
     "CheckResult",
@@ -50,6 +58,7 @@ __all__ = [
     "ReadinessCheck",
     "breaker_check",
     "default_checks",
+    "rate_limit_check",
     "redis_group_check",
     "start_operations",
     "subscriber_check",
@@ -123,34 +132,25 @@ def subscriber_check(is_running: Callable[[], bool]) -> ReadinessCheck:
     return ReadinessCheck("subscriber", probe)
 
 
-def _breaker_is_open(worker: Worker) -> Callable[[], bool] | None:
-    """How to ask the worker's circuit breaker whether it is open, if it has one.
-
-    ``service.breaker_open()`` (which also refreshes ``acp_groq_breaker_state``), or a
-    ``breaker`` attribute of the worker with an ``is_open`` property.
-    """
-    breaker_open = getattr(worker.model, "breaker_open", None)
-    if callable(breaker_open):
-        return lambda: bool(breaker_open())
-    breaker = getattr(worker, "breaker", None)
-    if breaker is not None and hasattr(breaker, "is_open"):
-        return lambda: bool(breaker.is_open)
-    return None
-
-
-def default_checks(worker: Worker) -> list[ReadinessCheck]:
-    """The readiness of a worker: subscriber running, Redis and group, breaker closed."""
-    settings = worker.settings
-    checks = [
-        subscriber_check(lambda: bool(getattr(worker.broker, "running", False))),
-        redis_group_check(worker.redis, settings.insight_stream, settings.insight_group),
+def default_checks(
+    settings: Settings,
+    redis: Redis,
+    *,
+    subscriber_running: Callable[[], bool],
+    breaker_open: Callable[[], bool],
+    llm: object,
+    redis_refusal: Callable[[], str | None] = lambda: None,
+) -> list[ReadinessCheck]:
+    """The readiness of a worker: subscriber running, Redis and group, breaker closed,
+    model calls not paused by the provider's rate limit (``llm`` behind the limiter),
+    Redis accepting the writes of events (``redis_refusal`` says why not)."""
+    return [
+        subscriber_check(subscriber_running),
+        redis_group_check(redis, settings.insight_stream, settings.insight_group),
+        breaker_check(breaker_open),
+        rate_limit_check(lambda: limiter_pause(llm)),
+        redis_writes_check(redis_refusal),
     ]
-    is_open = _breaker_is_open(worker)
-    if is_open is not None:
-        checks.append(breaker_check(is_open))
-    checks.append(rate_limit_check(lambda: limiter_pause(worker.llm)))
-    checks.append(redis_writes_check(lambda: worker.state.redis_refusal))
-    return checks
 
 
 def redis_writes_check(refusal: Callable[[], str | None]) -> ReadinessCheck:
@@ -207,7 +207,7 @@ class GroupSampler:
             refresh()
         async with asyncio.timeout(self._timeout):
             info = await inspect.group_info(self._redis, self._stream, self._group)
-            size = await inspect.dlq_size(self._redis)
+            size = await dlq_size(self._redis)
         # NaN says "unknown" (no group yet, or a lag Redis cannot compute): a stale number
         # or a zero would say something false.
         lag = info.lag if info is not None and info.lag is not None else math.nan
@@ -216,6 +216,7 @@ class GroupSampler:
         self._metrics.dlq_size.set(size)
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.sample()
@@ -234,6 +235,10 @@ class GroupSampler:
                 if self._failing:
                     self._failing = False
                     log.info("metrics_sampling_recovered")
+            if task is not None and task.cancelling():
+                # redis-py can swallow a cancel that lands while it connects (the family of
+                # redis/redis-py#2551): honour it here, or stop() would wait forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self.interval)
 
 
@@ -261,10 +266,6 @@ class OperationsServer:
         self._beat = time.monotonic()
 
     # -- what the endpoints answer --------------------------------------------------
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _live(self, request: web.Request) -> web.Response:
         age = time.monotonic() - self._beat
@@ -311,7 +312,7 @@ class OperationsServer:
     async def listen(self, ports: Iterable[int]) -> int | None:
         """Listen on the first free port of ``ports``; None if every one is taken."""
         app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         app.router.add_get("/health/live", self._live)
         app.router.add_get("/health/ready", self._ready)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
@@ -359,32 +360,47 @@ class OperationsServer:
 
 
 async def start_operations(
-    worker: Worker,
+    settings: Settings,
+    redis: Redis,
+    metrics: Metrics,
     *,
+    subscriber_running: Callable[[], bool],
+    breaker_open: Callable[[], bool],
+    llm: object,
+    redis_refusal: Callable[[], str | None] = lambda: None,
     process_index: int = 0,
     checks: Sequence[ReadinessCheck] | None = None,
     sample_interval: float = SAMPLE_INTERVAL_SECONDS,
 ) -> OperationsServer:
-    """Start the operations port of ``worker`` (nothing when ``METRICS_PORT`` is 0).
+    """Start the operations port of a worker (nothing when ``METRICS_PORT`` is 0).
 
+    ``subscriber_running`` says whether the broker runs, ``breaker_open`` whether the
+    model's circuit breaker keeps events away (and refreshes ``acp_groq_breaker_state``),
+    ``llm`` is the worker's provider (readiness asks its rate limiter, if it has one),
+    ``redis_refusal`` why Redis refuses the writes of events now (None while it accepts).
     ``process_index`` is the process's index under ``faststream run --workers N``: the
     server listens on ``METRICS_PORT + process_index`` or the next free port above it.
-    ``checks`` replaces ``default_checks(worker)``.
+    ``checks`` replaces ``default_checks(...)``.
     """
-    settings = worker.settings
-    is_open = _breaker_is_open(worker)
     sampler = GroupSampler(
-        worker.redis,
-        worker.metrics,
+        redis,
+        metrics,
         settings.insight_stream,
         settings.insight_group,
         interval=sample_interval,
         # an open breaker turns half-open with time: keep acp_groq_breaker_state true
-        refresh=[is_open] if is_open is not None else [],
+        refresh=[breaker_open],
     )
-    server = OperationsServer(
-        worker.metrics, checks if checks is not None else default_checks(worker), sampler
-    )
+    if checks is None:
+        checks = default_checks(
+            settings,
+            redis,
+            subscriber_running=subscriber_running,
+            breaker_open=breaker_open,
+            llm=llm,
+            redis_refusal=redis_refusal,
+        )
+    server = OperationsServer(metrics, checks, sampler)
     if settings.metrics_port == 0:
         log.info("metrics_disabled", detail="METRICS_PORT=0: no HTTP server")
         return server

@@ -1,4 +1,4 @@
-"""``python -m bench``: see ``bench/run.py``."""
+"""``python -m bench``: see ``bench/run.py`` (scenarios.py, driver.py, report.py)."""
 
 from bench.run import main
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from app.adapters.redis_replies import as_text
 from app.adapters.redis_store import Keys
 from app.domain.insights import DeadLetter, DeadLetterReason
 
@@ -137,6 +138,7 @@ class ReplayInterrupted(Exception):
 
 
 async def dlq_size(redis: Redis) -> int:
+    """``LLEN acp:groq:dlq``: the dead letters waiting."""
     return int(await redis.llen(Keys.DLQ))
 
 
@@ -241,7 +243,7 @@ async def replay(
                     if entry_id is None:
                         result.skipped.append(Skipped(SkipCause.GONE, item))
                     else:
-                        result.replayed.append(Replayed(item, _text(entry_id)))
+                        result.replayed.append(Replayed(item, as_text(entry_id)))
         result.dlq_size = await dlq_size(redis)
     except RedisError as exc:
         raise ReplayInterrupted(result, exc) from exc
@@ -255,7 +257,3 @@ async def purge(redis: Redis) -> int:
         pipe.delete(Keys.DLQ)
         held, _ = await pipe.execute()
     return int(held)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -13,8 +13,8 @@ from typing import Any
 import groq
 import httpx
 
-from app.adapters.chat_errors import clean_message, error_fields, ratelimit_headers, status_error
-from app.domain.errors import LLMError, TransientLLMError
+from app.adapters.chat_completions import clean_message, completion, error_answer
+from app.domain.errors import TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
 from app.domain.routing import is_reasoning_model, supports_json_schema
 
@@ -88,52 +88,16 @@ class GroqLLM:
                 "connection", clean_message(str(exc), api_key=self._api_key)
             ) from None
         except groq.APIStatusError as exc:
-            message, code, failed_generation = error_fields(exc.body)
-            if exc.status_code == 400 and code == "json_validate_failed" and failed_generation:
-                # The model answered, just not in valid JSON: its prose is still an answer.
-                return Completion(text=failed_generation, model=request.model)
-            raise self._status_error(exc, message, code) from None
-        return _completion(request, response)
-
-    def _status_error(self, exc: groq.APIStatusError, message: str, code: str | None) -> LLMError:
-        return status_error(
-            exc.status_code,
-            message,
-            code,
-            exc.response.headers,
-            api_key=self._api_key,
-            key_setting="GROQ_API_KEY",
-        )
-
-
-def _completion(request: CompletionRequest, response: httpx.Response) -> Completion:
-    """The answer of a chat completion (``choices[0].message.content`` and ``usage``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        raise TransientLLMError("bad_response", "the answer was not JSON") from None
-    choices = body.get("choices") if isinstance(body, dict) else None
-    choice = choices[0] if isinstance(choices, list) and choices else {}
-    message = choice.get("message") if isinstance(choice, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
-    text = content if isinstance(content, str) else ""
-    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
-    if not text.strip():
-        raise TransientLLMError(
-            "empty_answer", f"the model returned no content (finish_reason={finish})"
-        )
-    usage = body.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    model = body.get("model")
-    return Completion(
-        text=text,
-        model=model if isinstance(model, str) and model else request.model,
-        prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
-        completion_tokens=_int_or_none(usage.get("completion_tokens")),
-        finish_reason=finish if isinstance(finish, str) else None,
-        headers=ratelimit_headers(response.headers),
-    )
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+            return error_answer(
+                exc.status_code,
+                exc.body,
+                exc.response.headers,
+                model=request.model,
+                api_key=self._api_key,
+                key_setting="GROQ_API_KEY",
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise TransientLLMError("bad_response", "the answer was not JSON") from None
+        return completion(body, response.headers, model=request.model)

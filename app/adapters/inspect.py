@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from app.adapters.dlq import dlq_size
+from app.adapters.redis_replies import as_text, int_or_none
 from app.adapters.redis_store import Keys
 
 if TYPE_CHECKING:
@@ -37,7 +39,6 @@ __all__ = [
     "TenantBudget",
     "consumers",
     "delete_consumer_if_idle",
-    "dlq_size",
     "dlq_summary",
     "group_info",
     "oldest_pending",
@@ -47,21 +48,6 @@ __all__ = [
 ]
 
 UNREADABLE = "unreadable"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
-
-
-def _int_or_none(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _field(info: dict[Any, Any], name: str) -> Any:
@@ -166,14 +152,14 @@ async def group_info(redis: Redis, stream: str, group: str) -> GroupInfo | None:
             return None
         raise
     for info in groups:
-        if _text(_field(info, "name")) == group:
+        if as_text(_field(info, "name")) == group:
             return GroupInfo(
                 name=group,
                 consumers=int(_field(info, "consumers") or 0),
                 pending=int(_field(info, "pending") or 0),
-                last_delivered_id=_text(_field(info, "last-delivered-id")),
-                entries_read=_int_or_none(_field(info, "entries-read")),
-                lag=_int_or_none(_field(info, "lag")),
+                last_delivered_id=as_text(_field(info, "last-delivered-id")),
+                entries_read=int_or_none(_field(info, "entries-read")),
+                lag=int_or_none(_field(info, "lag")),
             )
     return None
 
@@ -188,10 +174,10 @@ async def consumers(redis: Redis, stream: str, group: str) -> list[ConsumerInfo]
         raise
     found = [
         ConsumerInfo(
-            name=_text(_field(info, "name")),
+            name=as_text(_field(info, "name")),
             pending=int(_field(info, "pending") or 0),
             idle_ms=int(_field(info, "idle") or 0),
-            inactive_ms=_int_or_none(_field(info, "inactive")),
+            inactive_ms=int_or_none(_field(info, "inactive")),
         )
         for info in replies
     ]
@@ -214,21 +200,16 @@ async def oldest_pending(redis: Redis, stream: str, group: str) -> OldestPending
     if not rows:
         return None
     row = rows[0]
-    entry_id = _text(row["message_id"])
+    entry_id = as_text(row["message_id"])
     now_ms = await redis_time_ms(redis)
     entered_ms = int(entry_id.split("-", 1)[0])
     return OldestPending(
         entry_id=entry_id,
-        consumer=_text(row["consumer"]),
+        consumer=as_text(row["consumer"]),
         age_ms=max(0, now_ms - entered_ms),
         idle_ms=int(row["time_since_delivered"]),
         deliveries=int(row["times_delivered"]),
     )
-
-
-async def dlq_size(redis: Redis) -> int:
-    """``LLEN acp:groq:dlq``."""
-    return int(await redis.llen(Keys.DLQ))
 
 
 def _reason_of(letter: Any) -> str:
@@ -282,13 +263,13 @@ async def rate_limits(
             replies = await pipe.execute(raise_on_error=False)
         for index, key in enumerate(batch):
             used, ttl = replies[2 * index], replies[2 * index + 1]
-            used_count = _int_or_none(_text(used)) if used is not None else None
+            used_count = int_or_none(as_text(used)) if used is not None else None
             if used_count is None:  # expired between SCAN and GET, or not a counter
                 continue
-            ttl_seconds = _int_or_none(ttl)
+            ttl_seconds = int_or_none(ttl)
             budgets.append(
                 TenantBudget(
-                    tenant_id=_text(key).removeprefix(prefix),
+                    tenant_id=as_text(key).removeprefix(prefix),
                     used=used_count,
                     ttl_seconds=ttl_seconds
                     if ttl_seconds is not None and ttl_seconds >= 0

@@ -27,8 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from app.adapters.chat_errors import clean_message, error_fields, ratelimit_headers, status_error
-from app.domain.errors import LLMError, TransientLLMError
+from app.adapters.chat_completions import clean_message, completion, error_answer
+from app.domain.errors import TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
 from app.domain.routing import is_reasoning_model
 
@@ -110,46 +110,12 @@ class OpenAICompatibleLLM:
         except ValueError:
             body = None
         if status >= 400:
-            message, code, failed_generation = error_fields(body)
-            if status == 400 and code == "json_validate_failed" and failed_generation:
-                # The model answered, just not in valid JSON: its prose is still an answer.
-                return Completion(text=failed_generation, model=request.model)
-            raise self._status_error(status, message, code, headers)
-        return self._completion(request, body, headers)
-
-    def _completion(
-        self, request: CompletionRequest, body: object, headers: dict[str, str]
-    ) -> Completion:
-        choices = body.get("choices") if isinstance(body, dict) else None
-        if not isinstance(body, dict) or not isinstance(choices, list):
-            raise TransientLLMError("bad_response", "the server's answer was not a completion")
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-        message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else None
-        finish = choice.get("finish_reason")
-        if not isinstance(text, str) or not text.strip():
-            raise TransientLLMError(
-                "empty_answer", f"the model returned no content (finish_reason={finish})"
+            return error_answer(
+                status,
+                body,
+                headers,
+                model=request.model,
+                api_key=self._api_key,
+                key_setting="LLM_API_KEY",
             )
-        usage = body.get("usage")
-        if not isinstance(usage, dict):
-            usage = {}
-        return Completion(
-            text=text,
-            model=str(body.get("model") or request.model),
-            prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
-            completion_tokens=_int_or_none(usage.get("completion_tokens")),
-            finish_reason=str(finish) if finish is not None else None,
-            headers=ratelimit_headers(headers),
-        )
-
-    def _status_error(
-        self, status: int, message: str, code: str | None, headers: dict[str, str]
-    ) -> LLMError:
-        return status_error(
-            status, message, code, headers, api_key=self._api_key, key_setting="LLM_API_KEY"
-        )
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return completion(body, headers, model=request.model)

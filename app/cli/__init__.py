@@ -8,17 +8,16 @@ the exit code). Run the worker itself with ``faststream run app:app``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from app.bootstrap import package_version
+from app.cli import asyncapi, consumers, demo, dlq, status
 
 __all__ = ["build_parser", "main"]
 
-# Command modules, in the order ``--help`` lists them. A module that is not there yet is
-# skipped, so each command can land on its own.
-_COMMAND_MODULES = ("demo", "status", "consumers", "dlq", "asyncapi")
+# The command modules, in the order ``--help`` lists them.
+_COMMANDS = (demo, status, consumers, dlq, asyncapi)
 
 
 def _version(args: argparse.Namespace) -> int:
@@ -36,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = commands.add_parser("version", help="print the worker's version")
     version.set_defaults(handler=_version)
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"app.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"app.cli.{name}":
-                raise
-            continue
+    for module in _COMMANDS:
         module.register(commands)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import math
 import socket
@@ -14,12 +15,15 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.adapters.faststream_workarounds import ensure_group
-from app.bootstrap import build_worker
+from app.bootstrap import Worker, build_worker
 from app.metrics import Metrics
-from app.ops_http import breaker_check, redis_group_check, start_operations
+from app.ops_http import OperationsServer, breaker_check, redis_group_check, start_operations
 from tests.conftest import running
 from tests.support.redis_server import RedisServer, free_port
 
@@ -54,17 +58,46 @@ async def get(port: int, path: str) -> tuple[int, str, str]:
         return response.status, response.headers.get("Content-Type", ""), await response.text()
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+async def get_raw(port: int, path: str, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+    """GET with exactly ``headers`` (no Accept-Encoding of the client's own, no
+    decompression): status, response headers, body bytes as sent."""
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session,
+        session.get(
+            f"http://127.0.0.1:{port}{path}",
+            headers=headers,
+            skip_auto_headers=["Accept-Encoding"],
+        ) as response,
+    ):
+        return response.status, response.headers, await response.read()
+
+
+def samples(text: str, parse: Any = text_string_to_metric_families) -> dict[Any, float]:
     """Every sample of a Prometheus exposition, keyed by name and labels."""
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in parse(text)
         for sample in family.samples
     }
 
 
 def value(found: dict[Any, float], name: str, **labels: str) -> float:
     return found[(name, frozenset(labels.items()))]
+
+
+async def start_operations_of(worker: Worker, **options: Any) -> OperationsServer:
+    """The operations port of a built worker, handed what ``bootstrap`` hands it."""
+    return await start_operations(
+        worker.settings,
+        worker.redis,
+        worker.metrics,
+        subscriber_running=lambda: worker.broker.running,
+        breaker_open=worker.model.breaker_open,
+        llm=worker.llm,
+        redis_refusal=lambda: worker.state.redis_refusal,
+        **options,
+    )
 
 
 async def settle(redis: Any, expected: int, metrics: Metrics, within: float = 15.0) -> None:
@@ -214,7 +247,7 @@ async def test_an_extra_check_can_hold_readiness(redis, make_settings):
         redis_group_check(worker.redis, STREAM, GROUP),
         breaker_check(lambda: breaker.is_open),
     ]
-    ops = await start_operations(worker, checks=checks)
+    ops = await start_operations_of(worker, checks=checks)
     try:
         status, _, text = await get(port, "/health/ready")
         assert status == 503
@@ -278,7 +311,7 @@ async def test_a_port_in_use_moves_the_server_to_the_next_free_one(redis, make_s
     """Process 1 wants METRICS_PORT+1; taken, it listens above it and the worker goes on."""
     with squatting_next_to_a_free_port() as base:
         worker = build_worker(make_settings(metrics_port=base, llm_provider="offline"))
-        ops = await start_operations(worker, process_index=1)
+        ops = await start_operations_of(worker, process_index=1)
         try:
             assert ops.port is not None
             assert base + 1 < ops.port < base + 17
@@ -303,7 +336,7 @@ async def test_metrics_port_zero_serves_nothing(redis, make_settings):
 async def test_unknown_lag_is_nan_not_zero(redis, make_settings):
     """Without the group the sampled lag and pending are NaN (unknown), never a false 0."""
     worker = build_worker(make_settings(metrics_port=0, llm_provider="offline"))
-    ops = await start_operations(worker)
+    ops = await start_operations_of(worker)
     try:
         await ops.sample_now()
         assert math.isnan(worker.metrics.group_lag._value.get())
@@ -312,3 +345,70 @@ async def test_unknown_lag_is_nan_not_zero(redis, make_settings):
     finally:
         await ops.stop()
         await worker.redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def metrics_port_with_counts(make_settings: Any) -> Any:
+    """An operations port whose registry holds one sample of each contract metric."""
+    port = free_port()
+    worker = build_worker(make_settings(metrics_port=port, llm_provider="offline"))
+    metrics = worker.metrics
+    metrics.events_consumed.labels(result="enriched").inc(3)
+    metrics.event_latency.labels(model=FAST).observe(0.4)
+    metrics.dlq_size.set(2)
+    metrics.rate_limited.labels(tenant_id="greedy").inc()
+    metrics.api_errors.labels(error_type="server").inc(4)
+    ops = await start_operations_of(worker)
+    try:
+        assert ops.port == port
+        yield port
+    finally:
+        await ops.stop()
+        await worker.redis.aclose()
+
+
+def assert_contract_samples(found: dict[Any, float]) -> None:
+    """The contract's five metrics, with the values ``metrics_port_with_counts`` set."""
+    assert value(found, "acp_groq_events_consumed_total", result="enriched") == 3
+    assert value(found, "acp_groq_event_latency_seconds_count", model=FAST) == 1
+    assert value(found, "acp_groq_event_latency_seconds_sum", model=FAST) == 0.4
+    assert value(found, "acp_groq_dlq_size") == 2
+    assert value(found, "acp_groq_rate_limited_total", tenant_id="greedy") == 1
+    assert value(found, "acp_groq_api_errors_total", error_type="server") == 4
+
+
+async def test_a_plain_scrape_gets_the_text_format_uncompressed(redis, make_settings):
+    """GET /metrics without Accept headers: Prometheus text format, not compressed."""
+    async with metrics_port_with_counts(make_settings) as port:
+        status, headers, body = await get_raw(port, "/metrics", {})
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "Content-Encoding" not in headers
+    text = body.decode()
+    assert "# EOF" not in text  # the OpenMetrics terminator: this is the text format
+    assert_contract_samples(samples(text))
+
+
+async def test_an_openmetrics_scrape_gets_openmetrics(redis, make_settings):
+    """Accept: application/openmetrics-text gets the OpenMetrics format, ``# EOF`` ended."""
+    accept = "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"
+    async with metrics_port_with_counts(make_settings) as port:
+        status, headers, body = await get_raw(port, "/metrics", {"Accept": accept})
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    assert_contract_samples(samples(text, openmetrics_families))
+
+
+async def test_a_scrape_accepting_gzip_gets_gzip(redis, make_settings):
+    """Accept-Encoding: gzip gets a gzip body that decompresses to the text format."""
+    async with metrics_port_with_counts(make_settings) as port:
+        status, headers, body = await get_raw(port, "/metrics", {"Accept-Encoding": "gzip"})
+        _, _, plain = await get_raw(port, "/metrics", {})
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = gzip.decompress(body).decode()
+    assert len(body) < len(plain)
+    assert_contract_samples(samples(text))

@@ -1,0 +1,105 @@
+"""What the benchmark measures: the implementations, one measurement's ``Spec``, and the
+measurements each scenario (``overhead``, ``latency``, ``memory``) runs in a round.
+
+The implementations are started as a user would start them: the worker under test
+(``faststream run app:app``) and the two baselines, ``bench.baseline_bare`` (redis-py + groq
+SDK, no framework) and ``bench.baseline_faststream`` (the docs-style FastStream app).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+IMPLEMENTATIONS = {
+    "worker": [str(BIN / "faststream"), "run", "app:app"],
+    "bare": [sys.executable, "-m", "bench.baseline_bare"],
+    "naive": [str(BIN / "faststream"), "run", "bench.baseline_faststream:app"],
+}
+
+
+# -- what one measurement is ---------------------------------------------------------------
+
+
+@dataclass
+class Spec:
+    scenario: str
+    impl: str
+    events: int
+    latency: float = 0.0
+    concurrency: int = 64
+    log_level: str = "INFO"
+    transport: str = "aiohttp"
+    time_cap: float | None = None  # stop measuring after this many seconds of draining
+    profile: bool = False
+    fake: str = "lean"
+    extra: bool = False  # a side variant, measured in the first round only
+
+    @property
+    def variant(self) -> str:
+        parts = [self.impl]
+        if self.impl != "naive":
+            parts.append(f"c{self.concurrency}")
+        if self.log_level != "INFO":
+            parts.append(self.log_level.lower())
+        if self.transport != "aiohttp":
+            parts.append(self.transport)
+        if self.fake != "lean":
+            parts.append(f"{self.fake}-fake")
+        return "/".join(parts)
+
+    @property
+    def ideal_rate(self) -> float | None:
+        if self.latency <= 0:
+            return None
+        slots = 1 if self.impl == "naive" else self.concurrency
+        return slots / self.latency
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+def scenario_specs(
+    name: str, impls: list[str], quick: bool, args: argparse.Namespace
+) -> list[Spec]:
+    """The measurements of one round of a scenario (run in this order, each round)."""
+    specs: list[Spec] = []
+    if name == "overhead":
+        n = args.events or (1000 if quick else 3000)
+        for impl in impls:
+            specs.append(Spec("overhead", impl, n, 0.0, 64))
+        if not quick:
+            for impl in impls:
+                if impl != "naive":
+                    specs.append(
+                        Spec("overhead", impl, n, 0.0, 64, log_level="WARNING", extra=True)
+                    )
+            if "bare" in impls:
+                specs.append(Spec("overhead", "bare", n, 0.0, 64, transport="httpx", extra=True))
+    elif name == "latency":
+        target = 5.0 if quick else args.latency_seconds
+        most = 600 if quick else args.latency_max_events
+        latency = args.latency
+        for concurrency in (64, 256):
+            for impl in impls:
+                if impl == "naive":
+                    continue
+                n = max(100, min(most, int(concurrency / latency * target)))
+                specs.append(Spec("latency", impl, n, latency, concurrency))
+        if "naive" in impls:
+            specs.append(Spec("latency", "naive", max(20, int(target / latency)), latency, 1))
+    elif name == "memory":
+        n = args.events or (20_000 if quick else 200_000)
+        cap = 15.0 if quick else args.memory_seconds
+        for impl in impls:
+            specs.append(Spec("memory", impl, n, 0.0, 64, time_cap=cap))
+    else:
+        raise SystemExit(f"unknown scenario {name!r}")
+    if args.fake != "lean":
+        for spec in specs:
+            spec.fake = args.fake
+    return specs
