@@ -39,6 +39,7 @@ from redis.exceptions import ResponseError
 from app.adapters import inspect
 from app.adapters.faststream_workarounds import ensure_group
 from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
+from app.adapters.redis_replies import as_text
 from app.service.insights import InsightService
 from app.service.state import WorkerState, wait_or_timeout
 from app.settings import Settings
@@ -55,10 +56,6 @@ _PRUNE_EVERY_SECONDS = 60.0
 
 class _Subscriber(Protocol):
     async def consume_one(self, msg: Any) -> None: ...
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class PendingRecovery:
@@ -144,7 +141,7 @@ class PendingRecovery:
                     justid=True,
                 )
                 handed += len(ids)
-                start = "(" + _text(ids[-1])
+                start = "(" + as_text(ids[-1])
             left = await inspect.delete_consumer_if_idle(
                 self._redis, self._stream, self._group, self._me, 0
             )
@@ -205,7 +202,7 @@ class PendingRecovery:
             if not pending:
                 break
             noted.extend(item["message_id"] for item in pending)
-            start = "(" + _text(noted[-1])
+            start = "(" + as_text(noted[-1])
         self._own_pending = noted
 
     async def recover_own(self) -> int:
@@ -245,7 +242,7 @@ class PendingRecovery:
         )
         failed = self._state.failed
         ids: list[Any] = [item["message_id"] for item in pending]
-        live: list[Any] = [entry_id for entry_id in ids if _text(entry_id) not in failed]
+        live: list[Any] = [entry_id for entry_id in ids if as_text(entry_id) not in failed]
         if live:
             await self._redis.xclaim(
                 self._stream,
@@ -267,7 +264,7 @@ class PendingRecovery:
             count=self._settings.worker_concurrency,
         )
         next_cursor, claimed = result[0], result[1]
-        self._cursor = _text(next_cursor)
+        self._cursor = as_text(next_cursor)
         if claimed:
             log.info("idle_entries_claimed", entries=len(claimed), min_idle_ms=self._idle_ms)
             await self._feed(claimed)
@@ -279,15 +276,12 @@ class PendingRecovery:
         pending = await self._redis.xpending_range(
             self._stream,
             self._group,
-            min=_text(ids[0]),
-            max=_text(ids[-1]),
+            min=as_text(ids[0]),
+            max=as_text(ids[-1]),
             count=len(ids) + 100,
             consumername=self._me,
         )
-        return {
-            _text(item["message_id"]): int(item["times_delivered"])  # type: ignore[arg-type]
-            for item in pending
-        }
+        return {as_text(item["message_id"]): int(item["times_delivered"]) for item in pending}
 
     async def _feed(self, entries: Sequence[Any]) -> None:
         entries = [entry for entry in entries if entry and entry[1] is not None]
@@ -296,7 +290,7 @@ class PendingRecovery:
         deliveries = await self._deliveries([entry[0] for entry in entries])
         limit = self._settings.max_deliveries
         for entry_id, fields in entries:
-            entry_text = _text(entry_id)
+            entry_text = as_text(entry_id)
             times = deliveries.get(entry_text, 0)
             if times > limit:
                 await self._service.give_up(entry_text, fields, deliveries=times)

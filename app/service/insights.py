@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from app.adapters.redis_replies import as_text
 from app.adapters.redis_store import Admission, EntryRef, InsightStore, Keys
 from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
 from app.domain.events import AuditEvent
@@ -53,12 +54,7 @@ def utc_now() -> str:
 def decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     """A stream entry's fields as text, for dead letters (undecodable bytes escaped)."""
 
-    def text(value: Any) -> str:
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="backslashreplace")
-        return str(value)
-
-    return {text(key): text(value) for key, value in fields.items()}
+    return {as_text(key): as_text(value) for key, value in fields.items()}
 
 
 def _text_or_none(payload: bytes | None) -> str | None:

@@ -366,8 +366,8 @@ def test_demo_uses_the_redis_at_redis_url_when_one_answers(redis_server: RedisSe
         invalid = next(e for e in sample if e.kind is EntryKind.INVALID)
         assert [(lt["event_id"], lt["reason"]) for lt in letters] == [(invalid.event_id, "invalid")]
         assert client.xpending("acp:groq_queue", "acp_insights_consumer_group")["pending"] == 0
-        consumers = client.xinfo_consumers("acp:groq_queue", "acp_insights_consumer_group")
-        assert [c["name"] for c in consumers] == [b"demo"]
+        # the demo's worker stopped gracefully holding nothing: its consumer left the group
+        assert client.xinfo_consumers("acp:groq_queue", "acp_insights_consumer_group") == []
     finally:
         client.flushdb()
         client.close()

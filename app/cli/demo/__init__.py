@@ -51,6 +51,7 @@ from rich.table import Table
 
 from app.adapters import inspect
 from app.adapters.dlq import parse_letter
+from app.adapters.redis_replies import as_text
 from app.adapters.redis_store import Keys
 from app.bootstrap import Worker, build_worker
 from app.cli._common import at_least
@@ -135,10 +136,6 @@ class DemoRun:
 # -- small helpers ----------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def _id_key(entry_id: str) -> tuple[int, int]:
     millis, _, sequence = entry_id.partition("-")
     return int(millis), int(sequence or 0)
@@ -202,7 +199,7 @@ async def _publish(redis: Redis, stream: str, entries: Sequence[SampleEntry]) ->
         for entry in entries:
             pipe.xadd(stream, entry.fields)  # type: ignore[arg-type]
         ids = await pipe.execute()
-    return [_text(entry_id) for entry_id in ids]
+    return [as_text(entry_id) for entry_id in ids]
 
 
 async def _entries_done(redis: Redis, settings: Settings, entry_ids: Sequence[str]) -> int:
@@ -216,7 +213,7 @@ async def _entries_done(redis: Redis, settings: Settings, entry_ids: Sequence[st
     pending = await redis.xpending_range(
         stream, group, min=ordered[0], max=ordered[-1], count=len(ordered)
     )
-    still_pending = {_text(row["message_id"]) for row in pending}
+    still_pending = {as_text(row["message_id"]) for row in pending}
     return sum(
         1
         for entry_id in entry_ids
