@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.domain.events import Severity
-from app.settings import LLMProvider, Settings, SettingsError, load_settings
+from app.settings import LLMProvider, RetentionMode, Settings, SettingsError, load_settings
 
 KEY = "gsk_THISisAsecretKEY0123456789abcdefghij"
 
@@ -22,6 +22,9 @@ def clean_env(monkeypatch):
         "METRICS_PORT",
         "LOG_LEVEL",
         "GROQ_MODEL_FAST",
+        "STREAM_RETENTION",
+        "STREAM_KEEP_ENTRIES",
+        "STREAM_TRIM_INTERVAL_SECONDS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -76,6 +79,11 @@ def test_settings_come_from_the_environment(monkeypatch):
         ("LOG_LEVEL", "LOUD"),
         ("WORKER_ID", "has space"),
         ("GROQ_MODEL_FAST", ""),
+        ("STREAM_RETENTION", "forever"),
+        ("STREAM_KEEP_ENTRIES", "-1"),
+        ("STREAM_KEEP_ENTRIES", "lots"),
+        ("STREAM_TRIM_INTERVAL_SECONDS", "0"),
+        ("STREAM_TRIM_INTERVAL_SECONDS", "soon"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(monkeypatch, name, value):
@@ -120,3 +128,22 @@ def test_a_pid_placeholder_in_worker_id_makes_names_unique_per_process(monkeypat
 
     monkeypatch.setenv("WORKER_ID", "pod-7-{pid}")
     assert load_settings().worker_id == f"pod-7-{os.getpid()}"
+
+
+def test_stream_retention_defaults_to_acked_keeping_the_newest_100000():
+    """The contract's retention defaults, and a modest trim interval."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.stream_retention is RetentionMode.ACKED
+    assert settings.stream_keep_entries == 100_000
+    assert settings.stream_trim_interval_seconds == 30
+
+
+def test_stream_retention_settings_come_from_the_environment(monkeypatch):
+    """STREAM_RETENTION=off, STREAM_KEEP_ENTRIES and the interval are read by name."""
+    monkeypatch.setenv("STREAM_RETENTION", "off")
+    monkeypatch.setenv("STREAM_KEEP_ENTRIES", "0")
+    monkeypatch.setenv("STREAM_TRIM_INTERVAL_SECONDS", "2.5")
+    settings = load_settings()
+    assert settings.stream_retention is RetentionMode.OFF
+    assert settings.stream_keep_entries == 0
+    assert settings.stream_trim_interval_seconds == 2.5
