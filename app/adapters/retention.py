@@ -55,7 +55,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from app.adapters.redis_store import Keys
 from app.aio import wait_or_timeout
-from app.domain.retention import GroupState, StreamId, plan_trim
+from app.domain.retention import GroupState, StreamId, TrimPlan, plan_trim
 from app.logs import get_logger
 from app.settings import RetentionMode
 
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from app.metrics import Metrics
     from app.settings import Settings
 
-__all__ = ["StepResult", "StreamRetention", "read_groups", "start_retention"]
+__all__ = ["Snapshot", "StepResult", "StreamRetention", "read_groups", "start_retention"]
 
 log = get_logger("acp.groq_worker.retention")
 
@@ -160,6 +160,14 @@ async def read_groups(redis: Redis, stream: str) -> list[GroupState]:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A trim plan and the groups' state it was made from (the script re-checks them)."""
+
+    plan: TrimPlan
+    groups: tuple[GroupState, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StepResult:
     """One trim step: entries removed, and why it stopped (``trimmed``, ``keep``, ...)."""
 
@@ -200,15 +208,18 @@ class StreamRetention:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def step(self) -> StepResult:
-        """Plan, then trim atomically in one script (no lock: safe to run concurrently)."""
+    async def snapshot(self) -> Snapshot | None:
+        """Read the groups and ``XLEN`` and plan a step; None when nothing may go."""
         groups = await read_groups(self._redis, self._stream)
         length = int(await self._redis.xlen(self._stream))
         plan = plan_trim(groups, length=length, keep=self._keep, batch=self._batch)
-        if plan is None:
-            return StepResult(0, "nothing-to-trim")
+        return Snapshot(plan, tuple(groups)) if plan is not None else None
+
+    async def apply(self, snapshot: Snapshot) -> StepResult:
+        """Trim as ``snapshot`` planned, in one script that re-checks it against Redis now."""
+        plan = snapshot.plan
         args: list[Any] = [str(plan.below), plan.at_most, self._keep, int(self._approximate)]
-        for group in groups:
+        for group in snapshot.groups:
             args += [group.name, str(group.last_delivered)]
         try:
             reply = await self._redis.evalsha(_TRIM_SHA, 1, self._stream, *args)
@@ -218,6 +229,13 @@ class StreamRetention:
         if removed:
             self._metrics.stream_trimmed.inc(removed)
         return StepResult(removed, outcome, full_batch=read >= plan.at_most == self._batch)
+
+    async def step(self) -> StepResult:
+        """Plan, then trim (no lock: any number of workers may step at once)."""
+        snapshot = await self.snapshot()
+        if snapshot is None:
+            return StepResult(0, "nothing-to-trim")
+        return await self.apply(snapshot)
 
     async def trim(self) -> int:
         """Trim steps until nothing more may go (bounded); returns the entries removed."""
