@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.faststream_workarounds import GroupHealingBroker, ensure_group
 from app.adapters.redis_store import InsightStore, RedisInsightStore
+from app.adapters.retention import start_retention
 from app.domain.breaker import CircuitBreaker
 from app.domain.insights import InsightCreated
 from app.domain.ports import LLM
@@ -269,6 +270,7 @@ def build_worker(
     @app.after_startup
     async def start_recovery() -> None:
         worker.background.append(asyncio.create_task(recovery.run(), name="pending-recovery"))
+        worker.background.append(start_retention(redis, settings, metrics))
 
     @app.on_shutdown
     async def stop_taking_work() -> None:

@@ -100,6 +100,16 @@ class Metrics:
             "Entries delivered to the group and not yet acknowledged (sampled).",
             registry=r,
         )
+        self.stream_length = Gauge(
+            "acp_groq_stream_length",
+            "Entries in the inbound stream (XLEN, sampled).",
+            registry=r,
+        )
+        self.stream_trimmed = Counter(
+            "acp_groq_stream_trimmed_total",
+            "Inbound stream entries removed by retention (as XTRIM reports them).",
+            registry=r,
+        )
         self.redis_errors = Counter(
             "acp_groq_redis_errors_total",
             "Redis calls that failed and were retried, by operation.",

@@ -5,7 +5,8 @@ and two background tasks next to it:
 
 * a heartbeat, which ``/health/live`` reads: the loop is alive if it keeps ticking;
 * a sampler, which sets the gauges that describe Redis rather than this process
-  (``acp_groq_group_lag``, ``acp_groq_group_pending``, ``acp_groq_dlq_size``) every few
+  (``acp_groq_group_lag``, ``acp_groq_group_pending``, ``acp_groq_dlq_size``,
+  ``acp_groq_stream_length``) every few
   seconds, instead of per event. It survives a Redis outage: one log line when sampling
   starts failing, one when it works again, ``acp_groq_redis_errors_total{operation=
   "sample"}`` meanwhile.
@@ -208,12 +209,14 @@ class GroupSampler:
         async with asyncio.timeout(self._timeout):
             info = await inspect.group_info(self._redis, self._stream, self._group)
             size = await dlq_size(self._redis)
+            length = await inspect.stream_length(self._redis, self._stream)
         # NaN says "unknown" (no group yet, or a lag Redis cannot compute): a stale number
         # or a zero would say something false.
         lag = info.lag if info is not None and info.lag is not None else math.nan
         self._metrics.group_lag.set(lag)
         self._metrics.group_pending.set(info.pending if info is not None else math.nan)
         self._metrics.dlq_size.set(size)
+        self._metrics.stream_length.set(length)
 
     async def run(self) -> None:
         task = asyncio.current_task()

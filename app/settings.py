@@ -27,7 +27,14 @@ from app.domain.events import Severity
 from app.domain.limits import LimitTable, ModelLimits
 from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
 
-__all__ = ["LLMProvider", "LogFormat", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "LLMProvider",
+    "LogFormat",
+    "RetentionMode",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 _CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
@@ -43,6 +50,11 @@ class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
     AUTO = "auto"  # console on a TTY, JSON otherwise
+
+
+class RetentionMode(StrEnum):
+    ACKED = "acked"  # trim what every group of the stream has acknowledged
+    OFF = "off"  # never trim the inbound stream
 
 
 def _default_worker_id() -> str:
@@ -99,6 +111,20 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(5, ge=1, le=1000, description="Deliveries before poison.")
     shutdown_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="How long SIGTERM waits for in-flight events."
+    )
+    stream_retention: RetentionMode = Field(
+        RetentionMode.ACKED,
+        description="acked: trim inbound entries every consumer group of the stream has "
+        "acknowledged (the newest STREAM_KEEP_ENTRIES stay); off: never trim.",
+    )
+    stream_keep_entries: int = Field(
+        100_000,
+        ge=0,
+        le=1_000_000_000,
+        description="The newest inbound entries kept whatever their state.",
+    )
+    stream_trim_interval_seconds: float = Field(
+        30.0, ge=0.1, le=86_400, description="How often a worker trims the inbound stream."
     )
     max_event_bytes: int = Field(262_144, ge=256, le=64 * 1024 * 1024)
     insight_budget_per_hour_per_tenant: int = Field(1000, ge=0, le=100_000_000)

@@ -73,6 +73,11 @@ class Keys:
         """The stream entry enriching an event right now (internal; see ``_ADMIT``)."""
         return f"acp:groq:lease:{event_id}"
 
+    @staticmethod
+    def retention_lock(stream: str) -> str:
+        """The worker trimming ``stream`` now (internal; see ``app/adapters/retention.py``)."""
+        return f"acp:groq:retention:{stream}"
+
 
 class Admission(StrEnum):
     ADMITTED = "admitted"

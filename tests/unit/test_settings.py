@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.domain.events import Severity
-from app.settings import LLMProvider, Settings, SettingsError, load_settings
+from app.settings import LLMProvider, RetentionMode, Settings, SettingsError, load_settings
 
 KEY = "gsk_THISisAsecretKEY0123456789abcdefghij"
 
@@ -24,6 +24,9 @@ def clean_env(monkeypatch):
         "GROQ_MODEL_FAST",
         "PROMPT_REDACT_PII",
         "MAX_PROMPT_CHARS",
+        "STREAM_RETENTION",
+        "STREAM_KEEP_ENTRIES",
+        "STREAM_TRIM_INTERVAL_SECONDS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -82,6 +85,11 @@ def test_settings_come_from_the_environment(monkeypatch):
         ("MAX_PROMPT_CHARS", "3999"),
         ("MAX_PROMPT_CHARS", "1000001"),
         ("MAX_PROMPT_CHARS", "12k"),
+        ("STREAM_RETENTION", "forever"),
+        ("STREAM_KEEP_ENTRIES", "-1"),
+        ("STREAM_KEEP_ENTRIES", "lots"),
+        ("STREAM_TRIM_INTERVAL_SECONDS", "0"),
+        ("STREAM_TRIM_INTERVAL_SECONDS", "soon"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(monkeypatch, name, value):
@@ -147,3 +155,22 @@ def test_max_prompt_chars_accepts_its_range_ends(monkeypatch, value):
     """The ceiling may be set anywhere from 4,000 to 1,000,000 characters."""
     monkeypatch.setenv("MAX_PROMPT_CHARS", value)
     assert load_settings().max_prompt_chars == int(value)
+
+
+def test_stream_retention_defaults_to_acked_keeping_the_newest_100000():
+    """The contract's retention defaults, and a modest trim interval."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.stream_retention is RetentionMode.ACKED
+    assert settings.stream_keep_entries == 100_000
+    assert settings.stream_trim_interval_seconds == 30
+
+
+def test_stream_retention_settings_come_from_the_environment(monkeypatch):
+    """STREAM_RETENTION=off, STREAM_KEEP_ENTRIES and the interval are read by name."""
+    monkeypatch.setenv("STREAM_RETENTION", "off")
+    monkeypatch.setenv("STREAM_KEEP_ENTRIES", "0")
+    monkeypatch.setenv("STREAM_TRIM_INTERVAL_SECONDS", "2.5")
+    settings = load_settings()
+    assert settings.stream_retention is RetentionMode.OFF
+    assert settings.stream_keep_entries == 0
+    assert settings.stream_trim_interval_seconds == 2.5

@@ -1,0 +1,121 @@
+"""Retention under kill -9: real worker processes trimming a stream another group also reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis as sync_redis
+
+from tests.faults.harness import (
+    GROUP,
+    STREAM,
+    FakeGroqProcess,
+    WorkerProcess,
+    events,
+    outcomes,
+    wait_until,
+)
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.faults
+
+ARCHIVER = "archiver"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[sync_redis.Redis]:
+    connection = sync_redis.Redis.from_url(redis_server.url)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGroqProcess]:
+    process = FakeGroqProcess(latency=0.0).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.close()
+
+
+def entry_ids(client: sync_redis.Redis) -> list[str]:
+    return [entry_id.decode() for entry_id, _ in client.xrange(STREAM)]
+
+
+def not_acked_by(client: sync_redis.Redis, group: str, ids: list[str]) -> set[str]:
+    """Entries of ``ids`` that ``group`` has not acknowledged: pending in it, or unread."""
+    info = next(g for g in client.xinfo_groups(STREAM) if g["name"].decode() == group)
+    last = tuple(int(part) for part in info["last-delivered-id"].decode().split("-"))
+    unread = {i for i in ids if tuple(int(p) for p in i.split("-")) > last}
+    pending = client.xpending_range(STREAM, group, min="-", max="+", count=len(ids))
+    return unread | {row["message_id"].decode() for row in pending}
+
+
+def test_kill_9_while_trimming_loses_nothing_any_group_has_not_acked(
+    client, redis_server, fake, workers
+):
+    """kill -9 mid-drain with trim passes every 0.1 s: every unacked entry stays; all enriched."""
+    event_ids = events(client, 3000)
+    ids = entry_ids(client)
+    client.xgroup_create(STREAM, ARCHIVER, id="0")
+    # the archiver has read 1,500 and still holds 100 of them
+    read = client.xreadgroup(ARCHIVER, "archiver-1", {STREAM: ">"}, count=1500)
+    held = set(ids[1000:1100])
+    client.xack(STREAM, ARCHIVER, *[e.decode() for e, _ in read[0][1] if e.decode() not in held])
+
+    env = {
+        "worker_concurrency": 8,
+        "stream_keep_entries": 100,
+        "stream_trim_interval_seconds": 0.1,
+        "insight_budget_per_hour_per_tenant": 100_000,
+    }
+    first = WorkerProcess(redis_server.url, fake.base_url, worker_id="w-1", **env).start()
+    workers.append(first)
+    wait_until(lambda: client.xlen(STREAM) < 3000, within=30, step=0.02, what="a first trim")
+    assert outcomes(client, event_ids)["insights"] != set(event_ids), "killed mid-drain"
+    first.kill()
+
+    remaining = set(entry_ids(client))
+    assert len(remaining) < 3000
+    for group in (GROUP, ARCHIVER):
+        missing = not_acked_by(client, group, ids) - remaining
+        assert missing == set(), f"{group} lost {len(missing)} entries it had not acked"
+    assert set(ids[1000:]) <= remaining  # the archiver's pending and unread entries
+
+    second = WorkerProcess(
+        redis_server.url, fake.base_url, worker_id="w-2", claim_idle_seconds=1, **env
+    ).start()
+    workers.append(second)
+    state = wait_until(
+        lambda: (
+            (s := outcomes(client, event_ids))["pending"] == 0
+            and len(s["insights"]) == len(event_ids)
+            and s
+        ),
+        within=90,
+        what="all 3,000 insights",
+    )
+    assert state["dead"] == []
+    # the archiver reads on: its 100 pending entries and the 1,500 it had not read are there
+    assert set(ids[1000:]) <= set(entry_ids(client))
+    rest = client.xreadgroup(ARCHIVER, "archiver-1", {STREAM: ">"}, count=5000)
+    assert [e.decode() for e, _ in rest[0][1]] == ids[1500:]
