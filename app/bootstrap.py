@@ -19,17 +19,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.faststream_workarounds import GroupHealingBroker, ensure_group
-from app.adapters.redis_store import InsightStore, RedisInsightStore
+from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
 from app.domain.breaker import CircuitBreaker
 from app.domain.insights import InsightCreated
-from app.domain.ports import LLM
+from app.domain.ports import LLM, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import event_routes
 from app.handlers.recovery import PendingRecovery
-from app.logs import configure_logging, get_logger
-from app.metrics import Metrics
-from app.ops_http import OperationsServer, start_operations
+from app.operations.http import OperationsServer, start_operations
+from app.operations.logs import configure_logging, get_logger
+from app.operations.metrics import Metrics
 from app.service.insights import InsightService
 from app.service.model_calls import ModelCaller
 from app.service.state import WorkerState

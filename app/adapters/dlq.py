@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from app.adapters.redis_replies import as_text
-from app.adapters.redis_store import Keys
 from app.domain.insights import DeadLetter, DeadLetterReason
+from app.domain.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from app.adapters.dlq import dlq_size
 from app.adapters.redis_replies import as_text, int_or_none
-from app.adapters.redis_store import Keys
+from app.domain.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

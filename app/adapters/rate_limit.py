@@ -59,7 +59,7 @@ from app.service.state import wait_or_timeout
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.metrics import Metrics
+    from app.operations.metrics import Metrics
 
 __all__ = [
     "Grant",

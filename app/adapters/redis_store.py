@@ -1,126 +1,36 @@
 """The Redis side of one event: admission (idempotency, ownership, budget) and the writes.
 
-Every key of the contract is named here and nowhere else. The writes of one event and
-its XACK go in one MULTI/EXEC, so a crash leaves either all of them or none (and then
+The keys are named in ``app.domain.keys``. The writes of one event and its XACK go in
+one MULTI/EXEC, so a crash leaves either all of them or none (and then
 the entry is still pending and will be delivered again).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from app.adapters.redis_batch import GroupCommit
 from app.adapters.redis_errors import refusal_reason, says_not_now
 from app.domain.errors import StoreUnavailable
+from app.domain.keys import (
+    AGENT_LIST_KEEP,
+    BUDGET_WINDOW_SECONDS,
+    INSIGHT_TTL_SECONDS,
+    TIMELINE_KEEP,
+    Keys,
+)
+from app.domain.ports import Admission, EntryRef, Publish
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
 
-__all__ = [
-    "INSIGHT_TTL_SECONDS",
-    "Admission",
-    "EntryRef",
-    "InsightStore",
-    "Keys",
-    "RedisInsightStore",
-]
-
-INSIGHT_TTL_SECONDS = 86_400
-BUDGET_WINDOW_SECONDS = 3_600
-TIMELINE_KEEP = 10_000
-AGENT_LIST_KEEP = 100
-INSIGHT_STREAM_MAXLEN = 10_000
-
-
-class Keys:
-    """The contract's Redis keys. Ids reaching here were validated by ``AuditEvent``."""
-
-    TIMELINE = "acp:groq:insights:timeline"
-    INSIGHTS_STREAM = "acp:groq:insights:stream"
-    DLQ = "acp:groq:dlq"
-
-    @staticmethod
-    def insight(event_id: str) -> str:
-        return f"acp:groq:insight:{event_id}"
-
-    @staticmethod
-    def by_agent(agent_id: str) -> str:
-        return f"acp:groq:insights:by_agent:{agent_id}"
-
-    @staticmethod
-    def by_tenant(tenant_id: str) -> str:
-        return f"acp:groq:insights:by_tenant:{tenant_id}"
-
-    @staticmethod
-    def rate_limit(tenant_id: str) -> str:
-        return f"acp:groq:rate_limit:{tenant_id}"
-
-    @staticmethod
-    def owner(event_id: str) -> str:
-        """Which tenant an event id belongs to (internal; lives as long as the insight)."""
-        return f"acp:groq:owner:{event_id}"
-
-    @staticmethod
-    def lease(event_id: str) -> str:
-        """The stream entry enriching an event right now (internal; see ``_ADMIT``)."""
-        return f"acp:groq:lease:{event_id}"
-
-    @staticmethod
-    def retention_lock(stream: str) -> str:
-        """The worker trimming ``stream`` now (internal; see ``app/adapters/retention.py``)."""
-        return f"acp:groq:retention:{stream}"
-
-
-class Admission(StrEnum):
-    ADMITTED = "admitted"
-    DUPLICATE = "duplicate"
-    CONFLICT = "conflict"
-    RATE_LIMITED = "rate_limited"
-
-
-@dataclass(frozen=True, slots=True)
-class EntryRef:
-    """Where an entry lives, so that its XACK can join the writes of its event."""
-
-    stream: str
-    group: str
-    entry_id: str
-
-
-Publish = Callable[["Pipeline | None"], Awaitable[Any]]
-
-
-class InsightStore(Protocol):
-    """What the service needs from the insight store (a fake implements it for tests)."""
-
-    async def admit(
-        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
-    ) -> Admission: ...
-
-    async def write_insight(
-        self,
-        entry: EntryRef,
-        *,
-        event_id: str,
-        tenant_id: str,
-        agent_id: str,
-        score: float,
-        record_json: str,
-        publish: Publish,
-    ) -> None: ...
-
-    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int: ...
-
-    async def ack(self, entry: EntryRef) -> None: ...
-
+__all__ = ["RedisInsightStore", "unavailable_as_domain_error"]
 
 # Admission in one atomic step: ownership of the event id, an existing insight, another
 # entry of the same event in flight, the tenant's hourly budget. The owner key makes "never

@@ -53,16 +53,16 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from app.adapters.redis_store import Keys
+from app.domain.keys import Keys
 from app.domain.retention import GroupState, StreamId, TrimPlan, plan_trim
-from app.logs import get_logger
+from app.operations.logs import get_logger
 from app.service.state import wait_or_timeout
 from app.settings import RetentionMode
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.metrics import Metrics
+    from app.operations.metrics import Metrics
     from app.settings import Settings
 
 __all__ = ["Snapshot", "StepResult", "StreamRetention", "read_groups", "start_retention"]

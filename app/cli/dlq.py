@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from redis.asyncio import Redis
 
 from app.adapters import dlq
-from app.adapters.redis_store import Keys
 from app.cli._common import at_least, run_with_redis
 from app.domain.insights import DeadLetter, DeadLetterReason
+from app.domain.keys import Keys
 from app.settings import Settings
 
 __all__ = ["register"]

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from app.adapters import inspect
-from app.adapters.redis_store import Keys
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, at_least, redis_address, run_with_redis
+from app.domain.keys import Keys
 from app.settings import Settings
 
 __all__ = ["StatusReport", "collect_status", "format_duration", "register"]

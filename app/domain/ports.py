@@ -1,11 +1,25 @@
-"""The ports the domain needs from the outside world, as protocols and plain data."""
+"""The ports the worker needs from the outside world, as protocols and plain data.
+
+``LLM`` is a chat-completions model; ``InsightStore`` is where admission, insights, dead
+letters and acknowledgements go (Redis in production, a fake in tests).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-__all__ = ["LLM", "Completion", "CompletionRequest"]
+__all__ = [
+    "LLM",
+    "Admission",
+    "Completion",
+    "CompletionRequest",
+    "EntryRef",
+    "InsightStore",
+    "Publish",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +55,47 @@ class LLM(Protocol):
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+class Admission(StrEnum):
+    ADMITTED = "admitted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRef:
+    """Where an entry lives, so that its XACK can join the writes of its event."""
+
+    stream: str
+    group: str
+    entry_id: str
+
+
+# Publishes InsightCreated in the store's transaction (its pipeline, or None without one).
+Publish = Callable[[Any], Awaitable[Any]]
+
+
+class InsightStore(Protocol):
+    """What the service needs from the insight store (a fake implements it for tests)."""
+
+    async def admit(
+        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+    ) -> Admission: ...
+
+    async def write_insight(
+        self,
+        entry: EntryRef,
+        *,
+        event_id: str,
+        tenant_id: str,
+        agent_id: str,
+        score: float,
+        record_json: str,
+        publish: Publish,
+    ) -> None: ...
+
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int: ...
+
+    async def ack(self, entry: EntryRef) -> None: ...

@@ -23,7 +23,7 @@ import json
 from faststream.specification import AsyncAPI
 from faststream.specification.base import Specification
 
-from app.adapters.redis_store import INSIGHT_STREAM_MAXLEN, Keys
+from app.domain.keys import INSIGHT_STREAM_MAXLEN, Keys
 from app.settings import Settings
 
 __all__ = [

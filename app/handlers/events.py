@@ -24,10 +24,10 @@ from faststream.redis.subscriber.usecases import StreamSubscriber
 from pydantic import ValidationError
 
 from app.adapters.faststream_workarounds import EventLoopContext, UncopiedStreamSub
-from app.adapters.redis_store import INSIGHT_STREAM_MAXLEN, Keys
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, describe_validation_error, rejected_event
 from app.domain.insights import DeadLetter, InsightCreated
+from app.domain.keys import INSIGHT_STREAM_MAXLEN, Keys
 from app.handlers import asyncapi
 from app.handlers.wire import decode_entry, entry_id, entry_parser
 from app.service.insights import InsightService

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import structlog
 
 from app.adapters.redis_replies import as_text
-from app.adapters.redis_store import Admission, EntryRef, InsightStore, Keys
 from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
 from app.domain.events import AuditEvent
 from app.domain.insights import (
@@ -30,10 +29,12 @@ from app.domain.insights import (
     InsightRecord,
     Outcome,
 )
+from app.domain.keys import Keys
+from app.domain.ports import Admission, EntryRef, InsightStore
 from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
-from app.metrics import Metrics
+from app.operations.metrics import Metrics
 from app.service.model_calls import Answer, ModelCaller
 from app.service.state import WorkerState
 from app.settings import Settings

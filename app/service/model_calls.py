@@ -28,7 +28,7 @@ from app.domain.breaker import BreakerState, CircuitBreaker
 from app.domain.errors import LLMError, PermanentLLMError, Postponed, TransientLLMError
 from app.domain.ports import LLM, Completion, CompletionRequest
 from app.domain.prompt import INSIGHT_JSON_SCHEMA
-from app.metrics import Metrics
+from app.operations.metrics import Metrics
 from app.service.state import WorkerState
 from app.settings import Settings
 

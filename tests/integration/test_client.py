@@ -15,12 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
-from app.adapters.redis_store import Keys
 from app.bootstrap import build_worker
 from app.client import InvalidEvent, publish_event
 from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetter, InsightCreated, InsightRecord
-from app.metrics import Metrics
+from app.domain.keys import Keys
+from app.operations.metrics import Metrics
 from tests.conftest import running
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from app.adapters.redis_store import Admission, EntryRef, RedisInsightStore
+from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap import Worker, build_worker
+from app.domain.ports import Admission, EntryRef
 from app.domain.redaction import placeholder
 from app.domain.sanitize import REDACTED
 from tests.conftest import running

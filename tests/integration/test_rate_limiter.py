@@ -26,7 +26,7 @@ from app.adapters.rate_limit import (
 )
 from app.bootstrap import build_llm, build_worker
 from app.domain.limits import LimitTable, ModelLimits, RateLimitLesson
-from app.metrics import Metrics
+from app.operations.metrics import Metrics
 from tests.conftest import running
 from tests.support.fake_groq import FakeGroq
 

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from app.adapters.retention import StreamRetention
 from app.bootstrap import build_worker
-from app.metrics import Metrics
-from app.ops_http import GroupSampler
+from app.operations.http import GroupSampler
+from app.operations.metrics import Metrics
 from tests.conftest import running
 from tests.support.redis_server import free_port
 

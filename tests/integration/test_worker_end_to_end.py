@@ -13,7 +13,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.bootstrap import build_worker
 from app.domain.insights import InsightCreated
-from app.metrics import Metrics
+from app.operations.metrics import Metrics
 from tests.conftest import running
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.adapters.redis_store import Admission, EntryRef, Publish
 from app.domain.errors import LLMError
-from app.domain.ports import Completion, CompletionRequest
+from app.domain.ports import Admission, Completion, CompletionRequest, EntryRef, Publish
 
 __all__ = ["MemoryStore", "ScriptedLLM"]
 

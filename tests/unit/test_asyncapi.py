@@ -16,7 +16,6 @@ from faststream.redis.parser import BinaryMessageFormatV1
 from faststream.redis.parser.parsers import RedisStreamParser, SimpleParserConfig
 from pydantic import ValidationError
 
-from app.adapters.redis_store import Keys
 from app.bootstrap import package_version
 from app.cli import main
 from app.cli.asyncapi import generate
@@ -24,6 +23,7 @@ from app.cli.asyncapi_html import render_html
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, Finding, describe_validation_error
 from app.domain.insights import DeadLetter, DeadLetterReason, InsightCreated
+from app.domain.keys import Keys
 from app.handlers.wire import decode_entry, entry_parser
 from app.settings import Settings
 

@@ -52,7 +52,6 @@ from rich.table import Table
 from app.adapters import inspect
 from app.adapters.dlq import parse_letter
 from app.adapters.redis_replies import as_text
-from app.adapters.redis_store import Keys
 from app.bootstrap import Worker, build_worker
 from app.cli._common import at_least
 from app.cli.demo.events import (
@@ -64,6 +63,7 @@ from app.cli.demo.events import (
 )
 from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_server
 from app.domain.insights import DeadLetter, Outcome
+from app.domain.keys import Keys
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
 
 __all__ = ["register"]

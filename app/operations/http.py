@@ -44,12 +44,12 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from app.adapters import inspect
 from app.adapters.dlq import dlq_size
 from app.adapters.rate_limit import limiter_pause
-from app.logs import get_logger
+from app.operations.logs import get_logger
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.metrics import Metrics
+    from app.operations.metrics import Metrics
     from app.settings import Settings
 
 __all__ = [

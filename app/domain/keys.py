@@ -1,0 +1,61 @@
+"""The contract's Redis keys and their bounds, named here and nowhere else.
+
+The Insight API and UI read these names: they are fixed by the contract. The internal
+keys (owner, lease, retention lock) are the worker's own, documented in the README.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AGENT_LIST_KEEP",
+    "BUDGET_WINDOW_SECONDS",
+    "INSIGHT_STREAM_MAXLEN",
+    "INSIGHT_TTL_SECONDS",
+    "TIMELINE_KEEP",
+    "Keys",
+]
+
+INSIGHT_TTL_SECONDS = 86_400
+BUDGET_WINDOW_SECONDS = 3_600
+TIMELINE_KEEP = 10_000
+AGENT_LIST_KEEP = 100
+INSIGHT_STREAM_MAXLEN = 10_000
+
+
+class Keys:
+    """The contract's Redis keys. Ids reaching here were validated by ``AuditEvent``."""
+
+    TIMELINE = "acp:groq:insights:timeline"
+    INSIGHTS_STREAM = "acp:groq:insights:stream"
+    DLQ = "acp:groq:dlq"
+
+    @staticmethod
+    def insight(event_id: str) -> str:
+        return f"acp:groq:insight:{event_id}"
+
+    @staticmethod
+    def by_agent(agent_id: str) -> str:
+        return f"acp:groq:insights:by_agent:{agent_id}"
+
+    @staticmethod
+    def by_tenant(tenant_id: str) -> str:
+        return f"acp:groq:insights:by_tenant:{tenant_id}"
+
+    @staticmethod
+    def rate_limit(tenant_id: str) -> str:
+        return f"acp:groq:rate_limit:{tenant_id}"
+
+    @staticmethod
+    def owner(event_id: str) -> str:
+        """Which tenant an event id belongs to (internal; lives as long as the insight)."""
+        return f"acp:groq:owner:{event_id}"
+
+    @staticmethod
+    def lease(event_id: str) -> str:
+        """The stream entry enriching an event right now (internal; see ``_ADMIT``)."""
+        return f"acp:groq:lease:{event_id}"
+
+    @staticmethod
+    def retention_lock(stream: str) -> str:
+        """The worker trimming ``stream`` now (internal; see ``app/adapters/retention.py``)."""
+        return f"acp:groq:retention:{stream}"
