@@ -1,6 +1,6 @@
 """The throughput, latency, memory and Redis-cost benchmark of the worker against two baselines.
 
-``.venv/bin/python -m bench [--quick] [--runs N] [--scenario overhead|latency|memory|all]
+``.venv/bin/python -m bench [--quick] [--runs N] [--scenario overhead|latency|memory|all|soak]
 [--impl worker,bare,naive] [--profile] [--json FILE]``
 
 For every measurement: a private ``redis-server`` (no persistence) and a lean loopback fake
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import shutil
 import sys
@@ -108,11 +109,17 @@ def snapshot_code(stamp: str) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if _soak_requested(given):  # its own options and report: see bench/soak.py
+        from bench import soak
+
+        return soak.main(_without_scenario(given))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--scenario",
         default="all",
-        help="overhead, latency, memory or all (= overhead + latency); comma-separated",
+        help="overhead, latency, memory or all (= overhead + latency); comma-separated; "
+        "or soak (python -m bench.soak: --minutes N and its other options)",
     )
     parser.add_argument(
         "--impl", default="worker,bare,naive", help="comma-separated: worker, bare, naive"
@@ -226,3 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     if logs_dir.exists():
         print(f"logs kept (failed measurements, or --keep-logs): {logs_dir}")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _soak_requested(argv: list[str]) -> bool:
+    return "--scenario=soak" in argv or any(
+        a == "--scenario" and b == "soak" for a, b in itertools.pairwise(argv)
+    )
+
+
+def _without_scenario(argv: list[str]) -> list[str]:
+    rest: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--scenario":
+            skip = True
+        elif not arg.startswith("--scenario="):
+            rest.append(arg)
+    return rest
