@@ -42,7 +42,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ import redis as sync_redis
 
 from app.settings import Settings
 from bench.common import GROUP, STREAM, event_payload
+from bench.driver import stop_process
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import RedisServer, free_port
 
@@ -69,19 +69,11 @@ FAKE = [sys.executable, "-m", "tests.support.fake_groq"]
 GIVE_UP_AFTER = 120.0  # an event without an insight after this long is counted as missing
 
 
+# A worker drains up to SHUTDOWN_TIMEOUT_SECONDS (30) before it exits.
+STOP_GRACE_SECONDS = 40.0
+
+
 # -- the processes ---------------------------------------------------------------------------
-
-
-def stop_process(process: subprocess.Popen[Any] | None, *, grace: float = 40.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; only this process."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def start_fake(latency: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -102,7 +94,7 @@ def start_fake(latency: float) -> tuple[subprocess.Popen[bytes], str]:
         if process.poll() is not None:
             raise RuntimeError("the fake Groq exited at start")
         time.sleep(0.05)
-    stop_process(process)
+    stop_process(process, grace=STOP_GRACE_SECONDS)
     raise RuntimeError("the fake Groq did not answer in 20 s")
 
 
@@ -214,7 +206,7 @@ def measure_capacity(
                 raise RuntimeError(f"the capacity worker did not drain {count} events in time")
         elapsed = time.monotonic() - first
     finally:
-        stop_process(process)
+        stop_process(process, grace=STOP_GRACE_SECONDS)
         client.close()
     return count / elapsed
 
@@ -355,7 +347,7 @@ def soak(
                 next_sample += args.sample_seconds
             time.sleep(0.01)
     finally:
-        stop_process(process)
+        stop_process(process, grace=STOP_GRACE_SECONDS)
         client.close()
     return samples
 
@@ -485,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             print(HEADER, flush=True)
             samples = soak(args, server, groq_url, rate, logs / "soak.log")
         finally:
-            stop_process(fake)
+            stop_process(fake, grace=STOP_GRACE_SECONDS)
     summary = summarise(samples, args.warmup_seconds, rate)
     print(f"\nslopes over t >= {args.warmup_seconds:g} s ({len(samples)} samples in all):")
     print(render_summary(summary))
@@ -496,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             f"missing (no insight after {GIVE_UP_AFTER:.0f} s) {last.missing}"
         )
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
                 {

@@ -10,58 +10,19 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
-import redis as sync_redis
 
 from tests.faults.harness import (
     GROUP,
     STREAM,
-    FakeGroqProcess,
     WorkerProcess,
     events,
     outcomes,
     wait_until,
 )
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A redis-server per fault test: each one pauses, restarts or fills its own."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[sync_redis.Redis]:
-    connection = sync_redis.Redis.from_url(redis_server.url)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGroqProcess]:
-    process = FakeGroqProcess(latency=0.3).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
 
 
 def start_worker(workers, redis_server, fake, worker_id, **env) -> WorkerProcess:

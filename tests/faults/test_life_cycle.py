@@ -11,59 +11,24 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
-import redis as sync_redis
 
 from tests.faults.harness import (
     GROUP,
     STREAM,
-    FakeGroqProcess,
     WorkerProcess,
     events,
     outcomes,
     wait_until,
 )
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.faults
 
+FAKE_LATENCY = 0.8  # seconds per model answer (tests/faults/conftest.py)
+
 CLAIM_IDLE_SECONDS = 60  # the default: what a stranded entry would wait for
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[sync_redis.Redis]:
-    connection = sync_redis.Redis.from_url(redis_server.url)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGroqProcess]:
-    process = FakeGroqProcess(latency=0.8).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
 
 
 def start_worker(workers, redis_server, fake, worker_id, **env) -> WorkerProcess:

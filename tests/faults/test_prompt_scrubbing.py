@@ -11,24 +11,17 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 import redis as sync_redis
 
 from tests.faults.harness import STREAM, FakeGroqProcess, WorkerProcess, outcomes, wait_until
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import free_port
 from tests.support.secret_table import ROWS
 
 pytestmark = pytest.mark.faults
 
 PROSE = "the agent tried to send it to an unknown host"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 def _events() -> list[dict[str, object]]:

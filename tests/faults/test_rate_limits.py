@@ -110,15 +110,6 @@ def run(redis_server: RedisServer, *, limited: bool) -> RunResult:
         client.close()
 
 
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def test_two_workers_with_the_shared_limiter_stay_under_the_providers_limits(redis_server):
     """With the limiter: ≤ a handful of 429s and every event enriched; without: many more."""
     with_limiter = run(redis_server, limited=True)

@@ -2,59 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis as sync_redis
 
 from tests.faults.harness import (
     GROUP,
     STREAM,
-    FakeGroqProcess,
     WorkerProcess,
     events,
     outcomes,
     wait_until,
 )
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.faults
 
+FAKE_LATENCY = 0.0  # seconds per model answer (tests/faults/conftest.py)
+
 ARCHIVER = "archiver"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[sync_redis.Redis]:
-    connection = sync_redis.Redis.from_url(redis_server.url)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGroqProcess]:
-    process = FakeGroqProcess(latency=0.0).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
 
 
 def entry_ids(client: sync_redis.Redis) -> list[str]:
