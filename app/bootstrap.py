@@ -8,6 +8,7 @@ and the model are reached only once the app starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -38,6 +39,9 @@ from app.settings import LLMProvider, Settings, SettingsError, load_settings
 __all__ = ["Worker", "build_llm", "build_worker", "create_app", "package_version"]
 
 log = get_logger("acp.groq_worker")
+
+# How long a stopping worker tries to hand back what it holds (Redis may be the reason).
+_HAND_BACK_SECONDS = 5.0
 
 
 def package_version() -> str:
@@ -282,7 +286,10 @@ def build_worker(
         for task in worker.background:
             task.cancel()
         # In-flight events are done: what this consumer still holds goes to the others now.
-        await recovery.hand_back()
+        # Bounded: with Redis away the entries simply go idle and are claimed as before.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_HAND_BACK_SECONDS):
+                await recovery.hand_back()
         if worker.operations is not None:
             await worker.operations.stop()
         if worker.llm is not None:
