@@ -56,8 +56,8 @@ from typing import Any
 import redis as sync_redis
 
 from app.settings import Settings
-from bench.common import GROUP, STREAM, event_payload
-from bench.driver import stop_process
+from bench.common import STREAM, event_payload
+from bench.driver import group_state, stop_process
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import RedisServer, free_port
 
@@ -144,18 +144,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return math.nan
-
-
-def group_state(client: sync_redis.Redis) -> dict[str, Any] | None:
-    try:
-        groups = client.xinfo_groups(STREAM)
-    except sync_redis.ResponseError:  # no stream yet
-        return None
-    for group in groups:
-        name = group["name"]
-        if (name.decode() if isinstance(name, bytes) else name) == GROUP:
-            return dict(group)
-    return None
 
 
 # -- the events --------------------------------------------------------------------------------
