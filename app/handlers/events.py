@@ -19,7 +19,7 @@ from faststream import AckPolicy
 from faststream.middlewares import ExceptionMiddleware
 from faststream.redis import RedisRouter
 from faststream.redis.message import RedisStreamMessage
-from faststream.redis.publisher.usecase import ListPublisher, StreamPublisher
+from faststream.redis.publisher.usecase import StreamPublisher
 from faststream.redis.subscriber.usecases import StreamSubscriber
 from pydantic import ValidationError
 
@@ -62,7 +62,6 @@ class EventRoutes:
     router: RedisRouter
     subscriber: StreamSubscriber  # the recovery loop feeds reclaimed entries to it
     insights: StreamPublisher  # InsightCreated, published in the transaction of the writes
-    dead_letters: ListPublisher  # declared for the document; the store LPUSHes letters
 
 
 def event_routes(settings: Settings) -> EventRoutes:
@@ -96,8 +95,9 @@ def event_routes(settings: Settings) -> EventRoutes:
     # On a router of its own: a router keeps its publishers in a WeakSet, whose order
     # changes from run to run, but lists an included router's after its own, so the
     # document lists the channels in the same order on every run.
+    # Declared for the document only: the store LPUSHes each letter with its XACK.
     dead_letter_router = RedisRouter()
-    dead_letters = dead_letter_router.publisher(
+    dead_letter_router.publisher(
         list=Keys.DLQ,
         title=f"{Keys.DLQ}:publish",
         description=asyncapi.DEAD_LETTER_DESCRIPTION,
@@ -106,8 +106,7 @@ def event_routes(settings: Settings) -> EventRoutes:
     router.include_router(dead_letter_router)
     assert isinstance(subscriber, StreamSubscriber)
     assert isinstance(insights, StreamPublisher)
-    assert isinstance(dead_letters, ListPublisher)
-    return EventRoutes(router, subscriber, insights, dead_letters)
+    return EventRoutes(router, subscriber, insights)
 
 
 def _json_or_none(message: RedisStreamMessage) -> Any:
