@@ -80,29 +80,21 @@ def summarise(results: list[Result]) -> dict[str, Any]:
                 pairs = _paired(results, scenario, variant, base_variant)
                 if pairs:
                     ratios[f"vs_{base_variant}"] = {
-                        "events_per_s": median(
-                            [w.events_per_s / b.events_per_s for w, b in pairs if b.events_per_s]
-                        ),
-                        "cpu_ms_per_event": median(
-                            [
-                                w.cpu_ms_per_event / b.cpu_ms_per_event
-                                for w, b in pairs
-                                if b.cpu_ms_per_event
-                            ]
-                        ),
-                        "rss_peak_mb": median(
-                            [w.rss_peak_mb / b.rss_peak_mb for w, b in pairs if b.rss_peak_mb]
-                        ),
-                        "round_trips_per_event": median(
-                            [
-                                w.round_trips_per_event / b.round_trips_per_event
-                                for w, b in pairs
-                                if b.round_trips_per_event
-                            ]
-                        ),
+                        name: _median_ratio(pairs, name)
+                        for name in (
+                            "events_per_s",
+                            "cpu_ms_per_event",
+                            "rss_peak_mb",
+                            "round_trips_per_event",
+                        )
                     }
             entry["ratios"] = ratios
     return summary
+
+
+def _median_ratio(pairs: list[tuple[Result, Result]], name: str) -> float:
+    """The median over rounds of ``name`` of the worker over ``name`` of its baseline."""
+    return median([getattr(w, name) / getattr(b, name) for w, b in pairs if getattr(b, name)])
 
 
 def _paired(results: list[Result], scenario: str, a: str, b: str) -> list[tuple[Result, Result]]:
