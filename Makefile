@@ -26,9 +26,13 @@ run: $(STAMP)
 	LLM_PROVIDER=$${LLM_PROVIDER:-$$( [ -n "$$GROQ_API_KEY" ] && echo groq || echo offline )} \
 		$(BIN)/faststream run app:app
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a file per process so a file's fixtures
+# are shared; each process starts its own redis-server. TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
 	@scripts/ensure-redis --binary-only
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
