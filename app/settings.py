@@ -22,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
+from app.domain.costs import ModelPrice
 from app.domain.events import Severity
 from app.domain.limits import LimitTable, ModelLimits
 from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 _CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_UNPARSABLE_FIELD = re.compile(r'field "([a-z0-9_]+)"')
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 
 
@@ -198,6 +201,13 @@ class Settings(BaseSettings):
         description="A limiter wait longer than this is a pause (logged, in readiness).",
     )
 
+    groq_price_table: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='USD per million tokens, JSON: {"openai/gpt-oss-20b": {"input": 0.075, '
+        '"output": 0.30}} (optional keys cached_input, default input/2, and batch_factor, '
+        "default 0.5); models without a price add nothing to the estimated cost.",
+    )
+
     # -- Operations --------------------------------------------------------------------
     metrics_port: int = Field(9102, ge=0, le=65_535, description="0 disables the HTTP server.")
     log_level: str = Field("INFO")
@@ -312,6 +322,10 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_settings_error(exc)) from None
+    except PydanticSettingsError as exc:  # a JSON setting that is not JSON
+        field = _UNPARSABLE_FIELD.search(str(exc))
+        name = field.group(1).upper() if field else "a JSON setting"
+        raise SettingsError(f"invalid settings: {name}: not valid JSON") from None
 
 
 def describe_settings_error(exc: ValidationError) -> str:

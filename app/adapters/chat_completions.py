@@ -147,9 +147,16 @@ def completion(body: object, headers: Mapping[str, str], *, model: str) -> Compl
         model=answered_by if isinstance(answered_by, str) and answered_by else model,
         prompt_tokens=_count(usage.get("prompt_tokens")),
         completion_tokens=_count(usage.get("completion_tokens")),
+        cached_tokens=_cached(usage),
         finish_reason=finish if isinstance(finish, str) else None,
         headers=ratelimit_headers(headers),
     )
+
+
+def _cached(usage: Mapping[str, object]) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens``: the prompt prefix served from cache."""
+    details = usage.get("prompt_tokens_details")
+    return _count(details.get("cached_tokens")) if isinstance(details, dict) else None
 
 
 def _count(value: object) -> int | None:

@@ -44,6 +44,18 @@ class OfflineLLM:
 
     name = "offline"
 
+    def __init__(self) -> None:
+        # Prompt caching as Groq reports it: a system message this model saw before is a
+        # cached prefix, so the demo shows what the fixed instructions save.
+        self._prefixes: set[tuple[str, str]] = set()
+
+    def _cached_tokens(self, request: CompletionRequest) -> int:
+        prefix = (request.model, request.system)
+        if prefix in self._prefixes:
+            return len(request.system) // 4
+        self._prefixes.add(prefix)
+        return 0
+
     async def complete(self, request: CompletionRequest) -> Completion:
         facts = _facts(request.user)
         agent = facts.get("agent_name") or "the agent"
@@ -70,6 +82,7 @@ class OfflineLLM:
             model=f"offline/{request.model}",
             prompt_tokens=(len(request.system) + len(request.user)) // 4,
             completion_tokens=len(text) // 4,
+            cached_tokens=self._cached_tokens(request),
             finish_reason="stop",
         )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.domain.costs import Lane
 from app.domain.events import Severity
 
 __all__ = [
@@ -102,11 +103,22 @@ class InsightRecord(BaseModel):
     )
     prompt_tokens: int | None = Field(None, description="Tokens of the prompt.", examples=[312])
     completion_tokens: int | None = Field(None, description="Tokens of the answer.", examples=[96])
+    cached_tokens: int | None = Field(
+        None,
+        description="Prompt tokens the provider served from its prompt cache.",
+        examples=[256],
+    )
     redactions: int = Field(
         0,
         description="Values masked in the prompt (credentials, personal data): the model saw "
         "placeholders such as [redacted:email] instead.",
         examples=[0],
+    )
+    lane: Lane = Field(
+        Lane.ONLINE,
+        description="online: a chat completion when the event was taken; batch: answered "
+        "through Groq's Batch API (GROQ_BATCH_SEVERITIES).",
+        examples=["online"],
     )
 
 

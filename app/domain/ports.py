@@ -42,6 +42,8 @@ class Completion:
     model: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the provider served from its prompt cache (billed at a discount)."""
     finish_reason: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -60,8 +60,16 @@ class Metrics:
         )
         self.llm_tokens = Counter(
             "acp_groq_llm_tokens_total",
-            "Tokens used by LLM answers, by tenant, model and kind (prompt, completion).",
+            "Tokens used by LLM answers, by tenant, model and kind (prompt, completion, and "
+            "cached: the part of prompt served from the provider's prompt cache).",
             ["tenant_id", "model", "kind"],
+            registry=r,
+        )
+        self.estimated_cost = Counter(
+            "acp_groq_estimated_cost_usd_total",
+            "Estimated USD spent on LLM answers (GROQ_PRICE_TABLE), by tenant and lane "
+            "(online, batch).",
+            ["tenant_id", "lane"],
             registry=r,
         )
         self.fallbacks = Counter(

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from app.adapters.redis_replies import as_text
+from app.domain.costs import Lane, answer_cost
 from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
 from app.domain.events import AuditEvent
 from app.domain.insights import (
@@ -30,7 +31,7 @@ from app.domain.insights import (
     Outcome,
 )
 from app.domain.keys import Keys
-from app.domain.ports import Admission, EntryRef, InsightStore
+from app.domain.ports import Admission, Completion, EntryRef, InsightStore
 from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
@@ -259,6 +260,7 @@ class InsightService:
                 "fallback": answer.fallback,
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
+                "cached_tokens": completion.cached_tokens,
                 "redactions": prompt.redaction_count,
             },
         )
@@ -281,6 +283,7 @@ class InsightService:
         answer: Answer,
         started: float,
         prompt: InsightPrompt,
+        lane: Lane = Lane.ONLINE,
     ) -> None:
         completion = answer.completion
         insight = sanitize_insight(
@@ -306,7 +309,9 @@ class InsightService:
             fallback=answer.fallback,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
+            cached_tokens=completion.cached_tokens,
             redactions=prompt.redaction_count,
+            lane=lane,
         )
         created = InsightCreated(
             event_id=event.event_id,
@@ -331,14 +336,29 @@ class InsightService:
             ),
         )
         self._metrics.event_latency.labels(model=answer.model).observe(self._clock() - started)
+        self._count_spend(event.tenant_id, answer.model, completion, lane)
+
+    def _count_spend(self, tenant_id: str, model: str, completion: Completion, lane: Lane) -> None:
+        """Tokens by kind (cached: the prompt prefix the provider had cached) and the cost."""
         for kind, tokens in (
             ("prompt", completion.prompt_tokens),
             ("completion", completion.completion_tokens),
+            ("cached", completion.cached_tokens),
         ):
             if tokens:
-                self._metrics.llm_tokens.labels(
-                    tenant_id=event.tenant_id, model=answer.model, kind=kind
-                ).inc(tokens)
+                self._metrics.llm_tokens.labels(tenant_id=tenant_id, model=model, kind=kind).inc(
+                    tokens
+                )
+        cost = answer_cost(
+            self._settings.groq_price_table,
+            model,
+            prompt_tokens=completion.prompt_tokens,
+            cached_tokens=completion.cached_tokens,
+            completion_tokens=completion.completion_tokens,
+            lane=lane,
+        )
+        if cost:
+            self._metrics.estimated_cost.labels(tenant_id=tenant_id, lane=lane.value).inc(cost)
 
     # -- dead letters and Redis retries ---------------------------------------------
 

@@ -161,6 +161,9 @@ def test_demo_without_redis_enriches_the_sample_on_a_server_it_starts_and_exits_
     valid = [e for e in sample if e.kind is EntryKind.VALID]
     assert all(table[e.event_id][4] == "enriched" for e in valid)
     assert all(table[e.event_id][5].startswith("offline/") for e in valid)
+    tokens = re.search(r"Tokens: prompt ([\d,]+), of which cached ([\d,]+)", out)
+    assert tokens, out  # the summary shows what the prompt cache served
+    assert 0 < int(tokens.group(2).replace(",", "")) < int(tokens.group(1).replace(",", ""))
     assert outcome_counts(out) == {
         "enriched": len(valid),
         "duplicate": 1,

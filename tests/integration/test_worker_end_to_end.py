@@ -216,3 +216,36 @@ async def test_a_slow_call_does_not_hold_back_the_others(redis, fake_groq, make_
         written = await redis.exists(*[f"acp:groq:insight:evt-{n}" for n in range(10)])
         assert written == 9  # all but the slow one
         await settle(redis, 10, worker.metrics)
+
+
+async def test_the_fixed_instructions_come_first_and_their_cache_is_counted(
+    redis, fake_groq, make_settings
+):
+    """Every request opens with the same system message, byte for byte; the cached prompt
+    tokens Groq reports are exported (kind="cached") and priced at the cached rate."""
+    for n in range(3):
+        await xadd_raw(redis, event(n, agent_name=f"agent number {n}"))
+    prices = {"openai/gpt-oss-20b": {"input": 0.10, "output": 0.50}}
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, groq_price_table=prices))
+    async with running(worker.app):
+        await settle(redis, 3, worker.metrics)
+
+    firsts = [request["messages"][0] for request in fake_groq.requests]
+    assert len({json.dumps(message) for message in firsts}) == 1
+    assert firsts[0]["role"] == "system"
+    assert fake_groq.stats.cached_tokens > 0  # the second and third reused the prefix
+    tokens = worker.metrics.llm_tokens
+    cached = tokens.labels(tenant_id="acme", model="openai/gpt-oss-20b", kind="cached")
+    assert cached._value.get() == fake_groq.stats.cached_tokens
+    prompt = tokens.labels(tenant_id="acme", model="openai/gpt-oss-20b", kind="prompt")
+    completion = tokens.labels(tenant_id="acme", model="openai/gpt-oss-20b", kind="completion")
+    expected = (
+        (prompt._value.get() - cached._value.get()) * 0.10
+        + cached._value.get() * 0.05
+        + completion._value.get() * 0.50
+    ) / 1_000_000
+    cost = worker.metrics.estimated_cost.labels(tenant_id="acme", lane="online")._value.get()
+    assert cost == pytest.approx(expected)
+    records = [json.loads(await redis.get(f"acp:groq:insight:evt-{n}")) for n in range(3)]
+    assert {record["lane"] for record in records} == {"online"}
+    assert sum(record["cached_tokens"] for record in records) == fake_groq.stats.cached_tokens

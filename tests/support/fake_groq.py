@@ -57,6 +57,7 @@ class _Stats:
     max_in_flight: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     by_model: dict[str, int] = field(default_factory=dict)
+    cached_tokens: int = 0
 
 
 @dataclass
@@ -117,6 +118,7 @@ class FakeGroq:
         self.tpm_limit = tpm_limit
         self.blocked_until = 0.0
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._prefixes: set[tuple[str, str]] = set()
         self._runner: web.AppRunner | None = None
 
     @property
@@ -165,6 +167,7 @@ class FakeGroq:
             "max_in_flight": self.stats.max_in_flight,
             "statuses": {str(k): v for k, v in self.stats.statuses.items()},
             "by_model": dict(self.stats.by_model),
+            "cached_tokens": self.stats.cached_tokens,
         }
 
     # -- handlers -------------------------------------------------------------------
@@ -214,7 +217,11 @@ class FakeGroq:
             content = json.dumps(_echo(body.get("messages", [])))
         if content is None:
             content = json.dumps(_insight_for(body.get("messages", [])))
-        usage = (120, 40)
+        messages = body.get("messages", [])
+        usage = (
+            math.ceil(sum(len(str(m.get("content", ""))) for m in messages) / 4),
+            math.ceil(len(content) / 4),
+        )
         limit_headers = {
             "x-ratelimit-limit-requests": "14400",
             "x-ratelimit-limit-tokens": "250000",
@@ -224,8 +231,6 @@ class FakeGroq:
             "x-ratelimit-reset-tokens": "38ms",
         }
         if self.rpm_limit or self.tpm_limit:
-            prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-            usage = (math.ceil(prompt / 4), math.ceil(len(content) / 4))
             refused, limit_headers = self._meter(model, sum(usage), limit_headers)
             if refused is not None:
                 return self._error(
@@ -249,29 +254,9 @@ class FakeGroq:
             )
         self._count(200)
         return web.json_response(
-            {
-                "id": f"chatcmpl-{self.stats.requests}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": action.get("finish_reason", "stop"),
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": usage[0],
-                    "completion_tokens": usage[1],
-                    "total_tokens": sum(usage),
-                    "queue_time": 0.001,
-                    "prompt_time": 0.002,
-                    "completion_time": 0.01,
-                    "total_time": 0.013,
-                },
-                "x_groq": {"id": f"req_{self.stats.requests}"},
-            },
+            self.completion_body(
+                model, messages, content, usage, finish_reason=action.get("finish_reason")
+            ),
             headers=limit_headers,
         )
 
@@ -335,6 +320,52 @@ class FakeGroq:
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)
         return web.json_response({"error": error}, status=status, headers=headers)
+
+    def completion_body(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        content: str,
+        usage: tuple[int, int],
+        *,
+        finish_reason: str | None = None,
+    ) -> dict[str, Any]:
+        """A chat completion as Groq answers it, with prompt caching as Groq reports it: a
+        system message this model saw before is a cached prefix (its tokens, rounded down,
+        in ``usage.prompt_tokens_details.cached_tokens``)."""
+        system = next(
+            (str(m.get("content", "")) for m in messages if m.get("role") == "system"), ""
+        )
+        cached = 0
+        if system and (model, system) in self._prefixes:
+            cached = min(len(system) // 4, usage[0])
+        elif system:
+            self._prefixes.add((model, system))
+        self.stats.cached_tokens += cached
+        return {
+            "id": f"chatcmpl-{self.stats.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason or "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": usage[0],
+                "completion_tokens": usage[1],
+                "total_tokens": sum(usage),
+                "prompt_tokens_details": {"cached_tokens": cached},
+                "queue_time": 0.001,
+                "prompt_time": 0.002,
+                "completion_time": 0.01,
+                "total_time": 0.013,
+            },
+            "x_groq": {"id": f"req_{self.stats.requests}"},
+        }
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())

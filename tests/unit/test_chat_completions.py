@@ -94,3 +94,16 @@ def test_other_error_answers_raise_their_error_without_the_key():
         error_answer(401, refused, {}, model=MODEL, api_key=KEY, key_setting="LLM_API_KEY")
     assert caught.value.message == "the API key was refused (check LLM_API_KEY)"
     assert caught.value.__suppress_context__
+
+
+def test_cached_prompt_tokens_are_read_from_usage():
+    """``usage.prompt_tokens_details.cached_tokens`` is the prompt prefix served from cache."""
+    body = answer(
+        usage={
+            "prompt_tokens": 300,
+            "completion_tokens": 9,
+            "prompt_tokens_details": {"cached_tokens": 256},
+        }
+    )
+    assert completion(body, {}, model=MODEL).cached_tokens == 256
+    assert completion(answer(), {}, model=MODEL).cached_tokens is None

@@ -171,6 +171,20 @@ def _count(worker: Worker, outcome: Outcome) -> int:
     return int(value or 0)
 
 
+def _tokens(worker: Worker) -> str:
+    """Tokens of the run by kind: the cached part of the prompts is the prompt cache's saving."""
+    totals = dict.fromkeys(("prompt", "cached", "completion"), 0.0)
+    for metric in worker.metrics.llm_tokens.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["kind"] in totals:
+                totals[sample.labels["kind"]] += sample.value
+    prompt, cached, completion = (int(totals[k]) for k in ("prompt", "cached", "completion"))
+    share = f" ({cached * 100 // prompt}% of prompt tokens)" if prompt else ""
+    return (
+        f"Tokens: prompt {prompt:,}, of which cached {cached:,}{share}; completion {completion:,}"
+    )
+
+
 def _tally(worker: Worker | None) -> str:
     if worker is None:
         return ""
@@ -575,6 +589,7 @@ async def _run(
         console.print(_insights_table(results, run))
         if run.worker is not None:
             console.print(_outcomes_table(run.worker))
+            console.print(_tokens(run.worker))
         console.print(await _keys_table(redis, run, results))
         keep_running = options.keep_running and finished and run.worker is not None
         _print_footer(console, run, keep_running=keep_running)
