@@ -20,23 +20,35 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.faststream_workarounds import GroupHealingBroker, ensure_group
+from app.adapters.inspect import group_info
+from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
+from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
 from app.domain.insights import InsightCreated
-from app.domain.ports import LLM, InsightStore
+from app.domain.ports import LLM, BatchAPI, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import event_routes
 from app.handlers.recovery import PendingRecovery
 from app.operations.http import OperationsServer, start_operations
 from app.operations.logs import configure_logging, get_logger
 from app.operations.metrics import Metrics
+from app.service.batch_lane import BatchLane
 from app.service.insights import InsightService
+from app.service.lane_runner import TICK_SECONDS, LaneRunner
 from app.service.model_calls import ModelCaller
 from app.service.state import WorkerState
 from app.settings import LLMProvider, Settings, SettingsError, load_settings
 
-__all__ = ["Worker", "build_llm", "build_worker", "create_app", "package_version"]
+__all__ = [
+    "Worker",
+    "build_batch_api",
+    "build_llm",
+    "build_worker",
+    "create_app",
+    "package_version",
+]
 
 log = get_logger("acp.groq_worker")
 
@@ -75,6 +87,22 @@ def build_llm(
         metrics=metrics,
         pause_threshold=settings.groq_limiter_pause_threshold_seconds,
         stopping=stopping,
+    )
+
+
+def build_batch_api(settings: Settings) -> BatchAPI:
+    """The provider's Batch API for the batch lane (Groq's, or the offline one)."""
+    if settings.llm_provider is LLMProvider.OFFLINE:
+        from app.adapters.offline_llm import OfflineBatchAPI
+
+        return OfflineBatchAPI()
+    if settings.groq_api_key is None:
+        raise SettingsError("invalid settings: GROQ_API_KEY: required when LLM_PROVIDER=groq")
+    from app.adapters.groq_batches import GroqBatchAPI
+
+    return GroqBatchAPI(
+        api_key=settings.groq_api_key.get_secret_value(),
+        base_url=str(settings.groq_base_url) if settings.groq_base_url else None,
     )
 
 
@@ -125,6 +153,9 @@ class Worker:
     recovery: PendingRecovery
     operations: OperationsServer | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    lane: BatchLane | None = None  # GROQ_BATCH_SEVERITIES set
+    batch_api: BatchAPI | None = None
+    lane_runner: LaneRunner | None = None
 
 
 class _PendingLLM:
@@ -164,9 +195,12 @@ def build_worker(
     llm: LLM | None = None,
     store: InsightStore | None = None,
     metrics: Metrics | None = None,
+    batch_api: BatchAPI | None = None,
+    lane_tick_seconds: float = TICK_SECONDS,
     configure_logs: bool = True,
 ) -> Worker:
-    """Wire the worker. ``llm``/``store``/``metrics`` replace the real ones in tests."""
+    """Wire the worker. ``llm``/``store``/``metrics``/``batch_api`` replace the real ones
+    in tests."""
     settings = settings if settings is not None else load_settings()
     if configure_logs:
         secrets = [
@@ -213,6 +247,10 @@ def build_worker(
             cooldown=settings.breaker_cooldown_seconds,
         ),
     )
+    lane = None
+    if settings.groq_batch_severities:
+        policy = LanePolicy(settings.groq_batch_severities, settings.groq_batch_when_lag_above)
+        lane = BatchLane(policy, RedisLaneStore(redis))
     service = InsightService(
         settings,
         model=model,
@@ -220,6 +258,7 @@ def build_worker(
         metrics=metrics,
         publish_created=publish_created,
         state=state,
+        lane=lane,
     )
     broker.context.set_global("service", service)
     recovery = PendingRecovery(
@@ -248,6 +287,8 @@ def build_worker(
         store=store,
         llm=llm,
         recovery=recovery,
+        lane=lane,
+        batch_api=batch_api,
     )
 
     @app.on_startup
@@ -271,10 +312,31 @@ def build_worker(
         await _wait_for_redis(redis, settings)
         await recovery.prepare()
 
+    async def group_lag() -> int | None:
+        info = await group_info(redis, settings.insight_stream, settings.insight_group)
+        return info.lag if info is not None else None
+
     @app.after_startup
     async def start_recovery() -> None:
         worker.background.append(asyncio.create_task(recovery.run(), name="pending-recovery"))
         worker.background.append(start_retention(redis, settings, metrics))
+        if worker.lane is not None:
+            if worker.batch_api is None:
+                worker.batch_api = build_batch_api(settings)
+            worker.lane_runner = LaneRunner(
+                settings,
+                lane=worker.lane,
+                api=worker.batch_api,
+                service=service,
+                metrics=metrics,
+                state=state,
+                lag=group_lag,
+                tick_seconds=lane_tick_seconds,
+                lock_ttl_seconds=settings.groq_batch_lock_seconds,
+            )
+            worker.background.append(
+                asyncio.create_task(worker.lane_runner.run(), name="batch-lane")
+            )
 
     @app.on_shutdown
     async def stop_taking_work() -> None:
@@ -294,6 +356,8 @@ def build_worker(
             await worker.operations.stop()
         if worker.llm is not None:
             await worker.llm.aclose()
+        if worker.batch_api is not None:
+            await worker.batch_api.aclose()
         await redis.aclose()
         log.info("worker_stopped", consumer=settings.worker_id)
 

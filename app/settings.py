@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from app.domain.batch import MAX_FILE_LINES
 from app.domain.costs import ModelPrice
 from app.domain.events import Severity
 from app.domain.limits import LimitTable, ModelLimits
@@ -201,6 +202,45 @@ class Settings(BaseSettings):
         description="A limiter wait longer than this is a pause (logged, in readiness).",
     )
 
+    # -- The batch lane (off by default) --------------------------------------------------
+    groq_batch_severities: Annotated[frozenset[Severity], NoDecode] = Field(
+        frozenset(),
+        description="Severities whose events go through Groq's Batch API (comma-separated, "
+        "e.g. low,medium); empty: no batch lane.",
+    )
+    groq_batch_when_lag_above: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description="With GROQ_BATCH_SEVERITIES: take the lane only while more than this "
+        "many entries wait undelivered in the group (0: always).",
+    )
+    groq_batch_max_events: int = Field(
+        1000,
+        ge=1,
+        le=MAX_FILE_LINES,
+        description="A batch is submitted when this many requests wait (Groq: at most "
+        "50,000 per batch; files are also kept under 100 MB).",
+    )
+    groq_batch_max_wait_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="...or when the oldest waiting request has waited this long.",
+    )
+    groq_batch_poll_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3_600,
+        description="How often the lane's one poller asks Groq about submitted batches.",
+    )
+    groq_batch_lock_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=3_600,
+        description="Lease of the lane's one submitter and poller: how long a dead holder "
+        "delays the takeover by another worker.",
+    )
     groq_price_table: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description='USD per million tokens, JSON: {"openai/gpt-oss-20b": {"input": 0.075, '
@@ -213,7 +253,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO")
     log_format: LogFormat = Field(LogFormat.AUTO)
 
-    @field_validator("deep_severities", mode="before")
+    @field_validator("deep_severities", "groq_batch_severities", mode="before")
     @classmethod
     def _parse_severities(cls, value: object) -> object:
         return _split_csv(value)
@@ -296,6 +336,20 @@ class Settings(BaseSettings):
                     problems.append(f"{name}: {model!r} is not in ALLOWED_MODELS")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _batch_lane(self) -> Self:
+        if self.groq_batch_when_lag_above and not self.groq_batch_severities:
+            raise ValueError(
+                "GROQ_BATCH_WHEN_LAG_ABOVE: needs GROQ_BATCH_SEVERITIES (which severities may "
+                "take the batch lane during a backlog)"
+            )
+        if self.groq_batch_severities and self.llm_provider is LLMProvider.OPENAI_COMPATIBLE:
+            raise ValueError(
+                "GROQ_BATCH_SEVERITIES: LLM_PROVIDER=openai-compatible has no Batch API "
+                "(leave GROQ_BATCH_SEVERITIES empty)"
+            )
         return self
 
     @property

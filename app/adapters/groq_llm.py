@@ -18,10 +18,32 @@ from app.domain.errors import TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
 from app.domain.routing import is_reasoning_model, supports_json_schema
 
-__all__ = ["GroqLLM"]
+__all__ = ["GroqLLM", "chat_body"]
 
 
 _CHAT_COMPLETIONS = "/openai/v1/chat/completions"
+
+
+def chat_body(request: CompletionRequest) -> dict[str, Any]:
+    """The chat-completions request body Groq gets for ``request`` (online or in a batch)."""
+    params: dict[str, Any] = {
+        "model": request.model,
+        "messages": [
+            {"role": "system", "content": request.system},
+            {"role": "user", "content": request.user},
+        ],
+        "max_completion_tokens": request.max_completion_tokens,
+    }
+    if request.reasoning_effort and is_reasoning_model(request.model):
+        params["reasoning_effort"] = request.reasoning_effort
+    if request.json_schema is not None and supports_json_schema(request.model):
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "insight", "schema": request.json_schema, "strict": True},
+        }
+    else:
+        params["response_format"] = {"type": "json_object"}
+    return params
 
 
 class GroqLLM:
@@ -56,23 +78,7 @@ class GroqLLM:
         await self._client.close()
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        params: dict[str, Any] = {
-            "model": request.model,
-            "messages": [
-                {"role": "system", "content": request.system},
-                {"role": "user", "content": request.user},
-            ],
-            "max_completion_tokens": request.max_completion_tokens,
-        }
-        if request.reasoning_effort and is_reasoning_model(request.model):
-            params["reasoning_effort"] = request.reasoning_effort
-        if request.json_schema is not None and supports_json_schema(request.model):
-            params["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "insight", "schema": request.json_schema, "strict": True},
-            }
-        else:
-            params["response_format"] = {"type": "json_object"}
+        params = chat_body(request)
         try:
             # The SDK's documented raw request (``client.post(..., cast_to=httpx.Response)``):
             # same transport, auth, timeouts and error classes as ``chat.completions.create``,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.domain.ports import Completion, CompletionRequest
+from app.adapters.groq_batches import batch_results  # the same reading as Groq's
+from app.domain.ports import BatchStatus, Completion, CompletionRequest
 
-__all__ = ["OfflineLLM"]
+__all__ = ["OfflineBatchAPI", "OfflineLLM"]
 
 _RISK_BY_SEVERITY = {"low": "low", "medium": "medium", "high": "high", "critical": "critical"}
 _ADVICE = {
@@ -85,6 +86,81 @@ class OfflineLLM:
             cached_tokens=self._cached_tokens(request),
             finish_reason="stop",
         )
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OfflineBatchAPI:
+    """``BatchAPI`` without a provider: a batch is answered by ``OfflineLLM`` when submitted
+    and reads as completed from then on (batches live in this process only: the demo)."""
+
+    def __init__(self, llm: OfflineLLM | None = None) -> None:
+        self._llm = llm or OfflineLLM()
+        self._batches: dict[str, BatchStatus] = {}
+        self._files: dict[str, bytes] = {}
+
+    def line(self, custom_id: str, request: CompletionRequest) -> bytes:
+        body = {"model": request.model, "system": request.system, "user": request.user}
+        return json.dumps({"custom_id": custom_id, "body": body}).encode() + b"\n"
+
+    async def submit(self, local_id: str, content: bytes) -> str:
+        batch_id = f"offline_batch_{len(self._batches) + 1}"
+        answers = []
+        for raw in content.splitlines():
+            line = json.loads(raw)
+            body = line["body"]
+            request = CompletionRequest(
+                model=body["model"],
+                system=body["system"],
+                user=body["user"],
+                max_completion_tokens=1024,
+            )
+            answer = await self._llm.complete(request)
+            completion = {
+                "model": answer.model,
+                "choices": [
+                    {
+                        "message": {"role": "assistant", "content": answer.text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": answer.prompt_tokens,
+                    "completion_tokens": answer.completion_tokens,
+                    "prompt_tokens_details": {"cached_tokens": answer.cached_tokens or 0},
+                },
+            }
+            answers.append(
+                {
+                    "custom_id": line["custom_id"],
+                    "response": {"status_code": 200, "body": completion},
+                    "error": None,
+                }
+            )
+        output_id = f"{batch_id}_output"
+        self._files[output_id] = "".join(json.dumps(a) + "\n" for a in answers).encode()
+        self._batches[batch_id] = BatchStatus(
+            batch_id=batch_id,
+            status="completed",
+            output_file_id=output_id,
+            local_id=local_id,
+            completed=len(answers),
+            total=len(answers),
+        )
+        return batch_id
+
+    async def find(self, local_id: str) -> BatchStatus | None:
+        return next((b for b in self._batches.values() if b.local_id == local_id), None)
+
+    async def retrieve(self, batch_id: str) -> BatchStatus:
+        return self._batches[batch_id]
+
+    async def results(self, status: BatchStatus) -> dict[str, Completion | str]:
+        return batch_results(self._files[status.output_file_id or ""])
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        return self._batches[batch_id]  # answered at once: nothing left to cancel
 
     async def aclose(self) -> None:
         return None

@@ -43,7 +43,9 @@ __all__ = ["RedisInsightStore", "unavailable_as_domain_error"]
 # holder is still pending in the group: the holder's own outcome stands for the event, and
 # if its worker dies the holder is claimed again (same entry, so it takes the lease over).
 # Once the holder is acked (enriched or dead-lettered) its lease is stale and ignored, so a
-# replayed dead letter is admitted.
+# replayed dead letter is admitted. A lease saying 'lane' is an event waiting in the batch
+# lane (its entry acked, its request kept): another copy is a duplicate until the lane
+# writes the insight or the dead letter, which end the lease.
 _ADMIT = """
 local owner = redis.call('GET', KEYS[2])
 if owner then
@@ -61,6 +63,7 @@ else
 end
 if ARGV[5] ~= '' then
   local holder = redis.call('GET', KEYS[4])
+  if holder == 'lane' then return 'duplicate' end
   if holder and holder ~= ARGV[5] then
     local held = redis.pcall('XPENDING', KEYS[5], ARGV[6], holder, holder, 1)
     if type(held) == 'table' and held.err == nil and #held > 0 then return 'duplicate' end

@@ -25,6 +25,12 @@ INSIGHT_STREAM_MAXLEN = 10_000
 class Keys:
     """The contract's Redis keys. Ids reaching here were validated by ``AuditEvent``."""
 
+    # The batch lane (internal; see ``app/adapters/redis_lane.py``).
+    LANE_REQUESTS = "acp:groq:batch:requests"  # HASH event_id -> prepared request JSON
+    LANE_WAITING = "acp:groq:batch:waiting"  # ZSET event_id, score = recorded (epoch s)
+    LANE_BATCHES = "acp:groq:batch:batches"  # HASH lane batch id -> batch record JSON
+    LANE_LOCK = "acp:groq:batch:lock"  # the one worker submitting and polling
+
     TIMELINE = "acp:groq:insights:timeline"
     INSIGHTS_STREAM = "acp:groq:insights:stream"
     DLQ = "acp:groq:dlq"

@@ -6,7 +6,7 @@ letters and acknowledgements go (Redis in production, a fake in tests).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -14,10 +14,13 @@ from typing import Any, Protocol
 __all__ = [
     "LLM",
     "Admission",
+    "BatchAPI",
+    "BatchStatus",
     "Completion",
     "CompletionRequest",
     "EntryRef",
     "InsightStore",
+    "LaneStore",
     "Publish",
 ]
 
@@ -101,3 +104,109 @@ class InsightStore(Protocol):
     async def dead_letter(self, entry: EntryRef, letter_json: str) -> int: ...
 
     async def ack(self, entry: EntryRef) -> None: ...
+
+
+# -- the batch lane ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """What the provider says of one batch."""
+
+    batch_id: str
+    status: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    local_id: str | None = None  # the lane's id, from the batch's metadata
+    completed: int = 0
+    failed: int = 0
+    total: int = 0
+
+
+class BatchAPI(Protocol):
+    """A provider's Batch API (Groq's: files with purpose "batch", then a batch of them).
+
+    Raises ``TransientLLMError``/``PermanentLLMError`` like an ``LLM``.
+    """
+
+    def line(self, custom_id: str, request: CompletionRequest) -> bytes:
+        """One request as a line of the input file (JSON and a newline)."""
+        ...
+
+    async def submit(self, local_id: str, content: bytes) -> str:
+        """Upload the file and create the batch (``local_id`` in its metadata); its id."""
+        ...
+
+    async def find(self, local_id: str) -> BatchStatus | None:
+        """The batch created with ``local_id``, if the provider has one (reconciling a
+        submission a killed worker may or may not have made)."""
+        ...
+
+    async def retrieve(self, batch_id: str) -> BatchStatus: ...
+
+    async def results(self, status: BatchStatus) -> Mapping[str, Completion | str]:
+        """A finished batch's answers by ``custom_id``: the completion, or why there is
+        none (a failed line). A request missing from both was not answered."""
+        ...
+
+    async def cancel(self, batch_id: str) -> BatchStatus: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LaneStore(Protocol):
+    """Where the batch lane keeps its requests and batches (Redis in production).
+
+    ``token`` is the lane lock's holder: steps that move requests between waiting and a
+    batch do nothing for a worker that no longer holds the lock.
+    """
+
+    async def record(self, entry: EntryRef, *, event_id: str, request_json: str, at: float) -> bool:
+        """Keep the request and acknowledge its entry in one step; False: already kept."""
+        ...
+
+    async def waiting(self, limit: int) -> list[str]:
+        """The JSON of the oldest waiting requests (not yet in a batch), oldest first."""
+        ...
+
+    async def waiting_stats(self) -> tuple[int, float | None]:
+        """How many requests wait, and when the oldest was recorded (epoch s)."""
+        ...
+
+    async def requests(self, event_ids: Sequence[str]) -> list[str | None]:
+        """The JSON of each request still in the lane (None: answered or dead-lettered)."""
+        ...
+
+    async def batches(self) -> list[str]:
+        """The JSON of every batch record."""
+        ...
+
+    async def lock(self, token: str, ttl_seconds: float) -> bool:
+        """Take or renew the lane lock; False while another worker holds it."""
+        ...
+
+    async def unlock(self, token: str) -> None: ...
+
+    async def claim(
+        self, token: str, local_id: str, record_json: str, event_ids: Sequence[str]
+    ) -> bool:
+        """Move waiting requests into a new batch record ("submitting"), under the lock."""
+        ...
+
+    async def update(self, token: str, local_id: str, record_json: str) -> bool: ...
+
+    async def finish(self, token: str, local_id: str) -> bool:
+        """Forget a batch whose every request reached an outcome."""
+        ...
+
+    async def requeue(self, token: str, local_id: str, scores: Mapping[str, float]) -> bool:
+        """Put a batch's requests back to waiting and forget the batch."""
+        ...
+
+    def release_in(self, pipe: Any, event_id: str) -> None:
+        """Queue, in the insight's transaction, the removal of its request from the lane."""
+        ...
+
+    async def dead_letter(self, entry: EntryRef, letter_json: str, *, event_id: str) -> int:
+        """LPUSH the letter, drop the request and its lease together; the DLQ's length."""
+        ...

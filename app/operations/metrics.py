@@ -131,6 +131,47 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # -- the batch lane (app/service/lane_runner.py) --------------------------------
+        self.batch_lane_waiting = Gauge(
+            "acp_groq_batch_lane_waiting",
+            "Events waiting in the batch lane for a batch (sampled).",
+            registry=r,
+        )
+        self.batch_lane_oldest_seconds = Gauge(
+            "acp_groq_batch_lane_oldest_waiting_seconds",
+            "Age of the oldest event waiting in the batch lane for a batch (sampled; 0: none).",
+            registry=r,
+        )
+        self.batch_lane_batches = Gauge(
+            "acp_groq_batch_lane_batches",
+            "The lane's batches not yet collected, by state (submitting, validating, "
+            "in_progress, finalizing, completed, expired, cancelled, failed...; sampled).",
+            ["state"],
+            registry=r,
+        )
+        self.batches_submitted = Counter(
+            "acp_groq_batches_submitted_total",
+            "Batches this worker submitted to the Batch API.",
+            registry=r,
+        )
+        self.batch_lane_fallbacks = Counter(
+            "acp_groq_batch_lane_fallbacks_total",
+            "Events of the batch lane asked online instead, by reason (failed_line, "
+            "unanswered: an expired, cancelled or failed batch; refused: the file was refused).",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_lane_errors = Counter(
+            "acp_groq_batch_lane_errors_total",
+            "Steps of the batch lane that failed (Redis or the Batch API away) and are retried.",
+            registry=r,
+        )
+        self.lane_tokens = Counter(
+            "acp_groq_lane_tokens_total",
+            "Tokens of LLM answers by lane (online, batch) and kind (prompt, completion, cached).",
+            ["lane", "kind"],
+            registry=r,
+        )
         # -- the shared rate limiter (app/adapters/rate_limit.py) ----------------------
         self.limiter_wait = Histogram(
             "acp_groq_limiter_wait_seconds",

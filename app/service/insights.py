@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from app.adapters.redis_replies import as_text
+from app.domain.batch import LaneRequest
 from app.domain.costs import Lane, answer_cost
 from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
 from app.domain.events import AuditEvent
@@ -36,6 +37,7 @@ from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
 from app.operations.metrics import Metrics
+from app.service.batch_lane import BatchLane
 from app.service.model_calls import Answer, ModelCaller
 from app.service.state import WorkerState
 from app.settings import Settings
@@ -77,6 +79,18 @@ class _Report:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+def _answer_fields(answer: Answer, lane: Lane) -> dict[str, Any]:
+    completion = answer.completion
+    return {
+        "model": answer.model,
+        "attempts": answer.attempts,
+        "lane": lane.value,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "cached_tokens": completion.cached_tokens,
+    }
+
+
 class InsightService:
     """Turns one parsed stream entry into exactly one outcome."""
 
@@ -89,10 +103,14 @@ class InsightService:
         metrics: Metrics,
         publish_created: PublishCreated,
         state: WorkerState,
+        lane: BatchLane | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._lane = lane
+        self._wall_clock = wall_clock
         self._model = model
         self._state = state
         self._store = store
@@ -113,7 +131,8 @@ class InsightService:
         """Enrich a valid event, or end it as a duplicate, rate-limited or dead letter.
 
         ``fields`` are the entry's fields as received, kept in a dead letter for replay.
-        Returns None when the worker stopped before the event could start (still pending).
+        Returns None when the worker stopped before the event could start (still pending),
+        or when the event went to the batch lane (acked; its outcome comes with its answer).
         """
         started = self._clock()
         entry = self.entry(entry_id)
@@ -124,6 +143,8 @@ class InsightService:
         )
         try:
             report = await self._process(event, entry, fields, started)
+            if report is None:  # waits in the batch lane; its outcome comes with its answer
+                return None
             self._finish(report, agent_id=event.agent_id)
             return report.outcome
         except Postponed:
@@ -202,7 +223,7 @@ class InsightService:
 
     async def _process(
         self, event: AuditEvent, entry: EntryRef, fields: Mapping[Any, Any], started: float
-    ) -> _Report:
+    ) -> _Report | None:
         admission = await self._until_done(
             "admit",
             lambda: self._store.admit(
@@ -231,6 +252,8 @@ class InsightService:
             deep=self._settings.groq_model_deep,
         )
         prompt = self._prompt(event)
+        if self._lane is not None and self._lane.takes(event.severity):
+            return await self._defer(event, entry, fields, model, prompt, started)
         try:
             answer = await self._model.answer(model, prompt.system, prompt.user)
         except LLMError as exc:
@@ -249,7 +272,7 @@ class InsightService:
                 },
             )
 
-        await self._write(event, entry, answer, started, prompt)
+        await self._write(event, entry, answer, started, prompt.redaction_count)
         completion = answer.completion
         return _Report(
             Outcome.ENRICHED,
@@ -264,6 +287,120 @@ class InsightService:
                 "redactions": prompt.redaction_count,
             },
         )
+
+    # -- the batch lane --------------------------------------------------------------
+
+    async def _defer(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        fields: Mapping[Any, Any],
+        model: str,
+        prompt: InsightPrompt,
+        started: float,
+    ) -> _Report | None:
+        """Keep the prepared request in the batch lane and ack the entry, in one step."""
+        assert self._lane is not None
+        store = self._lane.store
+        request = LaneRequest(
+            event_id=event.event_id,
+            tenant_id=event.tenant_id,
+            entry_id=entry.entry_id,
+            stream=entry.stream,
+            group=entry.group,
+            recorded_at=self._wall_clock(),
+            model=model,
+            system=prompt.system,
+            user=prompt.user,
+            max_completion_tokens=self._settings.groq_max_completion_tokens,
+            reasoning_effort=self._settings.groq_reasoning_effort,
+            event_json=event.model_dump_json(),
+            fields=decode_fields(fields),
+            redactions=prompt.redaction_count,
+        )
+        request_json = request.model_dump_json()
+        kept = await self._until_done(
+            "lane_record",
+            lambda: store.record(
+                entry, event_id=event.event_id, request_json=request_json, at=request.recorded_at
+            ),
+        )
+        if not kept:  # another copy of the event already waits there (the entry is acked)
+            return _Report(Outcome.DUPLICATE, started, {"lane": "batch"})
+        log.info(
+            "event_deferred",
+            lane="batch",
+            model=model,
+            redactions=prompt.redaction_count,
+            latency_ms=round((self._clock() - started) * 1000, 1),
+        )
+        return None
+
+    async def complete_deferred(
+        self, request: LaneRequest, answer: Completion | str | None
+    ) -> Outcome:
+        """End an event of the batch lane: write the batch's answer, or (``answer`` is why
+        there is none, or None) ask the model online as any event, dead-lettering it with
+        ``llm_permanent``/``llm_exhausted`` when the usual attempts fail."""
+        assert self._lane is not None
+        store = self._lane.store
+        waited = max(0.0, self._wall_clock() - request.recorded_at)
+        started = self._clock() - waited
+        event = AuditEvent.model_validate_json(request.event_json)
+        entry = EntryRef(request.stream, request.group, request.entry_id)
+        structlog.contextvars.bind_contextvars(
+            event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
+        )
+
+        def release(pipe: Any) -> None:
+            store.release_in(pipe, event.event_id)
+
+        try:
+            if isinstance(answer, Completion):
+                batch = Answer(answer, answer.model or request.model, 1, fallback=False)
+                await self._write(
+                    event, entry, batch, started, request.redactions, Lane.BATCH, release
+                )
+                report = _Report(Outcome.ENRICHED, started, _answer_fields(batch, Lane.BATCH))
+            else:
+                report = await self._answer_online(request, event, entry, started, answer, release)
+            self._finish(report, agent_id=event.agent_id)
+            return report.outcome
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
+
+    async def _answer_online(
+        self,
+        request: LaneRequest,
+        event: AuditEvent,
+        entry: EntryRef,
+        started: float,
+        batch_error: str | None,
+        release: Callable[[Any], None],
+    ) -> _Report:
+        assert self._lane is not None
+        store = self._lane.store
+        why = batch_error or "the batch did not answer it"
+        try:
+            answer = await self._model.answer(request.model, request.system, request.user)
+        except LLMError as exc:
+            reason = "llm_exhausted" if exc.transient else "llm_permanent"
+            error = f"batch lane: {why}; online: {exc}"
+            letter = self._letter(event, entry, request.fields, reason, error, exc.attempts)
+            letter_json = letter.model_dump_json()
+            size = await self._until_done(
+                "dead_letter",
+                lambda: store.dead_letter(entry, letter_json, event_id=event.event_id),
+            )
+            self._metrics.dead_letters.labels(reason=reason).inc()
+            self._metrics.dlq_size.set(size)
+            return _Report(
+                Outcome.DEAD_LETTERED, started, {"reason": reason, "error": error, "lane": "batch"}
+            )
+        await self._write(event, entry, answer, started, request.redactions, Lane.ONLINE, release)
+        fields = _answer_fields(answer, Lane.ONLINE)
+        fields["batch_error"] = why
+        return _Report(Outcome.ENRICHED, started, fields)
 
     def _prompt(self, event: AuditEvent) -> InsightPrompt:
         """The event's prompt, scrubbed and capped; what was masked is counted, never logged."""
@@ -282,9 +419,15 @@ class InsightService:
         entry: EntryRef,
         answer: Answer,
         started: float,
-        prompt: InsightPrompt,
+        redactions: int,
         lane: Lane = Lane.ONLINE,
+        release: Callable[[Any], None] | None = None,
     ) -> None:
+        """Write the insight (the same keys, sanitizer and message for both lanes).
+
+        ``release`` queues more commands in the insight's transaction (the batch lane
+        drops the answered request there, so that it can never be answered twice).
+        """
         completion = answer.completion
         insight = sanitize_insight(
             parse_insight_answer(completion.text),
@@ -310,7 +453,7 @@ class InsightService:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             cached_tokens=completion.cached_tokens,
-            redactions=prompt.redaction_count,
+            redactions=redactions,
             lane=lane,
         )
         created = InsightCreated(
@@ -323,6 +466,13 @@ class InsightService:
             created_at=created_at,
         )
         record_json = record.model_dump_json()
+
+        async def publish(pipe: Any) -> Any:
+            result = await self._publish_created(created, pipe)
+            if release is not None:
+                release(pipe)
+            return result
+
         await self._until_done(
             "write_insight",
             lambda: self._store.write_insight(
@@ -332,7 +482,7 @@ class InsightService:
                 agent_id=event.agent_id,
                 score=event.epoch_seconds,
                 record_json=record_json,
-                publish=lambda pipe: self._publish_created(created, pipe),
+                publish=publish,
             ),
         )
         self._metrics.event_latency.labels(model=answer.model).observe(self._clock() - started)
@@ -349,6 +499,7 @@ class InsightService:
                 self._metrics.llm_tokens.labels(tenant_id=tenant_id, model=model, kind=kind).inc(
                     tokens
                 )
+                self._metrics.lane_tokens.labels(lane=lane.value, kind=kind).inc(tokens)
         cost = answer_cost(
             self._settings.groq_price_table,
             model,

@@ -45,6 +45,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.fake_batches import FakeBatches
+
 __all__ = ["FakeGroq"]
 
 API_KEY = "gsk_TESTfake0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
@@ -119,6 +121,7 @@ class FakeGroq:
         self.blocked_until = 0.0
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._prefixes: set[tuple[str, str]] = set()
+        self.batches = FakeBatches(self)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -131,6 +134,7 @@ class FakeGroq:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/openai/v1/chat/completions", self._chat)
         app.router.add_post("/v1/chat/completions", self._chat)
+        self.batches.routes(app)
         app.router.add_get("/_control/stats", self._stats)
         app.router.add_get("/_control/agents", self._agents)
         app.router.add_get("/_control/requests", self._requests)
@@ -402,6 +406,8 @@ class FakeGroq:
         self.requests.clear()
         self.stats = _Stats()
         self._buckets.clear()
+        self._prefixes.clear()
+        self.batches.reset()
         self.blocked_until = 0.0
         return web.json_response({"ok": True})
 
