@@ -21,16 +21,18 @@ What makes the lane lose nothing and do nothing twice:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.adapters.redis_store import unavailable_as_domain_error
+from app.domain.batch import BatchRecord
 from app.domain.keys import Keys
 from app.domain.ports import EntryRef
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["LANE_HOLD_SECONDS", "RedisLaneStore"]
+__all__ = ["LANE_HOLD_SECONDS", "LaneSummary", "RedisLaneStore"]
 
 # How long an event's lease points at the lane: longer than any batch can take (Groq's
 # completion window is 24 h to 7 d). The request itself has no TTL: it stays until its
@@ -91,6 +93,34 @@ end
 redis.call('HDEL', KEYS[3], ARGV[2])
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSummary:
+    """What the lane holds now (``groq-worker status``, ``groq-worker batch list``)."""
+
+    waiting: int
+    oldest_recorded_at: float | None
+    batches: list[BatchRecord]
+    holder: str | None
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        oldest = self.oldest_recorded_at
+        return {
+            "waiting": self.waiting,
+            "oldest_waiting_seconds": None if oldest is None else round(now - oldest, 3),
+            "lock_holder": self.holder,
+            "batches": [
+                {
+                    "lane_id": b.local_id,
+                    "batch_id": b.groq_id,
+                    "state": b.state.value,
+                    "requests": len(b.event_ids),
+                    "age_seconds": round(now - b.created_at, 3),
+                }
+                for b in self.batches
+            ],
+        }
 
 
 def _text(value: Any) -> str:
@@ -171,6 +201,18 @@ class RedisLaneStore:
         for event_id, score in scores.items():
             pairs += [score, event_id]
         return bool(await self._script("lane_requeue", _REQUEUE, keys, [token, local_id, *pairs]))
+
+    async def summary(self) -> LaneSummary:
+        count, oldest = await self.waiting_stats()
+        batches = [BatchRecord.model_validate_json(raw) for raw in await self.batches()]
+        async with unavailable_as_domain_error("lane_read"):
+            holder = await self._redis.get(Keys.LANE_LOCK)
+        return LaneSummary(
+            waiting=count,
+            oldest_recorded_at=oldest,
+            batches=sorted(batches, key=lambda b: b.created_at),
+            holder=None if holder is None else _text(holder),
+        )
 
     def release_in(self, pipe: Any, event_id: str) -> None:
         pipe.hdel(Keys.LANE_REQUESTS, event_id)

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from app.bootstrap import package_version
-from app.cli import asyncapi, consumers, demo, dlq, status
+from app.cli import asyncapi, batch, consumers, demo, dlq, status
 
 __all__ = ["build_parser", "main"]
 
 # The command modules, in the order ``--help`` lists them.
-_COMMANDS = (demo, status, consumers, dlq, asyncapi)
+_COMMANDS = (demo, status, consumers, dlq, batch, asyncapi)
 
 
 def _version(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.adapters import inspect
+from app.adapters.redis_lane import LaneSummary, RedisLaneStore
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, at_least, redis_address, run_with_redis
 from app.domain.keys import Keys
 from app.settings import Settings
@@ -58,6 +60,9 @@ class StatusReport:
     consumers: list[inspect.ConsumerInfo]
     dlq: inspect.DlqSummary
     rate_limits: inspect.RateLimits
+    lane_severities: tuple[str, ...]
+    lane: LaneSummary
+    now: float
 
     def as_json(self) -> dict[str, Any]:
         group: dict[str, Any] = {"name": self.group_name, "exists": self.group is not None}
@@ -93,6 +98,7 @@ class StatusReport:
                 for c in self.consumers
             ],
             "dlq": {"key": Keys.DLQ, **self.dlq.as_dict()},
+            "batch_lane": {"severities": list(self.lane_severities), **self.lane.as_json(self.now)},
             "rate_limits": {
                 "tenants": self.rate_limits.tenants,
                 "truncated": self.rate_limits.truncated,
@@ -116,6 +122,9 @@ async def collect_status(
         consumers=await inspect.consumers(redis, stream, group_name) if group else [],
         dlq=await inspect.dlq_summary(redis, max_letters=dlq_scan),
         rate_limits=await inspect.rate_limits(redis, top=top),
+        lane_severities=tuple(sorted(s.value for s in settings.groq_batch_severities)),
+        lane=await RedisLaneStore(redis).summary(),
+        now=time.time(),
     )
 
 
@@ -146,6 +155,7 @@ def render(report: StatusReport, console: Console) -> None:
                 f"{format_duration(oldest.idle_ms)} ago",
             )
     overview.add_row("dead letters", _number(report.dlq.size))
+    overview.add_row("batch lane", _lane_line(report))
     console.print(overview)
 
     if group is not None:
@@ -180,6 +190,23 @@ def render(report: StatusReport, console: Console) -> None:
             resets = None if budget.ttl_seconds is None else budget.ttl_seconds * 1000
             budgets.add_row(budget.tenant_id, f"{budget.used:,}", format_duration(resets))
         console.print(budgets)
+
+
+def _lane_line(report: StatusReport) -> str:
+    lane = report.lane
+    if not report.lane_severities and not lane.waiting and not lane.batches:
+        return "off (GROQ_BATCH_SEVERITIES is empty)"
+    severities = ",".join(report.lane_severities) or "none here (GROQ_BATCH_SEVERITIES)"
+    text = f"{severities}: {lane.waiting:,} waiting"
+    if lane.oldest_recorded_at is not None:
+        age = (report.now - lane.oldest_recorded_at) * 1000
+        text += f" (oldest {format_duration(age)})"
+    states: dict[str, int] = {}
+    for batch in lane.batches:
+        states[batch.state.value] = states.get(batch.state.value, 0) + 1
+    if states:
+        text += "; batches " + ", ".join(f"{state} {n}" for state, n in states.items())
+    return text
 
 
 def _status(args: argparse.Namespace) -> int:

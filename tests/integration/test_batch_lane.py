@@ -328,3 +328,20 @@ def test_the_offline_batch_api_answers_like_a_batch():
     answer = results["evt-1"]
     assert isinstance(answer, Completion)
     assert json.loads(answer.text)["recommendation"]
+
+
+async def test_a_cancelled_batch_falls_back_online(redis, fake_groq, make_settings):
+    """An operator cancels a slow batch (what `groq-worker batch cancel` does): its
+    requests are asked online and written with "lane": "online"."""
+    fake_groq.batches.hold = True
+    await publish(redis, [event(n) for n in range(5)])
+    worker = lane_worker(make_settings, fake_groq)
+    async with running(worker.app):
+        await until(lambda: _batch_in_progress(worker), what="the batch in progress")
+        (batch_id,) = fake_groq.batches.batches
+        assert worker.batch_api is not None
+        status = await worker.batch_api.cancel(batch_id)
+        assert status.status == "cancelling"
+        await until(lambda: all_written(redis, 5), what="every insight")
+    assert {r["lane"] for r in await insights(redis, 5) if r} == {"online"}
+    assert len(fake_groq.requests) == 5

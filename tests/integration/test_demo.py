@@ -185,6 +185,26 @@ def test_demo_without_redis_enriches_the_sample_on_a_server_it_starts_and_exits_
     assert_nothing_left(server, tmp)
 
 
+def test_demo_batch_answers_low_events_through_the_batch_lane(tmp):
+    """--batch: every valid low event is answered through a batch (offline provider), the
+    others online; every entry still reaches its outcome and the lane is left empty."""
+    result = run_demo("--batch", "--events", "12", TMPDIR=str(tmp))
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    sample = expected(12, run_id_of(out))
+    table = insight_rows(out, run_id_of(out))
+    low = {e.event_id for e in sample if e.kind is EntryKind.VALID and e.severity == "low"}
+    assert low
+    for event_id, cells in table.items():
+        if cells[4] == "enriched":
+            assert cells[5].endswith("(batch)") == (event_id in low), cells
+    found = re.search(r"Batch lane: (\d+) insight\(s\) answered through (\d+) batch", out)
+    assert found, out
+    assert int(found.group(1)) == len(low)
+    assert int(found.group(2)) >= 1
+
+
 def test_demo_runs_on_the_bundled_valkey_server_when_redis_server_is_not_on_path(tmp, tmp_path):
     """No redis-server on PATH: the demo extra's valkey-server serves the whole demo."""
     if bundled_valkey_server() is None:

@@ -51,6 +51,7 @@ from rich.table import Table
 
 from app.adapters import inspect
 from app.adapters.dlq import parse_letter
+from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_replies import as_text
 from app.bootstrap import Worker, build_worker
 from app.cli._common import at_least
@@ -235,6 +236,14 @@ async def _entries_done(redis: Redis, settings: Settings, entry_ids: Sequence[st
     )
 
 
+async def _lane_settled(redis: Redis, run: DemoRun) -> bool:
+    """Nothing of the run waits in the batch lane (its entries are acked before that)."""
+    if not run.settings.groq_batch_severities:
+        return True
+    lane = await RedisLaneStore(redis).summary()
+    return not lane.waiting and not lane.batches
+
+
 async def _follow(redis: Redis, run: DemoRun, console: Console, within: float) -> bool:
     """Show progress until every entry is acked; False when ``within`` seconds pass first."""
     total = len(run.entry_ids)
@@ -252,7 +261,7 @@ async def _follow(redis: Redis, run: DemoRun, console: Console, within: float) -
         while True:
             done = await _entries_done(redis, run.settings, run.entry_ids)
             progress.update(task, completed=done, outcomes=_tally(run.worker))
-            if done >= total:
+            if done >= total and await _lane_settled(redis, run):
                 break
             if time.monotonic() > deadline:
                 return False
@@ -354,6 +363,8 @@ def _insights_table(results: Sequence[EventResult], run: DemoRun) -> Table:
     for result in shown:
         entry, outcome = result.entry, result.outcome
         model = _short_model(str(result.record.get("model", ""))) if result.record else "-"
+        if result.record and result.record.get("lane") == "batch":
+            model += " [magenta](batch)[/]"
         table.add_row(
             entry.event_id,
             entry.tenant_id,
@@ -508,6 +519,12 @@ def _worker_settings(
         overrides["llm_provider"] = LLMProvider.OFFLINE
     if budget is not None:
         overrides["insight_budget_per_hour_per_tenant"] = budget
+    if options.batch:  # low events wait for a batch, submitted within a second or so
+        overrides |= {
+            "groq_batch_severities": "low",
+            "groq_batch_max_wait_seconds": 1.0,
+            "groq_batch_poll_seconds": 0.5,
+        }
     return load_settings(**overrides)
 
 
@@ -571,7 +588,7 @@ async def _run(
         if not options.publish_only:
             budget = await _budget_for(redis, options, run)
             run.settings = _worker_settings(options, settings, redis_url, budget)
-            run.worker = build_worker(run.settings)
+            run.worker = build_worker(run.settings, lane_tick_seconds=0.2)
         _print_header(console, run, redis_text)
         if run.worker is not None:
             await run.worker.app.start()
@@ -590,6 +607,13 @@ async def _run(
         if run.worker is not None:
             console.print(_outcomes_table(run.worker))
             console.print(_tokens(run.worker))
+            if run.settings.groq_batch_severities:
+                batched = sum(1 for r in results if r.record and r.record.get("lane") == "batch")
+                submitted = int(run.worker.metrics.batches_submitted._value.get())
+                console.print(
+                    f"Batch lane: {batched} insight(s) answered through "
+                    f"{submitted} batch(es) of the Batch API (model column: (batch))"
+                )
         console.print(await _keys_table(redis, run, results))
         keep_running = options.keep_running and finished and run.worker is not None
         _print_footer(console, run, keep_running=keep_running)
@@ -724,6 +748,13 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_TIMEOUT_SECONDS,
         metavar="SECONDS",
         help=f"how long to wait for every entry to reach an outcome ({DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--batch",
+        action="store_true",
+        help="send low-severity events through the batch lane (GROQ_BATCH_SEVERITIES=low, a "
+        "batch within about a second; the offline model answers batches at once, Groq's "
+        "Batch API may take hours: add --offline)",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="show the worker's log lines down to INFO"
