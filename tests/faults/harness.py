@@ -99,9 +99,19 @@ class FakeGroqProcess:
         """The model and messages of every request received, in order."""
         return self._get("/_control/requests")  # type: ignore[no-any-return]
 
+    def batches(self, **payload: Any) -> dict[str, Any]:
+        """Set the fake Batch API's behaviour (``hold``, ``fail_ids``, ``expire_next``), if
+        any is given, and return its state (uploads, batches, every custom_id submitted)."""
+        if payload:
+            self._post("/_control/batches", payload)
+        return self._get("/_control/batches")  # type: ignore[no-any-return]
+
     def script(self, **payload: Any) -> None:
+        self._post("/_control/script", payload)
+
+    def _post(self, path: str, payload: dict[str, Any]) -> None:
         request = urllib.request.Request(
-            f"{self.base_url}/_control/script",
+            f"{self.base_url}{path}",
             data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
