@@ -15,18 +15,25 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from faststream import FastStream
-from redis.asyncio import Redis
+from faststream.redis import RedisBroker
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.faststream_workarounds import GroupHealingBroker, ensure_group
+from app.adapters.faststream_workarounds import (
+    GroupHealingBroker,
+    GroupHealingClusterBroker,
+    ensure_group,
+)
 from app.adapters.inspect import group_info
+from app.adapters.redis_clients import RedisClient, connect_redis
+from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
-from app.domain.insights import InsightCreated
+from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, BatchAPI, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import event_routes
@@ -39,7 +46,7 @@ from app.service.insights import InsightService
 from app.service.lane_runner import TICK_SECONDS, LaneRunner
 from app.service.model_calls import ModelCaller
 from app.service.state import WorkerState
-from app.settings import LLMProvider, Settings, SettingsError, load_settings
+from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_settings
 
 __all__ = [
     "Worker",
@@ -66,7 +73,7 @@ def package_version() -> str:
 def build_llm(
     settings: Settings,
     *,
-    redis: Redis | None = None,
+    redis: RedisClient | None = None,
     metrics: Metrics | None = None,
     stopping: asyncio.Event | None = None,
 ) -> LLM:
@@ -142,12 +149,12 @@ class Worker:
 
     settings: Settings
     app: FastStream
-    broker: GroupHealingBroker
+    broker: RedisBroker
     metrics: Metrics
     service: InsightService
     model: ModelCaller
     state: WorkerState
-    redis: Redis
+    redis: RedisClient
     store: InsightStore
     llm: LLM | None
     recovery: PendingRecovery
@@ -168,7 +175,7 @@ class _PendingLLM:
         return None
 
 
-async def _wait_for_redis(redis: Redis, settings: Settings) -> None:
+async def _wait_for_redis(redis: RedisClient, settings: Settings) -> None:
     """Create the group at 0 (MKSTREAM) before the subscriber starts; wait out an outage."""
     delay = 0.5
     while True:
@@ -208,16 +215,16 @@ def build_worker(
         ]
         configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
     metrics = metrics if metrics is not None else Metrics()
-    redis = Redis.from_url(
-        str(settings.redis_url),
+    redis = connect_redis(
+        settings,
         socket_timeout=10.0,
         socket_connect_timeout=5.0,
         socket_keepalive=True,
         health_check_interval=15,
     )
-    store = store if store is not None else RedisInsightStore(redis)
-
-    broker = GroupHealingBroker(
+    cluster = settings.redis_mode is RedisMode.CLUSTER
+    broker_class = GroupHealingClusterBroker if cluster else GroupHealingBroker
+    broker = broker_class(
         str(settings.redis_url),
         graceful_timeout=settings.shutdown_timeout_seconds,
         logger=logging.getLogger("acp.groq_worker.faststream"),
@@ -234,7 +241,21 @@ def build_worker(
     broker.include_router(routes.router)
 
     async def publish_created(created: InsightCreated, pipeline: Any) -> Any:
+        if pipeline is None:  # cluster mode: no transaction to publish in
+            return await routes.insights.publish(created)
         return await routes.insights.publish(created, pipeline=pipeline)
+
+    async def announce(record_json: str) -> Any:
+        """InsightCreated for a stored record (a cluster write resumed after a crash)."""
+        return await routes.insights.publish(
+            InsightCreated.announcing(InsightRecord.model_validate_json(record_json))
+        )
+
+    if store is None:
+        if isinstance(redis, RedisCluster):
+            store = RedisClusterInsightStore(redis, announce=announce)
+        else:
+            store = RedisInsightStore(redis)
 
     state = WorkerState()
     model = ModelCaller(

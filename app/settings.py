@@ -33,6 +33,7 @@ from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
 __all__ = [
     "LLMProvider",
     "LogFormat",
+    "RedisMode",
     "RetentionMode",
     "Settings",
     "SettingsError",
@@ -54,6 +55,11 @@ class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
     AUTO = "auto"  # console on a TTY, JSON otherwise
+
+
+class RedisMode(StrEnum):
+    STANDALONE = "standalone"  # one Redis (or a primary behind Sentinel's address)
+    CLUSTER = "cluster"  # a Redis Cluster; REDIS_URL names one seed node
 
 
 class RetentionMode(StrEnum):
@@ -86,6 +92,11 @@ class Settings(BaseSettings):
     redis_url: AnyUrl = Field(
         AnyUrl("redis://localhost:6379/0"),
         description="Redis holding the inbound stream and the insight keys.",
+    )
+    redis_mode: RedisMode = Field(
+        RedisMode.STANDALONE,
+        description="standalone: one Redis; cluster: a Redis Cluster, REDIS_URL names one "
+        "seed node (the others are discovered).",
     )
     insight_stream: str = Field("acp:groq_queue", description="Inbound event stream.")
     insight_group: str = Field("acp_insights_consumer_group", description="Consumer group.")
@@ -284,6 +295,19 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _cluster_url(self) -> Self:
+        if self.redis_mode is RedisMode.CLUSTER:
+            if self.redis_url.scheme == "unix":
+                raise ValueError(
+                    "REDIS_URL: a unix socket cannot name a cluster node (REDIS_MODE=cluster)"
+                )
+            if (self.redis_url.path or "/").strip("/") not in {"", "0"}:
+                raise ValueError(
+                    "REDIS_URL: a Redis Cluster has only database 0 (REDIS_MODE=cluster)"
+                )
+        return self
+
     @field_validator("worker_id")
     @classmethod
     def _consumer_name(cls, value: str) -> str:
@@ -349,6 +373,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GROQ_BATCH_SEVERITIES: LLM_PROVIDER=openai-compatible has no Batch API "
                 "(leave GROQ_BATCH_SEVERITIES empty)"
+            )
+        if self.groq_batch_severities and self.redis_mode is RedisMode.CLUSTER:
+            # The lane's scripts keep a request, its lease and its entry's XACK together:
+            # keys of several slots, which a cluster cannot hold in one script.
+            raise ValueError(
+                "GROQ_BATCH_SEVERITIES: the batch lane does not run with REDIS_MODE=cluster "
+                "yet (leave GROQ_BATCH_SEVERITIES empty, or use REDIS_MODE=standalone)"
             )
         return self
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: a private Redis per session, a fake Groq per test, worker settings."""
+"""Shared fixtures: a private Redis per session, a fake Groq per test, worker settings.
+
+A module marked ``redis_modes`` runs each of its tests that use ``redis`` or
+``make_settings`` twice: on a single server and on a private three-primary Redis
+Cluster (``REDIS_MODE=cluster``). Only the cluster runs of tests also marked
+``cluster_smoke`` are in the default run; the rest carry the ``cluster`` marker,
+deselected by default (``make test-cluster`` runs them).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,29 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from faststream.redis import RedisBroker, RedisClusterBroker
 
-from app.settings import Settings
+from app.settings import RedisMode, Settings
 from tests.support.fake_groq import API_KEY, FakeGroq
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
+
+REDIS_MODES = ("standalone", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("redis_modes")
+    if "redis_mode" in metafunc.fixturenames and marker is not None:
+        # ``@pytest.mark.redis_modes("standalone")`` on a test narrows its module's modes.
+        metafunc.parametrize("redis_mode", marker.args or REDIS_MODES, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        in_cluster = callspec is not None and callspec.params.get("redis_mode") == "cluster"
+        if in_cluster and not item.get_closest_marker("cluster_smoke"):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +47,39 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of our own for the session (three primaries, no replicas)."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
+def redis_mode(request: pytest.FixtureRequest) -> str:
+    """``standalone``, or ``cluster`` in the cluster runs of a ``redis_modes`` module."""
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_mode: str) -> str:
+    """REDIS_URL of the Redis under test: the single server, or a cluster's seed node."""
+    if redis_mode == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.wait_ok()  # a fault test may have left a node restarting
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str, redis_mode: str) -> AsyncIterator[Any]:
+    """A client of the Redis under test, emptied first (it is the tests' own)."""
+    if redis_mode == "cluster":
+        client: Any = aioredis.RedisCluster.from_url(redis_url)
+        await client.flushall()  # every primary
+    else:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.flushdb()
     try:
         yield client
     finally:
@@ -41,12 +96,13 @@ async def fake_groq() -> AsyncIterator[FakeGroq]:
 
 
 @pytest.fixture
-def make_settings(redis_server: RedisServer) -> Callable[..., Settings]:
+def make_settings(redis_url: str, redis_mode: str) -> Callable[..., Settings]:
     """Settings of a worker under test; keyword arguments override any of them."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "redis_url": redis_server.url,
+            "redis_url": redis_url,
+            "redis_mode": redis_mode,
             "llm_provider": "groq",
             "groq_api_key": API_KEY,
             "worker_id": "test-worker",
@@ -61,6 +117,14 @@ def make_settings(redis_server: RedisServer) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
+
+
+def broker_for(settings: Settings) -> RedisBroker:
+    """A FastStream broker of the Redis under test, as another service would use it."""
+    url = settings.redis_url.unicode_string()
+    if settings.redis_mode is RedisMode.CLUSTER:
+        return RedisClusterBroker(url)
+    return RedisBroker(url)
 
 
 @contextlib.asynccontextmanager

@@ -32,7 +32,7 @@ from app.domain.insights import DeadLetter, DeadLetterReason
 from app.domain.keys import Keys
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from app.adapters.redis_clients import RedisClient
 
 __all__ = [
     "UNREADABLE",
@@ -137,12 +137,12 @@ class ReplayInterrupted(Exception):
         self.cause = cause
 
 
-async def dlq_size(redis: Redis) -> int:
+async def dlq_size(redis: RedisClient) -> int:
     """``LLEN acp:groq:dlq``: the dead letters waiting."""
     return int(await redis.llen(Keys.DLQ))
 
 
-async def _newest_first(redis: Redis) -> AsyncIterator[bytes | str]:
+async def _newest_first(redis: RedisClient) -> AsyncIterator[bytes | str]:
     start = 0
     while True:
         chunk: list[bytes | str] = await redis.lrange(Keys.DLQ, start, start + CHUNK - 1)
@@ -160,7 +160,7 @@ def _selected(item: DeadLetter | UnreadableLetter, reason: DeadLetterReason | No
 
 
 async def list_letters(
-    redis: Redis, *, limit: int | None, reason: DeadLetterReason | str | None = None
+    redis: RedisClient, *, limit: int | None, reason: DeadLetterReason | str | None = None
 ) -> list[DeadLetter | UnreadableLetter]:
     """Dead letters newest first, at most ``limit``, of one ``reason`` if given.
 
@@ -180,7 +180,7 @@ async def list_letters(
     return found
 
 
-async def reason_counts(redis: Redis) -> Counter[str]:
+async def reason_counts(redis: RedisClient) -> Counter[str]:
     """How many letters the DLQ holds per reason (``"unreadable"`` for invalid elements)."""
     counts: Counter[str] = Counter()
     async for raw in _newest_first(redis):
@@ -190,7 +190,7 @@ async def reason_counts(redis: Redis) -> Counter[str]:
 
 
 async def replay(
-    redis: Redis,
+    redis: RedisClient,
     *,
     stream: str,
     limit: int | None = None,
@@ -250,7 +250,7 @@ async def replay(
     return result
 
 
-async def purge(redis: Redis) -> int:
+async def purge(redis: RedisClient) -> int:
     """Delete the DLQ; returns how many letters it held (the DLQ's new length is 0)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.llen(Keys.DLQ)

@@ -13,6 +13,12 @@ into FastStream's private modules.
   on every Redis restart is restarted into the same empty Redis anyway, so we heal in
   place. No public hook exists to swap the broker's client: this overrides the
   broker's ``_make_connection_state`` and uses FastStream's ``_get_driver_info``.
+  ``GroupHealingClusterBroker`` does the same for ``RedisClusterBroker`` (cluster mode):
+  its state builds the ``RedisCluster`` as FastStream's ``RedisClusterConnectionState``
+  does, with the healing XREADGROUP. The rest of cluster mode needs no workaround:
+  ``RedisClusterBroker`` reads streams with XREADGROUP and acks with XACK through its
+  ``RedisCluster``, which follows MOVED/ASK; only its publishers ignore a ``pipeline``
+  (there is no cross-slot transaction to join), so the cluster store publishes alone.
 * ``EventLoopContext``: ``faststream.Context`` resolved on the event loop. The public
   ``Context()`` is a factory of a private class whose ``use`` is synchronous, so
   FastDepends runs it in a worker thread (``anyio.to_thread.run_sync``): about 0.1 ms of
@@ -31,15 +37,22 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from faststream._internal.context import Context as ContextField
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.configs.state import RedisConnectionState, _get_driver_info
+from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
+from faststream.redis.configs.state import (
+    RedisClusterConnectionState,
+    RedisConnectionState,
+    _get_driver_info,
+)
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 __all__ = [
     "EventLoopContext",
     "GroupHealingBroker",
+    "GroupHealingClusterBroker",
     "GroupHealingRedis",
+    "GroupHealingRedisCluster",
     "UncopiedStreamSub",
     "ensure_group",
 ]
@@ -47,7 +60,7 @@ __all__ = [
 log = logging.getLogger("acp.groq_worker.redis")
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+async def ensure_group(redis: Redis | RedisCluster, stream: str, group: str) -> bool:
     """Create ``group`` on ``stream`` at ID 0 (MKSTREAM); False if it already existed."""
     try:
         await redis.xgroup_create(name=stream, groupname=group, id="0", mkstream=True)
@@ -58,33 +71,54 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
+async def _recreate_groups(
+    redis: Redis | RedisCluster,
+    groupname: str,
+    streams: dict[Any, Any],
+    on_group_recreated: Callable[[str, str], None] | None,
+) -> list[Any]:
+    """After NOGROUP: the group recreated at ``0`` on each stream; nothing read this time."""
+    for stream in streams:
+        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        if await ensure_group(redis, name, groupname):
+            log.warning(
+                "consumer group %s on %s was gone (NOGROUP); recreated at 0", groupname, name
+            )
+            if on_group_recreated is not None:
+                on_group_recreated(name, groupname)
+    return []
+
+
 class GroupHealingRedis(Redis):
-    """A client whose XREADGROUP recreates a vanished consumer group at ``0``."""
+    """A ``Redis`` whose XREADGROUP recreates a vanished consumer group at ``0``."""
 
     on_group_recreated: Callable[[str, str], None] | None = None
 
     async def xreadgroup(
-        self,
-        groupname: str,
-        consumername: str,
-        streams: dict[Any, Any],
-        *args: Any,
-        **kwargs: Any,
+        self, groupname: str, consumername: str, streams: dict[Any, Any], *args: Any, **kwargs: Any
     ) -> Any:
         try:
             return await super().xreadgroup(groupname, consumername, streams, *args, **kwargs)
         except ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise
-        for stream in streams:
-            name = stream.decode() if isinstance(stream, bytes) else str(stream)
-            if await ensure_group(self, name, groupname):
-                log.warning(
-                    "consumer group %s on %s was gone (NOGROUP); recreated at 0", groupname, name
-                )
-                if self.on_group_recreated is not None:
-                    self.on_group_recreated(name, groupname)
-        return []
+        return await _recreate_groups(self, groupname, streams, self.on_group_recreated)
+
+
+class GroupHealingRedisCluster(RedisCluster):
+    """A ``RedisCluster`` whose XREADGROUP recreates a vanished consumer group at ``0``."""
+
+    on_group_recreated: Callable[[str, str], None] | None = None
+
+    async def xreadgroup(
+        self, groupname: str, consumername: str, streams: dict[Any, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            return await super().xreadgroup(groupname, consumername, streams, *args, **kwargs)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+        return await _recreate_groups(self, groupname, streams, self.on_group_recreated)
 
 
 class _GroupHealingConnectionState(RedisConnectionState):
@@ -105,6 +139,28 @@ class GroupHealingBroker(RedisBroker):
         self, connection_options: dict[str, Any], kwargs: dict[str, Any]
     ) -> RedisConnectionState:
         return _GroupHealingConnectionState(connection_options)
+
+
+class _GroupHealingClusterConnectionState(RedisClusterConnectionState):
+    __slots__ = ()
+
+    async def connect(self) -> RedisCluster:
+        if self._connected:
+            return self.client
+        options = {k: v for k, v in self._options.items() if v is not None}
+        client = GroupHealingRedisCluster(**(options | _get_driver_info()))
+        self._client = client
+        self._connected = True
+        return client
+
+
+class GroupHealingClusterBroker(RedisClusterBroker):
+    """``RedisClusterBroker`` whose connection is a ``GroupHealingRedisCluster``."""
+
+    def _make_connection_state(
+        self, connection_options: dict[str, Any], kwargs: dict[str, Any]
+    ) -> RedisConnectionState | RedisClusterConnectionState:
+        return _GroupHealingClusterConnectionState(connection_options)
 
 
 class EventLoopContext(ContextField):

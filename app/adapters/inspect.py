@@ -27,7 +27,7 @@ from app.adapters.redis_replies import as_text, int_or_none
 from app.domain.keys import Keys
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from app.adapters.redis_clients import RedisClient
 
 __all__ = [
     "ConsumerInfo",
@@ -138,12 +138,12 @@ class DeleteVerdict(StrEnum):
     GONE = "gone"  # no such consumer (any more)
 
 
-async def stream_length(redis: Redis, stream: str) -> int:
+async def stream_length(redis: RedisClient, stream: str) -> int:
     """``XLEN``: 0 for a stream that does not exist."""
     return int(await redis.xlen(stream))
 
 
-async def group_info(redis: Redis, stream: str, group: str) -> GroupInfo | None:
+async def group_info(redis: RedisClient, stream: str, group: str) -> GroupInfo | None:
     """The group on ``stream``, or None if the stream or the group does not exist."""
     try:
         groups = await redis.xinfo_groups(stream)
@@ -164,7 +164,7 @@ async def group_info(redis: Redis, stream: str, group: str) -> GroupInfo | None:
     return None
 
 
-async def consumers(redis: Redis, stream: str, group: str) -> list[ConsumerInfo]:
+async def consumers(redis: RedisClient, stream: str, group: str) -> list[ConsumerInfo]:
     """The group's consumers, busiest first (most pending, then most recently active)."""
     try:
         replies = await redis.xinfo_consumers(stream, group)
@@ -184,12 +184,12 @@ async def consumers(redis: Redis, stream: str, group: str) -> list[ConsumerInfo]
     return sorted(found, key=lambda c: (-c.pending, c.idle_ms, c.name))
 
 
-async def redis_time_ms(redis: Redis) -> int:
+async def redis_time_ms(redis: RedisClient) -> int:
     seconds, micros = await redis.time()
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-async def oldest_pending(redis: Redis, stream: str, group: str) -> OldestPending | None:
+async def oldest_pending(redis: RedisClient, stream: str, group: str) -> OldestPending | None:
     """The oldest pending entry of the group, or None when nothing is pending."""
     try:
         rows = await redis.xpending_range(stream, group, min="-", max="+", count=1)
@@ -221,7 +221,9 @@ def _reason_of(letter: Any) -> str:
     return reason if isinstance(reason, str) and reason else UNREADABLE
 
 
-async def dlq_summary(redis: Redis, *, max_letters: int = 10_000, chunk: int = 500) -> DlqSummary:
+async def dlq_summary(
+    redis: RedisClient, *, max_letters: int = 10_000, chunk: int = 500
+) -> DlqSummary:
     """Dead letters counted by reason, reading at most the newest ``max_letters``.
 
     The list is read in chunks so that a DLQ of large letters is never one huge reply.
@@ -242,7 +244,7 @@ async def dlq_summary(redis: Redis, *, max_letters: int = 10_000, chunk: int = 5
 
 
 async def rate_limits(
-    redis: Redis, *, top: int = 10, max_keys: int = 100_000, scan_count: int = 1000
+    redis: RedisClient, *, top: int = 10, max_keys: int = 100_000, scan_count: int = 1000
 ) -> RateLimits:
     """The tenants with the most enrichments this hour (``SCAN acp:groq:rate_limit:*``)."""
     prefix = Keys.rate_limit("")
@@ -305,7 +307,7 @@ return -1
 
 
 async def delete_consumer_if_idle(
-    redis: Redis, stream: str, group: str, consumer: str, min_idle_ms: int
+    redis: RedisClient, stream: str, group: str, consumer: str, min_idle_ms: int
 ) -> DeleteVerdict:
     """Delete ``consumer`` only if, right now, it holds nothing and idled ``min_idle_ms``."""
     verdict = await redis.eval(_DELETE_IF_IDLE, 1, stream, group, consumer, min_idle_ms)

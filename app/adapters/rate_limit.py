@@ -57,8 +57,7 @@ from app.domain.ports import LLM, Completion, CompletionRequest
 from app.service.state import wait_or_timeout
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
+    from app.adapters.redis_clients import RedisClient
     from app.operations.metrics import Metrics
 
 __all__ = [
@@ -234,7 +233,7 @@ class RedisLimiter:
     """
 
     def __init__(
-        self, redis: Redis, limits: LimitTable, *, now: Callable[[], float] | None = None
+        self, redis: RedisClient, limits: LimitTable, *, now: Callable[[], float] | None = None
     ) -> None:
         self._limits = limits
         self._script = redis.register_script(_LIMITER_LUA)

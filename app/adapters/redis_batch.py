@@ -98,14 +98,14 @@ class GroupCommit:
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
             if self._prelude is not None:
                 self._prelude(pipe)
-            start = len(pipe.command_stack)
+            start = len(pipe)
             sizes = []
             for job in batch:
-                before = len(pipe.command_stack)
+                before = len(pipe)
                 queued = job.queue(pipe)
                 if queued is not None:
                     await queued
-                sizes.append(len(pipe.command_stack) - before)
+                sizes.append(len(pipe) - before)
             replies = await pipe.execute(raise_on_error=False)
         for job, size in zip(batch, sizes, strict=True):
             if not job.done.done():

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
 
-__all__ = ["RedisInsightStore", "unavailable_as_domain_error"]
+__all__ = ["RedisInsightStore", "raise_errors", "unavailable_as_domain_error"]
 
 # Admission in one atomic step: ownership of the event id, an existing insight, another
 # entry of the same event in flight, the tenant's hourly budget. The owner key makes "never
@@ -120,7 +120,7 @@ async def unavailable_as_domain_error(operation: str) -> AsyncIterator[None]:
         ) from exc
 
 
-def _raise_errors(results: list[Any]) -> list[Any]:
+def raise_errors(results: list[Any]) -> list[Any]:
     """Raise the first error of a transaction's replies, but a vanished group's XACK.
 
     When the stream or group is gone (Redis restarted empty), there is nothing left to
@@ -220,7 +220,7 @@ class RedisInsightStore:
             await publish(pipe)
 
         async with unavailable_as_domain_error("write_insight"):
-            _raise_errors(await self._writes.submit(queue))
+            raise_errors(await self._writes.submit(queue))
 
     async def dead_letter(self, entry: EntryRef, letter_json: str) -> int:
         """LPUSH the dead letter and XACK its entry together; returns the DLQ's length."""
@@ -230,7 +230,7 @@ class RedisInsightStore:
             pipe.xack(entry.stream, entry.group, entry.entry_id)
 
         async with unavailable_as_domain_error("dead_letter"):
-            length, _ = _raise_errors(await self._writes.submit(queue))
+            length, _ = raise_errors(await self._writes.submit(queue))
         return int(length)
 
     async def ack(self, entry: EntryRef) -> None:
@@ -238,4 +238,4 @@ class RedisInsightStore:
             pipe.xack(entry.stream, entry.group, entry.entry_id)
 
         async with unavailable_as_domain_error("ack"):
-            _raise_errors(await self._writes.submit(queue))
+            raise_errors(await self._writes.submit(queue))

@@ -60,8 +60,7 @@ from app.service.state import wait_or_timeout
 from app.settings import RetentionMode
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
+    from app.adapters.redis_clients import RedisClient
     from app.operations.metrics import Metrics
     from app.settings import Settings
 
@@ -133,7 +132,7 @@ def _field(info: dict[Any, Any], name: str) -> Any:
     return info[name] if name in info else info.get(name.encode())
 
 
-async def read_groups(redis: Redis, stream: str) -> list[GroupState]:
+async def read_groups(redis: RedisClient, stream: str) -> list[GroupState]:
     """Every consumer group of ``stream``: last-delivered id and oldest pending entry."""
     try:
         replies = await redis.xinfo_groups(stream)
@@ -181,7 +180,7 @@ class StreamRetention:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: Settings,
         metrics: Metrics,
         *,
@@ -293,7 +292,7 @@ class StreamRetention:
             await wait_or_timeout(self._stopping, interval)
 
 
-def start_retention(redis: Redis, settings: Settings, metrics: Metrics) -> asyncio.Task[None]:
+def start_retention(redis: RedisClient, settings: Settings, metrics: Metrics) -> asyncio.Task[None]:
     """The retention loop as a background task of the worker (returns at once when off)."""
     return asyncio.create_task(
         StreamRetention(redis, settings, metrics).run(), name="stream-retention"

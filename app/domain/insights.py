@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.costs import Lane
 from app.domain.events import Severity
+from app.domain.keys import Keys
 
 __all__ = [
     "DeadLetter",
@@ -155,6 +156,19 @@ class InsightCreated(BaseModel):
         description="When the insight was written, RFC 3339.",
         examples=["2026-11-25T02:20:01.204Z"],
     )
+
+    @classmethod
+    def announcing(cls, record: InsightRecord) -> InsightCreated:
+        """The announcement of the insight ``record`` (stored under ``insight_key``)."""
+        return cls(
+            event_id=record.event_id,
+            tenant_id=record.tenant_id,
+            agent_id=record.agent_id,
+            severity=record.severity,
+            model=record.model,
+            insight_key=Keys.insight(record.event_id),
+            created_at=record.created_at,
+        )
 
 
 # The events of the DeadLetter examples: as the gateway wrote one (an entry field), as the

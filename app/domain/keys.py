@@ -12,6 +12,7 @@ __all__ = [
     "INSIGHT_STREAM_MAXLEN",
     "INSIGHT_TTL_SECONDS",
     "TIMELINE_KEEP",
+    "ClusterKeys",
     "Keys",
 ]
 
@@ -65,3 +66,30 @@ class Keys:
     def retention_lock(stream: str) -> str:
         """The worker trimming ``stream`` now (internal; see ``app/adapters/retention.py``)."""
         return f"acp:groq:retention:{stream}"
+
+
+class ClusterKeys:
+    """The internal keys of cluster mode (``app/adapters/redis_cluster_store.py``).
+
+    Each names, in a hash tag, the contract key it must share a slot with, so one
+    single-slot script reads both: ``{acp:groq:insight:<id>}`` is hashed as the insight
+    key itself (contract keys hold no braces: ids are validated without them).
+    """
+
+    @staticmethod
+    def owner(event_id: str) -> str:
+        return f"{{{Keys.insight(event_id)}}}:owner"
+
+    @staticmethod
+    def lease(event_id: str) -> str:
+        return f"{{{Keys.insight(event_id)}}}:lease"
+
+    @staticmethod
+    def charged(tenant_id: str) -> str:
+        """The events counted in the tenant's current hour (beside its counter)."""
+        return f"{{{Keys.rate_limit(tenant_id)}}}:charged"
+
+    @staticmethod
+    def dead_letter_mark(stream: str, entry_id: str) -> str:
+        """Set once an entry's dead letter is in the DLQ (beside the DLQ)."""
+        return f"{{{Keys.DLQ}}}:letter:{stream}:{entry_id}"

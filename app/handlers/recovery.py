@@ -33,11 +33,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.adapters import inspect
 from app.adapters.faststream_workarounds import ensure_group
+from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
 from app.adapters.redis_replies import as_text
 from app.service.insights import InsightService
@@ -63,7 +63,7 @@ class PendingRecovery:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: Settings,
         *,
         subscriber: _Subscriber,

@@ -47,8 +47,7 @@ from app.adapters.rate_limit import limiter_pause
 from app.operations.logs import get_logger
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
+    from app.adapters.redis_clients import RedisClient
     from app.operations.metrics import Metrics
     from app.settings import Settings
 
@@ -104,7 +103,7 @@ class ReadinessCheck:
         return CheckResult(self.name, problem is None, problem or "ok")
 
 
-def redis_group_check(redis: Redis, stream: str, group: str) -> ReadinessCheck:
+def redis_group_check(redis: RedisClient, stream: str, group: str) -> ReadinessCheck:
     """Redis answers and ``XINFO GROUPS <stream>`` lists the group."""
 
     async def probe() -> str | None:
@@ -135,7 +134,7 @@ def subscriber_check(is_running: Callable[[], bool]) -> ReadinessCheck:
 
 def default_checks(
     settings: Settings,
-    redis: Redis,
+    redis: RedisClient,
     *,
     subscriber_running: Callable[[], bool],
     breaker_open: Callable[[], bool],
@@ -184,7 +183,7 @@ class GroupSampler:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         metrics: Metrics,
         stream: str,
         group: str,
@@ -364,7 +363,7 @@ class OperationsServer:
 
 async def start_operations(
     settings: Settings,
-    redis: Redis,
+    redis: RedisClient,
     metrics: Metrics,
     *,
     subscriber_running: Callable[[], bool],

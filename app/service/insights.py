@@ -31,7 +31,6 @@ from app.domain.insights import (
     InsightRecord,
     Outcome,
 )
-from app.domain.keys import Keys
 from app.domain.ports import Admission, Completion, EntryRef, InsightStore
 from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
@@ -456,15 +455,7 @@ class InsightService:
             redactions=redactions,
             lane=lane,
         )
-        created = InsightCreated(
-            event_id=event.event_id,
-            tenant_id=event.tenant_id,
-            agent_id=event.agent_id,
-            severity=event.severity,
-            model=answer.model,
-            insight_key=Keys.insight(event.event_id),
-            created_at=created_at,
-        )
+        created = InsightCreated.announcing(record)
         record_json = record.model_dump_json()
 
         async def publish(pipe: Any) -> Any:

@@ -24,7 +24,7 @@ from app.domain.sanitize import REDACTED
 from tests.conftest import running
 from tests.support.fake_groq import API_KEY, FakeGroq
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
@@ -213,6 +213,7 @@ INVALID_ENTRIES: list[tuple[str, dict[Any, Any], list[str]]] = [
     [case[1:] for case in INVALID_ENTRIES],
     ids=[case[0] for case in INVALID_ENTRIES],
 )
+@pytest.mark.cluster_smoke
 async def test_an_invalid_entry_is_dead_lettered_and_the_next_event_enriched(
     redis, fake_groq: FakeGroq, make_settings, fields: dict[Any, Any], words: list[str]
 ):
@@ -753,6 +754,7 @@ async def test_a_tenant_over_its_budget_is_rate_limited_not_dead_lettered(
     assert 0 < ttl <= 3600
 
 
+@pytest.mark.cluster_smoke
 async def test_concurrent_events_never_exceed_the_budget(redis, fake_groq: FakeGroq, make_settings):
     """20 events of one tenant in flight at once, budget 5: exactly 5 model requests."""
     fake_groq.latency = 0.3
@@ -781,6 +783,7 @@ async def test_concurrent_events_never_exceed_the_budget(redis, fake_groq: FakeG
 # -- idempotency -----------------------------------------------------------------------
 
 
+@pytest.mark.cluster_smoke
 async def test_a_redelivered_event_is_a_duplicate_and_not_rewritten(
     redis, fake_groq: FakeGroq, make_settings
 ):
@@ -802,6 +805,7 @@ async def test_a_redelivered_event_is_a_duplicate_and_not_rewritten(
     assert await pending(redis) == 0
 
 
+@pytest.mark.cluster_smoke
 async def test_the_same_event_twice_in_one_read_calls_the_model_once(
     redis, fake_groq: FakeGroq, make_settings
 ):
@@ -818,6 +822,7 @@ async def test_the_same_event_twice_in_one_read_calls_the_model_once(
     assert len(await redis.xrange("acp:groq:insights:stream")) == 1
 
 
+@pytest.mark.cluster_smoke
 async def test_an_event_id_of_another_tenant_is_a_conflict(
     redis, fake_groq: FakeGroq, make_settings
 ):
@@ -893,6 +898,9 @@ async def test_a_dead_lettered_event_put_back_on_the_stream_is_enriched(
 # -- the lease: two entries of one event, a crash in between ---------------------------
 
 
+@pytest.mark.redis_modes(
+    "standalone"
+)  # the cluster store's: tests/integration/test_cluster_store.py
 async def test_a_second_entry_waits_on_a_pending_first_and_a_redelivery_takes_over(redis):
     """Lease semantics on the real Lua: a pending holder makes copies duplicates; acked, not."""
     store = RedisInsightStore(redis)

@@ -12,7 +12,7 @@ from app.bootstrap import build_worker
 from tests.conftest import running
 from tests.integration.test_worker_end_to_end import GROUP, STREAM, event, settle, xadd_raw
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 
 async def leave_pending(redis, consumer: str, count: int) -> list[bytes]:
@@ -37,6 +37,7 @@ async def test_a_restart_under_the_same_id_processes_its_own_pending_entries(
     assert await redis.exists(*[f"acp:groq:insight:evt-{n}" for n in range(4)]) == 4
 
 
+@pytest.mark.cluster_smoke
 async def test_entries_of_a_dead_consumer_are_claimed_after_the_idle_time(
     redis, fake_groq, make_settings
 ):
@@ -55,6 +56,7 @@ async def test_entries_of_a_dead_consumer_are_claimed_after_the_idle_time(
     assert fake_groq.stats.requests == 4
 
 
+@pytest.mark.cluster_smoke
 async def test_an_entry_delivered_too_often_is_dead_lettered_as_poison(
     redis, fake_groq, make_settings
 ):

@@ -8,15 +8,14 @@ import time
 from typing import Any
 
 import pytest
-from faststream.redis import RedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.bootstrap import build_worker
 from app.domain.insights import InsightCreated
 from app.operations.metrics import Metrics
-from tests.conftest import running
+from tests.conftest import broker_for, running
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
@@ -78,6 +77,7 @@ async def test_backlog_written_before_first_start_is_processed(redis, fake_groq,
     assert groups[0]["pending"] == 0
 
 
+@pytest.mark.cluster_smoke
 async def test_insight_keys_ttls_scores_and_published_message(redis, fake_groq, make_settings):
     """One event writes every key of the contract with its TTL, score and the stream message."""
     body = event(1, severity="critical", timestamp="2026-11-25T02:20:00Z")
@@ -140,10 +140,11 @@ async def test_prompt_never_carries_raw_input_or_other_fields(redis, fake_groq, 
         assert allowed in wire
 
 
+@pytest.mark.cluster_smoke
 async def test_both_wire_formats_are_enriched(redis, fake_groq, make_settings):
     """A gateway's raw `payload` entry and a FastStream-published entry both become insights."""
     await xadd_raw(redis, event(1))
-    publisher = RedisBroker(make_settings().redis_url.unicode_string())
+    publisher = broker_for(make_settings())
     async with publisher:
         await publisher.connect()
         await publisher.publish(event(2), stream=STREAM)

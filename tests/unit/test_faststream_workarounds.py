@@ -13,13 +13,18 @@ from typing import Annotated, Any
 
 from faststream import Context
 from faststream.redis import RedisBroker, StreamSub, TestRedisBroker
+from faststream.redis.configs.state import RedisClusterConnectionState
+from faststream.redis.publisher.producer import RedisClusterFastProducer
 from faststream.redis.subscriber.usecases.stream_subscriber import StreamSubscriber
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.adapters.faststream_workarounds import (
     EventLoopContext,
     GroupHealingBroker,
+    GroupHealingClusterBroker,
     GroupHealingRedis,
+    GroupHealingRedisCluster,
     UncopiedStreamSub,
 )
 
@@ -85,3 +90,30 @@ def test_group_healing_broker_still_builds_its_client_through_the_private_hook()
     state = broker.config.broker_config.connection
     assert type(state).__name__ == "_GroupHealingConnectionState"
     assert issubclass(GroupHealingRedis, Redis)
+
+
+def test_upstream_cluster_state_still_builds_its_client_from_its_options():
+    """FastStream's RedisClusterConnectionState builds RedisCluster(**_options): ours copies it."""
+    source = inspect.getsource(RedisClusterConnectionState.connect)
+    assert "RedisCluster(**connection_kwargs)" in source
+    assert "self._options" in source
+
+
+def test_upstream_cluster_producer_still_ignores_a_pipeline():
+    """A cluster broker's stream publish goes straight to the client (no transaction to join):
+    the cluster store publishes InsightCreated on its own, after the indexes."""
+    source = inspect.getsource(RedisClusterFastProducer.publish)
+    assert "pipeline" not in source
+    assert "self._connection.client.xadd" in source
+
+
+async def test_group_healing_cluster_broker_builds_a_healing_cluster_client():
+    """The cluster broker's state is ours, and connecting yields a GroupHealingRedisCluster."""
+    broker = GroupHealingClusterBroker("redis://127.0.0.1:1/0")
+    state = broker.config.broker_config.connection
+    assert isinstance(state, RedisClusterConnectionState)
+    assert type(state).__name__ == "_GroupHealingClusterConnectionState"
+    assert issubclass(GroupHealingRedisCluster, RedisCluster)
+    client = GroupHealingRedisCluster(host="127.0.0.1", port=1)  # connects lazily
+    assert isinstance(client, RedisCluster)
+    await client.aclose()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from app.domain.events import Severity
-from app.settings import LLMProvider, RetentionMode, Settings, SettingsError, load_settings
+from app.settings import (
+    LLMProvider,
+    RedisMode,
+    RetentionMode,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 KEY = "gsk_THISisAsecretKEY0123456789abcdefghij"
 
@@ -49,6 +56,7 @@ def test_defaults_are_the_contracts():
     assert settings.max_output_chars == 4000
     assert settings.metrics_port == 9102
     assert settings.llm_provider is LLMProvider.GROQ
+    assert settings.redis_mode is RedisMode.STANDALONE
 
 
 def test_worker_id_defaults_to_host_and_pid():
@@ -86,6 +94,7 @@ def test_settings_come_from_the_environment(monkeypatch):
         ("MAX_PROMPT_CHARS", "1000001"),
         ("MAX_PROMPT_CHARS", "12k"),
         ("STREAM_RETENTION", "forever"),
+        ("REDIS_MODE", "sentinel"),
         ("STREAM_KEEP_ENTRIES", "-1"),
         ("STREAM_KEEP_ENTRIES", "lots"),
         ("STREAM_TRIM_INTERVAL_SECONDS", "0"),
@@ -174,3 +183,35 @@ def test_stream_retention_settings_come_from_the_environment(monkeypatch):
     assert settings.stream_retention is RetentionMode.OFF
     assert settings.stream_keep_entries == 0
     assert settings.stream_trim_interval_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    "url", ["unix:///run/redis.sock", "redis://node-1:7000/3"], ids=["unix", "database-3"]
+)
+def test_cluster_mode_refuses_a_url_that_cannot_seed_a_cluster(monkeypatch, url):
+    """REDIS_MODE=cluster with a socket or a database other than 0 stops at start, named."""
+    monkeypatch.setenv("REDIS_MODE", "cluster")
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "REDIS_URL" in str(info.value)
+    assert "REDIS_MODE=cluster" in str(info.value)
+
+
+def test_cluster_mode_takes_one_seed_node(monkeypatch):
+    """REDIS_MODE=cluster with a rediss:// seed node (credentials and TLS as today)."""
+    monkeypatch.setenv("REDIS_MODE", "cluster")
+    monkeypatch.setenv("REDIS_URL", "rediss://worker:pw@node-1:7000")
+    settings = load_settings()
+    assert settings.redis_mode is RedisMode.CLUSTER
+    assert settings.redis_url.port == 7000
+
+
+def test_the_batch_lane_and_cluster_mode_together_stop_the_worker_naming_both(monkeypatch):
+    """GROQ_BATCH_SEVERITIES with REDIS_MODE=cluster is refused at start, both named."""
+    monkeypatch.setenv("REDIS_MODE", "cluster")
+    monkeypatch.setenv("GROQ_BATCH_SEVERITIES", "low")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "GROQ_BATCH_SEVERITIES" in str(info.value)
+    assert "REDIS_MODE=cluster" in str(info.value)
