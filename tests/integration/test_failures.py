@@ -213,7 +213,6 @@ INVALID_ENTRIES: list[tuple[str, dict[Any, Any], list[str]]] = [
     [case[1:] for case in INVALID_ENTRIES],
     ids=[case[0] for case in INVALID_ENTRIES],
 )
-@pytest.mark.cluster_smoke
 async def test_an_invalid_entry_is_dead_lettered_and_the_next_event_enriched(
     redis, fake_groq: FakeGroq, make_settings, fields: dict[Any, Any], words: list[str]
 ):
@@ -287,6 +286,7 @@ async def test_an_entry_over_max_event_bytes_is_dead_lettered(
     assert await pending(redis) == 0
 
 
+@pytest.mark.cluster_smoke
 async def test_many_invalid_entries_in_a_row_do_not_stop_the_worker(
     redis, fake_groq: FakeGroq, make_settings
 ):
