@@ -271,6 +271,7 @@ def build_worker(
     lane = None
     if settings.groq_batch_severities:
         policy = LanePolicy(settings.groq_batch_severities, settings.groq_batch_when_lag_above)
+        assert not isinstance(redis, RedisCluster)  # the settings refuse the lane in a cluster
         lane = BatchLane(policy, RedisLaneStore(redis))
     service = InsightService(
         settings,
