@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from typing import Any
 
-__all__ = ["LLM_LATENCY_BUCKETS", "Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.metrics import MetricWrapperBase
+
+__all__ = ["LLM_LATENCY_BUCKETS", "Labelled", "Metrics"]
 
 # From a cached 50 ms answer to the 30 s a slow reasoning call may take.
 LLM_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0)
@@ -203,3 +206,25 @@ class Metrics:
             "How long model calls stay paused by a long rate limit (0: not paused).",
             registry=r,
         )
+
+
+class Labelled:
+    """``metric.labels(*values)`` with each child looked up once, for the per-event path.
+
+    ``labels()`` validates and sorts its arguments and takes the metric's lock on every
+    call (about 2 µs); an event asks for six or more children. The children cached here
+    are the metric's own (the same objects ``labels()`` returns), so there are no more of
+    them than the registry holds anyway.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child

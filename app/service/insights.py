@@ -35,7 +35,7 @@ from app.domain.ports import Admission, Completion, EntryRef, InsightStore
 from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
-from app.operations.metrics import Metrics
+from app.operations.metrics import Labelled, Metrics
 from app.service.batch_lane import BatchLane
 from app.service.model_calls import Answer, ModelCaller
 from app.service.state import WorkerState
@@ -114,6 +114,11 @@ class InsightService:
         self._state = state
         self._store = store
         self._metrics = metrics
+        self._consumed = Labelled(metrics.events_consumed)
+        self._event_latency = Labelled(metrics.event_latency)
+        self._tokens = Labelled(metrics.llm_tokens)
+        self._lane_tokens = Labelled(metrics.lane_tokens)
+        self._cost = Labelled(metrics.estimated_cost)
         self._publish_created = publish_created
         self._sleep = sleep
         self._clock = clock
@@ -476,7 +481,7 @@ class InsightService:
                 publish=publish,
             ),
         )
-        self._metrics.event_latency.labels(model=answer.model).observe(self._clock() - started)
+        self._event_latency(answer.model).observe(self._clock() - started)
         self._count_spend(event.tenant_id, answer.model, completion, lane)
 
     def _count_spend(self, tenant_id: str, model: str, completion: Completion, lane: Lane) -> None:
@@ -487,10 +492,8 @@ class InsightService:
             ("cached", completion.cached_tokens),
         ):
             if tokens:
-                self._metrics.llm_tokens.labels(tenant_id=tenant_id, model=model, kind=kind).inc(
-                    tokens
-                )
-                self._metrics.lane_tokens.labels(lane=lane.value, kind=kind).inc(tokens)
+                self._tokens(tenant_id, model, kind).inc(tokens)
+                self._lane_tokens(lane.value, kind).inc(tokens)
         cost = answer_cost(
             self._settings.groq_price_table,
             model,
@@ -500,7 +503,7 @@ class InsightService:
             lane=lane,
         )
         if cost:
-            self._metrics.estimated_cost.labels(tenant_id=tenant_id, lane=lane.value).inc(cost)
+            self._cost(tenant_id, lane.value).inc(cost)
 
     # -- dead letters and Redis retries ---------------------------------------------
 
@@ -563,7 +566,7 @@ class InsightService:
             return result
 
     def _finish(self, report: _Report, **context: Any) -> None:
-        self._metrics.events_consumed.labels(result=report.outcome.value).inc()
+        self._consumed(report.outcome.value).inc()
         latency_ms = round((self._clock() - report.started) * 1000, 1)
         level = "warning" if report.outcome is Outcome.DEAD_LETTERED else "info"
         getattr(log, level)(

@@ -28,7 +28,7 @@ from app.domain.breaker import BreakerState, CircuitBreaker
 from app.domain.errors import LLMError, PermanentLLMError, Postponed, TransientLLMError
 from app.domain.ports import LLM, Completion, CompletionRequest
 from app.domain.prompt import INSIGHT_JSON_SCHEMA
-from app.operations.metrics import Metrics
+from app.operations.metrics import Labelled, Metrics
 from app.service.state import WorkerState
 from app.settings import Settings
 
@@ -69,6 +69,7 @@ class ModelCaller:
         self.llm = llm
         self.breaker = breaker
         self._metrics = metrics
+        self._llm_latency = Labelled(metrics.llm_latency)
         self._state = state
         self._sleep = sleep
         self._clock = clock
@@ -167,7 +168,7 @@ class ModelCaller:
                 self.breaker.release_probe()
             raise
         finally:
-            self._metrics.llm_latency.labels(model=request.model).observe(self._clock() - began)
+            self._llm_latency(request.model).observe(self._clock() - began)
         if self.breaker is not None:
             if self.breaker.state(self._clock()) is not BreakerState.CLOSED:
                 log.info("breaker_closed", model=request.model)
