@@ -22,8 +22,10 @@ from faststream.redis import TestRedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from app.bootstrap import Worker, build_worker
+from app.domain.events import AuditEvent
 from app.settings import Settings
 from tests.support.fakes import MemoryStore, ScriptedLLM
 
@@ -300,3 +302,23 @@ def test_pathological_entries_end_in_exactly_one_outcome() -> None:
     with harness_loop() as (harness, loop):
         for fields in entries:
             loop.run_until_complete(harness.feed(fields))
+
+
+@PROPERTY_SETTINGS
+@given(body=st.one_of(near_valid_events(), json_payload_maps))
+def test_one_pass_decode_accepts_and_refuses_exactly_what_two_passes_did(
+    body: dict[bytes, bytes],
+) -> None:
+    """``model_validate_json`` on the bytes gives the event ``json.loads`` + validation gave."""
+    payload = body[b"payload"]
+    try:
+        expected: AuditEvent | None = AuditEvent.model_validate(json.loads(payload))
+    except ValidationError:
+        expected = None
+    try:
+        decoded: AuditEvent | None = AuditEvent.model_validate_json(payload)
+    except ValidationError:
+        decoded = None
+    assert decoded == expected
+    if decoded is not None:
+        assert decoded.model_dump() == expected.model_dump()  # type: ignore[union-attr]
