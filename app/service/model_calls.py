@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -131,18 +130,28 @@ class ModelCaller:
             json_schema=INSIGHT_JSON_SCHEMA,
             reasoning_effort=self._settings.groq_reasoning_effort,
         )
+        # The first attempt runs outside tenacity: nearly every event needs no other, and
+        # tenacity's machinery (built per call) costs more than the attempt's bookkeeping.
+        try:
+            return await self._attempt(request), 1
+        except LLMError as exc:
+            exc.attempts = 1
+            if not isinstance(exc, TransientLLMError) or attempts <= 1:
+                raise
+            first_failure = exc
+        await self._sleep(self._delay(1, first_failure))  # outside the except: no chaining
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=self._backoff,
+            stop=stop_after_attempt(attempts - 1),
+            wait=self._backoff_after_first,
             retry=retry_if_exception(lambda exc: isinstance(exc, TransientLLMError)),
             sleep=self._sleep,
             reraise=True,
         )
-        attempt_number = 0
+        attempt_number = 1
         try:
             async for attempt in retrying:
                 with attempt:
-                    attempt_number = attempt.retry_state.attempt_number
+                    attempt_number = attempt.retry_state.attempt_number + 1
                     return await self._attempt(request), attempt_number
         except LLMError as exc:
             exc.attempts = attempt_number
@@ -208,13 +217,20 @@ class ModelCaller:
             self._metrics.breaker_state.set(breaker.state(now))
             await self._state.pause(min(max(breaker.retry_in(now), 0.05), 1.0))
 
-    def _backoff(self, state: RetryCallState) -> float:
-        """Exponential backoff with full jitter; a server's retry-after wins (capped)."""
+    def _backoff_after_first(self, state: RetryCallState) -> float:
+        """tenacity's wait for the attempts after the first (its attempt 1 is the event's 2)."""
+        exc = state.outcome.exception() if state.outcome else None
+        return self._delay(state.attempt_number + 1, exc)
+
+    def _delay(self, failed_attempt: int, exc: BaseException | None) -> float:
+        """The wait after attempt ``failed_attempt`` failed with ``exc``.
+
+        Exponential backoff with full jitter; a server's retry-after wins (capped).
+        """
         settings = self._settings
-        exc: Any = state.outcome.exception() if state.outcome else None
         ceiling = min(
             settings.groq_backoff_max_seconds,
-            settings.groq_backoff_base_seconds * 2 ** (state.attempt_number - 1),
+            settings.groq_backoff_base_seconds * 2 ** (failed_attempt - 1),
         )
         delay = random.uniform(ceiling / 2, ceiling)
         if isinstance(exc, TransientLLMError) and exc.retry_after is not None:
