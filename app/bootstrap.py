@@ -17,8 +17,6 @@ from typing import Any
 from faststream import FastStream
 from faststream.redis import RedisBroker
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.faststream_workarounds import (
     GroupHealingBroker,
@@ -28,6 +26,7 @@ from app.adapters.faststream_workarounds import (
 from app.adapters.inspect import group_info
 from app.adapters.redis_clients import RedisClient, connect_redis
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
+from app.adapters.redis_errors import says_not_now
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
@@ -181,7 +180,9 @@ async def _wait_for_redis(redis: RedisClient, settings: Settings) -> None:
     while True:
         try:
             created = await ensure_group(redis, settings.insight_stream, settings.insight_group)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except Exception as exc:
+            if not says_not_now(exc):
+                raise
             log.warning("redis_unreachable_at_start", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -216,7 +217,8 @@ def build_worker(
         configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
     metrics = metrics if metrics is not None else Metrics()
     redis = connect_redis(
-        settings,
+        str(settings.redis_url),
+        settings.redis_mode,
         socket_timeout=10.0,
         socket_connect_timeout=5.0,
         socket_keepalive=True,

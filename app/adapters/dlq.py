@@ -19,14 +19,15 @@ still LREM after a failed XADD, since EXEC does not stop at a failing command.)
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from app.adapters.redis_clients import is_cluster
 from app.adapters.redis_replies import as_text
 from app.domain.insights import DeadLetter, DeadLetterReason
 from app.domain.keys import Keys
@@ -207,7 +208,7 @@ async def replay(
     """
     wanted = DeadLetterReason(reason) if reason is not None else None
     result = ReplayResult(stream=stream, dry_run=dry_run)
-    move = redis.register_script(_REPLAY_ONE)
+    move = _mover(redis, stream)
 
     def done() -> bool:
         return limit is not None and len(result.replayed) >= limit
@@ -239,7 +240,7 @@ async def replay(
                     result.replayed.append(Replayed(item, None))
                     kept += 1
                 else:
-                    entry_id = await move(keys=[Keys.DLQ, stream], args=[raw, item.payload])
+                    entry_id = await move(raw, item.payload)
                     if entry_id is None:
                         result.skipped.append(Skipped(SkipCause.GONE, item))
                     else:
@@ -248,6 +249,33 @@ async def replay(
     except RedisError as exc:
         raise ReplayInterrupted(result, exc) from exc
     return result
+
+
+def _mover(redis: RedisClient, stream: str) -> Callable[[bytes | str, str], Awaitable[Any]]:
+    """Moves one letter from the DLQ to ``stream``; None when the letter is gone.
+
+    On one Redis, one script: the letter lands and leaves together. In a cluster the DLQ
+    and the stream are in different slots: the letter lands first and leaves after, so a
+    crash in between replays it twice (the second is a ``duplicate`` if the first was
+    enriched), never zero times.
+    """
+    if not is_cluster(redis):
+        script = redis.register_script(_REPLAY_ONE)
+
+        async def move_in_one_script(raw: bytes | str, payload: str) -> Any:
+            return await script(keys=[Keys.DLQ, stream], args=[raw, payload])
+
+        return move_in_one_script
+
+    async def move_in_two_steps(raw: bytes | str, payload: str) -> Any:
+        # The letter exactly as stored (bytes are sent as they are).
+        if await redis.lpos(Keys.DLQ, raw, rank=-1) is None:  # type: ignore[arg-type]
+            return None
+        entry_id = await redis.xadd(stream, {"payload": payload})
+        await redis.lrem(Keys.DLQ, -1, raw)  # type: ignore[arg-type]
+        return entry_id
+
+    return move_in_two_steps
 
 
 async def purge(redis: RedisClient) -> int:

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from app.settings import RedisMode, Settings
+from app.settings import RedisMode
 
 __all__ = ["RedisClient", "connect_redis", "is_cluster"]
 
@@ -22,10 +22,10 @@ RedisClient: TypeAlias = Redis | RedisCluster
 """A client of either mode (the commands on one key are the same)."""
 
 
-def connect_redis(settings: Settings, **options: Any) -> RedisClient:
-    """A client of ``REDIS_URL`` in ``REDIS_MODE`` (nothing connects until first used)."""
-    url = str(settings.redis_url)
-    if settings.redis_mode is RedisMode.CLUSTER:
+def connect_redis(url: str, mode: RedisMode, **options: Any) -> RedisClient:
+    """A client of ``url`` (``REDIS_URL``) in ``mode`` (``REDIS_MODE``); nothing connects
+    until it is first used."""
+    if mode is RedisMode.CLUSTER:
         # A cluster client opens connections to several nodes: keep-alive and health
         # checks are per connection, as on one server.
         return RedisCluster.from_url(url, **options)

@@ -4,7 +4,10 @@ Redis refuses work it will accept later: it is out of reach (connection lost, ti
 loading its data set (``LOADING``), a replica after a failover (``READONLY``), a replica
 whose primary is down (``MASTERDOWN``), full under ``noeviction`` (``OOM``), running a
 long script (``BUSY``), unable to persist (``MISCONF``), or a cluster moving slots
-(``TRYAGAIN``, ``CLUSTERDOWN``). None of these says anything about the event at hand: the
+(``TRYAGAIN``, ``CLUSTERDOWN``). In cluster mode redis-py adds two of its own: no node
+reachable (a ``RedisClusterException`` caused by a connection error) and a slot no
+primary serves (``SlotNotCoveredError``: a primary down until it is back or replaced).
+None of these says anything about the event at hand: the
 worker waits them out in place, keeping the event's slot and whatever result it holds,
 instead of failing the event (which would count a delivery, free the slot and let the
 subscriber read ever more entries it cannot write).
@@ -18,15 +21,17 @@ from redis.exceptions import (
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_UNREACHABLE", "refusal_reason", "says_not_now"]
+__all__ = ["REDIS_UNREACHABLE", "refusal_reason", "says_not_now", "unreachable"]
 
-REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, SlotNotCoveredError)
 # redis-py strips the reply's code from the message of these: their codes, by class.
 _REFUSALS = {
     BusyLoadingError: "LOADING",
@@ -42,9 +47,16 @@ _REFUSAL_CODES = ("BUSY ", "MISCONF ")
 
 def says_not_now(exc: BaseException) -> bool:
     """True when ``exc`` is Redis out of reach or refusing for now (see the module doc)."""
-    if isinstance(exc, (*REDIS_UNREACHABLE, *_REFUSALS)):
+    if unreachable(exc) or isinstance(exc, tuple(_REFUSALS)):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_REFUSAL_CODES)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says Redis (or every node of a cluster) could not be reached."""
+    if isinstance(exc, REDIS_UNREACHABLE):
+        return True
+    return isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, REDIS_UNREACHABLE)
 
 
 def refusal_reason(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ from app.domain.keys import Keys
 from app.domain.ports import EntryRef
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from app.adapters.redis_clients import RedisClient
 
 __all__ = ["LANE_HOLD_SECONDS", "LaneSummary", "RedisLaneStore"]
 
@@ -130,7 +130,7 @@ def _text(value: Any) -> str:
 class RedisLaneStore:
     """``LaneStore`` on Redis (redis-py's asyncio client)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     async def _script(self, operation: str, script: str, keys: list[str], args: list[Any]) -> Any:

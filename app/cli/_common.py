@@ -8,11 +8,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisClusterException, RedisError
 
+from app.adapters.redis_clients import RedisClient, connect_redis
+from app.adapters.redis_errors import unreachable
 from app.settings import Settings, SettingsError, load_settings
 
 __all__ = [
@@ -41,7 +40,7 @@ def redis_address(settings: Settings) -> str:
 
 
 def run_with_redis(
-    command: str, work: Callable[[Settings, Redis], Awaitable[T]]
+    command: str, work: Callable[[Settings, RedisClient], Awaitable[T]]
 ) -> tuple[int, T | None]:
     """Load settings, open Redis, run ``work``; failures become one line on stderr.
 
@@ -55,8 +54,11 @@ def run_with_redis(
         return EXIT_USAGE, None
 
     async def with_client() -> T:
-        redis = Redis.from_url(
-            str(settings.redis_url), socket_connect_timeout=3.0, socket_timeout=10.0
+        redis = connect_redis(
+            str(settings.redis_url),
+            settings.redis_mode,
+            socket_connect_timeout=3.0,
+            socket_timeout=10.0,
         )
         try:
             return await work(settings, redis)
@@ -65,10 +67,13 @@ def run_with_redis(
 
     try:
         return EXIT_OK, asyncio.run(with_client())
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        problem = f"cannot reach Redis at {redis_address(settings)} ({_one_line(exc)})"
-    except RedisError as exc:
-        problem = f"Redis at {redis_address(settings)} answered with an error ({_one_line(exc)})"
+    except (RedisError, RedisClusterException, OSError) as exc:
+        if unreachable(exc):
+            problem = f"cannot reach Redis at {redis_address(settings)} ({_one_line(exc)})"
+        else:
+            problem = (
+                f"Redis at {redis_address(settings)} answered with an error ({_one_line(exc)})"
+            )
     print(f"groq-worker {command}: {problem}", file=sys.stderr)
     return EXIT_PROBLEM, None
 

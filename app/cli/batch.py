@@ -18,8 +18,7 @@ import sys
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
+from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_lane import LaneSummary, RedisLaneStore
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, run_with_redis
 from app.cli.status import format_duration
@@ -49,7 +48,7 @@ def register(subparsers: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    async def work(settings: Settings, redis: Redis) -> LaneSummary:
+    async def work(settings: Settings, redis: RedisClient) -> LaneSummary:
         return await RedisLaneStore(redis).summary()
 
     code, summary = run_with_redis("batch list", work)
@@ -85,7 +84,7 @@ def _list(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from app.bootstrap import build_batch_api
 
-    async def work(settings: Settings, redis: Redis) -> str:
+    async def work(settings: Settings, redis: RedisClient) -> str:
         summary = await RedisLaneStore(redis).summary()
         known = {b.local_id: b.groq_id for b in summary.batches if b.groq_id}
         batch_id = known.get(args.batch, args.batch)

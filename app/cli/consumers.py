@@ -18,11 +18,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from app.adapters import inspect
+from app.adapters.redis_clients import RedisClient
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, run_with_redis
 from app.cli.status import format_duration
 from app.settings import Settings
@@ -83,7 +83,7 @@ class PruneReport:
 
 
 async def prune(
-    settings: Settings, redis: Redis, *, min_idle_ms: int, dry_run: bool
+    settings: Settings, redis: RedisClient, *, min_idle_ms: int, dry_run: bool
 ) -> PruneReport:
     stream, group = settings.insight_stream, settings.insight_group
     if await inspect.group_info(redis, stream, group) is None:
@@ -146,7 +146,7 @@ def render(report: PruneReport, console: Console) -> None:
 def _prune(args: argparse.Namespace) -> int:
     min_idle_ms = round(args.idle * 1000)
 
-    async def work(settings: Settings, redis: Redis) -> tuple[Settings, PruneReport]:
+    async def work(settings: Settings, redis: RedisClient) -> tuple[Settings, PruneReport]:
         return settings, await prune(settings, redis, min_idle_ms=min_idle_ms, dry_run=args.dry_run)
 
     code, result = run_with_redis("consumers prune", work)

@@ -16,9 +16,8 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from redis.asyncio import Redis
-
 from app.adapters import dlq
+from app.adapters.redis_clients import RedisClient
 from app.cli._common import at_least, run_with_redis
 from app.domain.insights import DeadLetter, DeadLetterReason
 from app.domain.keys import Keys
@@ -30,7 +29,7 @@ ERROR_WIDTH = 60
 LIST_DEFAULT_LIMIT = 50
 COLUMNS = ("ENTRY ID", "FAILED AT", "REASON", "EVENT ID", "TENANT", "ATTEMPTS", "ERROR")
 
-Action = Callable[[Redis, Settings], Awaitable[int]]
+Action = Callable[[RedisClient, Settings], Awaitable[int]]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _list(args: argparse.Namespace) -> int:
-    async def action(redis: Redis, settings: Settings) -> int:
+    async def action(redis: RedisClient, settings: Settings) -> int:
         letters = await dlq.list_letters(redis, limit=args.limit, reason=args.reason)
         if args.json:
             for item in letters:
@@ -96,7 +95,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    async def action(redis: Redis, settings: Settings) -> int:
+    async def action(redis: RedisClient, settings: Settings) -> int:
         stream = settings.insight_stream
         try:
             result = await dlq.replay(
@@ -128,7 +127,7 @@ def _purge(args: argparse.Namespace) -> int:
         )
         return 2
 
-    async def action(redis: Redis, settings: Settings) -> int:
+    async def action(redis: RedisClient, settings: Settings) -> int:
         held = await dlq.purge(redis)
         print(f"purged {held} dead letter(s); {Keys.DLQ} is empty")
         return 0

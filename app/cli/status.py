@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from app.adapters import inspect
+from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_lane import LaneSummary, RedisLaneStore
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, at_least, redis_address, run_with_redis
 from app.domain.keys import Keys
@@ -108,7 +108,7 @@ class StatusReport:
 
 
 async def collect_status(
-    settings: Settings, redis: Redis, *, top: int = 10, dlq_scan: int = 10_000
+    settings: Settings, redis: RedisClient, *, top: int = 10, dlq_scan: int = 10_000
 ) -> StatusReport:
     stream, group_name = settings.insight_stream, settings.insight_group
     group = await inspect.group_info(redis, stream, group_name)
@@ -210,7 +210,7 @@ def _lane_line(report: StatusReport) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    async def work(settings: Settings, redis: Redis) -> StatusReport:
+    async def work(settings: Settings, redis: RedisClient) -> StatusReport:
         return await collect_status(settings, redis, top=args.top, dlq_scan=args.dlq_scan)
 
     code, report = run_with_redis("status", work)

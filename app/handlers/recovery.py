@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from app.adapters import inspect
 from app.adapters.faststream_workarounds import ensure_group
@@ -178,7 +178,7 @@ class PendingRecovery:
             try:
                 await step()
                 return
-            except (*REDIS_UNREACHABLE, ResponseError) as exc:
+            except (*REDIS_UNREACHABLE, ResponseError, RedisClusterException) as exc:
                 if says_not_now(exc):
                     log.warning("recovery_redis_unavailable", error=str(exc), retry_in=delay)
                 elif str(exc).startswith("NOGROUP"):

@@ -20,7 +20,7 @@ from tests.conftest import running
 from tests.support.fakes import ScriptedLLM
 from tests.support.redis_server import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 DLQ = "acp:groq:dlq"
 STREAM = "acp:groq_queue"
@@ -28,9 +28,10 @@ GROUP = "acp_insights_consumer_group"
 
 
 @pytest.fixture(autouse=True)
-def cli_env(redis_server, monkeypatch):
+def cli_env(redis_url, redis_mode, monkeypatch):
     """The CLI reads its settings from the environment: point it at the private Redis."""
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("REDIS_MODE", redis_mode)
     monkeypatch.setenv("INSIGHT_STREAM", STREAM)
 
 
@@ -90,6 +91,7 @@ def json_lines(out: str) -> list[dict[str, Any]]:
 # -- list -------------------------------------------------------------------------------
 
 
+@pytest.mark.cluster_smoke
 async def test_list_json_is_newest_first_and_honours_limit(redis, capsys):
     """`dlq list --json` prints the letters newest first; --limit keeps the newest N."""
     await push(redis, letter(1), letter(2), letter(3))
@@ -161,6 +163,7 @@ async def test_list_reports_an_unreadable_element_instead_of_crashing(redis, cap
 # -- replay -----------------------------------------------------------------------------
 
 
+@pytest.mark.cluster_smoke
 async def test_replay_puts_payloads_on_the_stream_in_failure_order(redis, capsys):
     """Replay XADDs `payload` entries oldest letter first and removes just those letters."""
     no_payload = letter(2, "invalid", payload=None)
@@ -276,6 +279,7 @@ class ConcurrentReplayRedis(Redis):
         return await super().evalsha(sha, numkeys, *keys_and_args)
 
 
+@pytest.mark.redis_modes("standalone")  # the one-script move of a single Redis
 async def test_a_lost_reply_leaves_the_letter_either_replayed_or_kept_never_both(
     redis, redis_server
 ):
@@ -311,6 +315,7 @@ async def test_a_failed_xadd_keeps_the_letter(redis):
     assert await dlq_raw(redis) == [letter(1).encode()]
 
 
+@pytest.mark.redis_modes("standalone")  # the one-script move of a single Redis
 async def test_a_letter_removed_by_a_concurrent_replay_is_not_replayed_again(redis, redis_server):
     """Two replays at once: the second finds the letter gone and does not XADD it again."""
     await push(redis, letter(1))

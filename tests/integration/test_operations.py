@@ -27,7 +27,7 @@ from app.operations.metrics import Metrics
 from tests.conftest import running
 from tests.support.redis_server import RedisServer, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
@@ -131,6 +131,7 @@ async def wait_for_status(port: int, path: str, status: int, within: float) -> d
     raise AssertionError(f"{path} did not answer {status} within {within}s; last: {last}")
 
 
+@pytest.mark.cluster_smoke
 async def test_metrics_over_http_count_each_outcome_of_a_scripted_run(
     redis, fake_groq, make_settings
 ):
@@ -184,6 +185,7 @@ async def test_metrics_over_http_count_each_outcome_of_a_scripted_run(
     assert fake_groq.stats.by_model == {FAST: 2, "deep-broken": 1}
 
 
+@pytest.mark.redis_modes("standalone")  # a cluster's primary down: tests/faults
 async def test_ready_follows_redis_while_live_stays_up(fake_groq, make_settings):
     """/health/ready is 503 while Redis is down and 200 once it is back; /live stays 200."""
     server = RedisServer().start()

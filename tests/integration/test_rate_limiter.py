@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from app.adapters.rate_limit import (
     MemoryLimiter,
@@ -24,13 +23,15 @@ from app.adapters.rate_limit import (
     limiter_key,
     limiter_pause,
 )
+from app.adapters.redis_clients import connect_redis
 from app.bootstrap import build_llm, build_worker
 from app.domain.limits import LimitTable, ModelLimits, RateLimitLesson
 from app.operations.metrics import Metrics
+from app.settings import RedisMode
 from tests.conftest import running
 from tests.support.fake_groq import FakeGroq
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 MODEL = "openai/gpt-oss-20b"
 STREAM = "acp:groq_queue"
@@ -39,9 +40,9 @@ DLQ = "acp:groq:dlq"
 
 
 @pytest.fixture
-async def other_process(redis_server) -> AsyncIterator[aioredis.Redis]:
+async def other_process(redis_url: str, redis_mode: str) -> AsyncIterator[Any]:
     """A second connection to the same Redis: what another worker process would hold."""
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = connect_redis(redis_url, RedisMode(redis_mode))
     try:
         yield client
     finally:
@@ -55,6 +56,7 @@ def table(**limits: int) -> LimitTable:
 # -- the limiter itself ---------------------------------------------------------------
 
 
+@pytest.mark.cluster_smoke
 async def test_two_processes_share_one_requests_budget(redis, other_process) -> None:
     """RPM 10 split over two processes: 10 calls in all go, the 11th waits ~6 s on either."""
     first = RedisLimiter(redis, table(rpm=10))

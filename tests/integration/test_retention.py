@@ -24,7 +24,7 @@ from app.operations.metrics import Metrics
 from tests.conftest import running
 from tests.support.redis_server import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
@@ -105,6 +105,7 @@ def worker_settings(make_settings: Any, **overrides: Any) -> Any:
     return make_settings(**values)
 
 
+@pytest.mark.cluster_smoke
 async def test_a_drained_stream_is_trimmed_to_the_newest_keep_entries(redis, make_settings):
     """20,000 events acked by the only group: XLEN ends at STREAM_KEEP_ENTRIES (+ one node)."""
     ids = await add_events(redis, EVENTS)

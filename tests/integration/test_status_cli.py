@@ -6,28 +6,34 @@ import argparse
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis as redis_sync
 
 from app.cli import main
 from app.cli.consumers import parse_duration
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
 
 
 @pytest.fixture
-def store(redis_server: RedisServer, monkeypatch) -> Iterator[redis_sync.Redis]:
+def store(redis_url: str, redis_mode: str, monkeypatch) -> Iterator[redis_sync.Redis]:
     """The private Redis, flushed, with the CLI's settings pointing at it."""
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("REDIS_MODE", redis_mode)
     for name in ("INSIGHT_STREAM", "INSIGHT_GROUP"):
         monkeypatch.delenv(name, raising=False)
-    client = redis_sync.Redis.from_url(redis_server.url)
-    client.flushdb()
+    client: Any = (
+        redis_sync.RedisCluster.from_url(redis_url)
+        if redis_mode == "cluster"
+        else redis_sync.Redis.from_url(redis_url)
+    )
+    client.flushall()
     try:
         yield client
     finally:
@@ -53,6 +59,7 @@ def prepare(store: redis_sync.Redis) -> list[str]:
     return ids
 
 
+@pytest.mark.cluster_smoke
 def test_status_json_reports_lag_pending_consumers_dlq_and_budgets(store, capsys):
     """status --json: the numbers of the prepared state, and exit 0."""
     ids = prepare(store)

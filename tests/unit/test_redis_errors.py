@@ -5,18 +5,21 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import (
     BusyLoadingError,
+    ClusterCrossSlotError,
     ClusterDownError,
     MasterDownError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.redis_errors import refusal_reason, says_not_now
+from app.adapters.redis_errors import refusal_reason, says_not_now, unreachable
 
 
 @pytest.mark.parametrize(
@@ -51,3 +54,37 @@ def test_redis_saying_not_now_is_waited_out_with_a_short_reason(error, reason):
 )
 def test_other_errors_are_not_waited_out(error):
     assert not says_not_now(error)
+
+
+def _cluster_unreachable() -> RedisClusterException:
+    try:
+        raise RedisClusterException("Redis Cluster cannot be connected") from RedisConnectionError(
+            "Connection refused"
+        )
+    except RedisClusterException as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "error",
+    [_cluster_unreachable(), SlotNotCoveredError('Slot "42" is not covered by the cluster.')],
+    ids=["no-node-answers", "slot-not-covered"],
+)
+def test_a_cluster_out_of_reach_is_waited_out(error):
+    """No node of the cluster answers, or a primary is down: not now, and unreachable."""
+    assert says_not_now(error)
+    assert unreachable(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RedisClusterException("EVAL - all keys must map to the same key slot"),
+        ClusterCrossSlotError(),
+    ],
+    ids=["client-cross-slot", "server-crossslot"],
+)
+def test_a_cross_slot_mistake_is_a_failure_not_an_outage(error):
+    """Keys of several slots in one command is a bug: never waited out."""
+    assert not says_not_now(error)
+    assert not unreachable(error)

@@ -51,6 +51,7 @@ from rich.table import Table
 
 from app.adapters import inspect
 from app.adapters.dlq import parse_letter
+from app.adapters.redis_clients import RedisClient, connect_redis
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_replies import as_text
 from app.bootstrap import Worker, build_worker
@@ -65,7 +66,7 @@ from app.cli.demo.events import (
 from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_server
 from app.domain.insights import DeadLetter, Outcome
 from app.domain.keys import Keys
-from app.settings import LLMProvider, Settings, SettingsError, load_settings
+from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_settings
 
 __all__ = ["register"]
 
@@ -208,7 +209,7 @@ async def _redis_answers(url: str) -> bool:
 # -- the steps --------------------------------------------------------------------------
 
 
-async def _publish(redis: Redis, stream: str, entries: Sequence[SampleEntry]) -> list[str]:
+async def _publish(redis: RedisClient, stream: str, entries: Sequence[SampleEntry]) -> list[str]:
     """XADD every entry in the gateway's wire format; their entry ids, in order."""
     async with redis.pipeline(transaction=False) as pipe:
         for entry in entries:
@@ -217,7 +218,7 @@ async def _publish(redis: Redis, stream: str, entries: Sequence[SampleEntry]) ->
     return [as_text(entry_id) for entry_id in ids]
 
 
-async def _entries_done(redis: Redis, settings: Settings, entry_ids: Sequence[str]) -> int:
+async def _entries_done(redis: RedisClient, settings: Settings, entry_ids: Sequence[str]) -> int:
     """How many of ``entry_ids`` the group has delivered and acknowledged (any consumer)."""
     stream, group = settings.insight_stream, settings.insight_group
     info = await inspect.group_info(redis, stream, group)
@@ -236,7 +237,7 @@ async def _entries_done(redis: Redis, settings: Settings, entry_ids: Sequence[st
     )
 
 
-async def _lane_settled(redis: Redis, run: DemoRun) -> bool:
+async def _lane_settled(redis: RedisClient, run: DemoRun) -> bool:
     """Nothing of the run waits in the batch lane (its entries are acked before that)."""
     if not run.settings.groq_batch_severities:
         return True
@@ -244,7 +245,7 @@ async def _lane_settled(redis: Redis, run: DemoRun) -> bool:
     return not lane.waiting and not lane.batches
 
 
-async def _follow(redis: Redis, run: DemoRun, console: Console, within: float) -> bool:
+async def _follow(redis: RedisClient, run: DemoRun, console: Console, within: float) -> bool:
     """Show progress until every entry is acked; False when ``within`` seconds pass first."""
     total = len(run.entry_ids)
     deadline = time.monotonic() + within
@@ -276,7 +277,7 @@ async def _follow(redis: Redis, run: DemoRun, console: Console, within: float) -
     return True
 
 
-async def _results(redis: Redis, run: DemoRun) -> list[EventResult]:
+async def _results(redis: RedisClient, run: DemoRun) -> list[EventResult]:
     """Each sample event with its insight or its dead letter, read back from Redis."""
     by_event: dict[str, EventResult] = {}
     for entry, entry_id in zip(run.entries, run.entry_ids, strict=True):
@@ -393,7 +394,7 @@ def _outcomes_table(worker: Worker) -> Table:
     return table
 
 
-async def _keys_table(redis: Redis, run: DemoRun, results: Sequence[EventResult]) -> Table:
+async def _keys_table(redis: RedisClient, run: DemoRun, results: Sequence[EventResult]) -> Table:
     settings = run.settings
     tenants = sorted({r.entry.tenant_id for r in results})
     agents = sorted({r.entry.agent_id for r in results})
@@ -489,7 +490,7 @@ async def _wait_for_stop() -> None:
     await stop.wait()
 
 
-async def _budget_for(redis: Redis, options: argparse.Namespace, run: DemoRun) -> int | None:
+async def _budget_for(redis: RedisClient, options: argparse.Namespace, run: DemoRun) -> int | None:
     """The budget the worker gets: --budget N, the one --budget alone asks for, or none."""
     if options.budget != _AUTO_BUDGET:
         return int(options.budget) if options.budget is not None else None
@@ -504,6 +505,7 @@ def _worker_settings(
 ) -> Settings:
     overrides: dict[str, Any] = {
         "redis_url": redis_url,
+        "redis_mode": settings.redis_mode,
         "worker_id": CONSUMER,
         "metrics_port": settings.metrics_port if options.keep_running else 0,
         "log_level": "INFO" if options.verbose else "WARNING",
@@ -579,7 +581,11 @@ async def _run(
             redis_url = server.url
             redis_text = f"{why}: started {server.name} {server.version} at {_address(redis_url)}"
 
-        redis = Redis.from_url(redis_url, socket_connect_timeout=5.0, socket_timeout=10.0)
+        if server is not None:  # a single server of the demo's own
+            settings = settings.model_copy(update={"redis_mode": RedisMode.STANDALONE})
+        redis = connect_redis(
+            redis_url, settings.redis_mode, socket_connect_timeout=5.0, socket_timeout=10.0
+        )
         stack.push_async_callback(redis.aclose)
         run_id = secrets.token_hex(2)
         entries = sample_events(options.events, run_id=run_id, now=time.time())
