@@ -85,6 +85,39 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``faststream run --workers N`` forks N processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu(pids: list[int]) -> float:
+    return sum(proc_cpu(pid) for pid in pids)
+
+
+def tree_memory(pids: list[int]) -> tuple[float, float]:
+    """(VmRSS, VmHWM) summed over processes, in MB (the sum of peaks: an upper bound)."""
+    rss = peak = 0.0
+    for pid in pids:
+        one_rss, one_peak = proc_memory(pid)
+        rss, peak = rss + one_rss, peak + one_peak
+    return rss, peak
+
+
 def proc_memory(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MB."""
     values = {}
@@ -207,6 +240,8 @@ def implementation_env(spec: Spec, redis_url: str, groq_url: str, code_dir: Path
         INSIGHT_BUDGET_PER_HOUR_PER_TENANT=BUDGET,
         BENCH_TRANSPORT=spec.transport,
     )
+    if spec.processes > 1:
+        del env["WORKER_ID"]  # each process names itself <hostname>-<pid>
     return env
 
 
@@ -257,8 +292,11 @@ def measure(
         preload(client, spec.events)
         client.config_resetstat()
         with log_path.open("wb") as log_file:
+            command = IMPLEMENTATIONS[spec.impl]
+            if spec.processes > 1:
+                command = [*command, "--workers", str(spec.processes)]
             process = subprocess.Popen(
-                IMPLEMENTATIONS[spec.impl],
+                command,
                 cwd=code_dir,
                 env=implementation_env(spec, server.url, fake.url, code_dir),
                 stdout=log_file,
@@ -286,11 +324,12 @@ def measure(
                 raise RuntimeError(f"{spec.impl} read nothing within 90 s")
             time.sleep(0.005)
         first = time.monotonic()
-        cpu_first = proc_cpu(process.pid)
+        pids = process_tree(process.pid) if spec.processes > 1 else [process.pid]
+        cpu_first = tree_cpu(pids)
         fake_first = proc_cpu(fake.process.pid)
         redis_first = proc_cpu(redis_pid)
         busy_first, self_first = machine_busy(), self_cpu()
-        rss_first, _ = proc_memory(process.pid)
+        rss_first, _ = tree_memory(pids)
         if spec.profile:
             profile_path = RESULTS / f"profile-{spec.scenario}-{spec.variant.replace('/', '_')}.txt"
             profiler = start_profiler(process.pid, profile_path)
@@ -313,11 +352,11 @@ def measure(
             if time.monotonic() - first > cap:
                 break
         done = time.monotonic()
-        cpu_done = proc_cpu(process.pid)
+        cpu_done = tree_cpu(pids)
         fake_done = proc_cpu(fake.process.pid)
         redis_done = proc_cpu(redis_pid)
         busy_done, self_done = machine_busy(), self_cpu()
-        _, rss_peak = proc_memory(process.pid)
+        _, rss_peak = tree_memory(pids)
         info = client.info("all")
         state = group_state(client) or {}
 

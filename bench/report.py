@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import statistics
 import subprocess
 from collections import Counter as Tally
@@ -69,7 +70,8 @@ def summarise(results: list[Result]) -> dict[str, Any]:
         for variant, entry in variants.items():
             if not variant.startswith("worker"):
                 continue
-            rest = variant.removeprefix("worker")
+            # worker/c64/p2 (two processes, 32 each) is compared with bare/c64
+            rest = re.sub(r"/p\d+", "", variant.removeprefix("worker"))
             ratios = {}
             for base in ("bare", "naive"):
                 base_variant = base + (rest if base != "naive" else "")

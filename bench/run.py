@@ -126,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians are reported)")
     parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=1,
+        help="run the worker as `faststream run app:app --workers N`, the concurrency split "
+        "between the processes (CPU and memory are the sums over them)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="small event counts, one round, no extra variants"
     )
     parser.add_argument(

@@ -38,12 +38,15 @@ class Spec:
     profile: bool = False
     fake: str = "lean"
     extra: bool = False  # a side variant, measured in the first round only
+    processes: int = 1  # worker only: `faststream run app:app --workers N`
 
     @property
     def variant(self) -> str:
         parts = [self.impl]
-        if self.impl != "naive":
-            parts.append(f"c{self.concurrency}")
+        if self.impl != "naive":  # events in flight in all (each of N processes: 1/N)
+            parts.append(f"c{self.concurrency * self.processes}")
+        if self.processes > 1:
+            parts.append(f"p{self.processes}")
         if self.log_level != "INFO":
             parts.append(self.log_level.lower())
         if self.transport != "aiohttp":
@@ -56,7 +59,7 @@ class Spec:
     def ideal_rate(self) -> float | None:
         if self.latency <= 0:
             return None
-        slots = 1 if self.impl == "naive" else self.concurrency
+        slots = 1 if self.impl == "naive" else self.concurrency * self.processes
         return slots / self.latency
 
 
@@ -102,4 +105,10 @@ def scenario_specs(
     if args.fake != "lean":
         for spec in specs:
             spec.fake = args.fake
+    if args.worker_processes > 1:
+        # The same concurrency in all (the ideal unchanged), spread over the processes.
+        for spec in specs:
+            if spec.impl == "worker" and spec.concurrency % args.worker_processes == 0:
+                spec.processes = args.worker_processes
+                spec.concurrency //= args.worker_processes
     return specs
