@@ -32,6 +32,7 @@ from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
+from app.domain.errors import StoreUnavailable
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, BatchAPI, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
@@ -197,6 +198,31 @@ async def _wait_for_redis(redis: RedisClient, settings: Settings) -> None:
         return
 
 
+async def _lane_needs_a_runner(worker: Worker) -> bool:
+    """The lane is on, or off with requests left in it (answered, then it stays quiet)."""
+    lane = worker.lane
+    if lane is None:
+        return False
+    if not lane.policy.enabled:
+        try:
+            if not await lane.store.has_work():
+                return False
+        except StoreUnavailable:
+            return False  # Redis away at start: the lane's leftovers wait for a restart
+        log.warning(
+            "batch_lane_draining",
+            note="GROQ_BATCH_SEVERITIES is empty but requests wait in the lane: they are "
+            "submitted and collected, and no new event takes the lane",
+        )
+    if worker.batch_api is None:
+        try:
+            worker.batch_api = build_batch_api(worker.settings)
+        except SettingsError as exc:
+            log.error("batch_lane_without_api", error=str(exc))
+            return False
+    return True
+
+
 def build_worker(
     settings: Settings | None = None,
     *,
@@ -270,10 +296,12 @@ def build_worker(
             cooldown=settings.breaker_cooldown_seconds,
         ),
     )
+    # The lane is wired even when off (GROQ_BATCH_SEVERITIES empty: no event takes it), so
+    # that requests a previous configuration left there are still answered. Not in a
+    # cluster: its steps span slots (the settings refuse the lane with REDIS_MODE=cluster).
     lane = None
-    if settings.groq_batch_severities:
+    if not isinstance(redis, RedisCluster):
         policy = LanePolicy(settings.groq_batch_severities, settings.groq_batch_when_lag_above)
-        assert not isinstance(redis, RedisCluster)  # the settings refuse the lane in a cluster
         lane = BatchLane(policy, RedisLaneStore(redis))
     service = InsightService(
         settings,
@@ -344,9 +372,9 @@ def build_worker(
     async def start_recovery() -> None:
         worker.background.append(asyncio.create_task(recovery.run(), name="pending-recovery"))
         worker.background.append(start_retention(redis, settings, metrics))
-        if worker.lane is not None:
-            if worker.batch_api is None:
-                worker.batch_api = build_batch_api(settings)
+        if await _lane_needs_a_runner(worker):
+            assert worker.lane is not None
+            assert worker.batch_api is not None
             worker.lane_runner = LaneRunner(
                 settings,
                 lane=worker.lane,

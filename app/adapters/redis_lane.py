@@ -202,6 +202,11 @@ class RedisLaneStore:
             pairs += [score, event_id]
         return bool(await self._script("lane_requeue", _REQUEUE, keys, [token, local_id, *pairs]))
 
+    async def has_work(self) -> bool:
+        """Whether requests or batches are in the lane (left by a worker with the lane on)."""
+        async with unavailable_as_domain_error("lane_read"):
+            return bool(await self._redis.exists(Keys.LANE_REQUESTS, Keys.LANE_BATCHES))
+
     async def summary(self) -> LaneSummary:
         count, oldest = await self.waiting_stats()
         batches = [BatchRecord.model_validate_json(raw) for raw in await self.batches()]

@@ -169,6 +169,10 @@ class LaneStore(Protocol):
         """The JSON of the oldest waiting requests (not yet in a batch), oldest first."""
         ...
 
+    async def has_work(self) -> bool:
+        """Whether any request or batch is in the lane."""
+        ...
+
     async def waiting_stats(self) -> tuple[int, float | None]:
         """How many requests wait, and when the oldest was recorded (epoch s)."""
         ...

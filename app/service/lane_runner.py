@@ -146,8 +146,10 @@ class LaneRunner:
         count, oldest = await self._store.waiting_stats()
         if not count or oldest is None:
             return None
+        draining = not self._lane.policy.enabled  # the lane is off: nothing more will come
         if (
-            count < settings.groq_batch_max_events
+            not draining
+            and count < settings.groq_batch_max_events
             and self._clock() - oldest < settings.groq_batch_max_wait_seconds
         ):
             return None
@@ -264,7 +266,14 @@ class LaneRunner:
                     self._metrics.batch_lane_fallbacks.labels(reason=reason).inc()
                 await self._service.complete_deferred(request, answer)
 
-        await asyncio.gather(*(complete(request) for request in present))
+        # Every request's step ends before the batch is looked at again: a failure of one
+        # (Redis away) must not leave others running while the next tick collects anew.
+        outcomes = await asyncio.gather(
+            *(complete(request) for request in present), return_exceptions=True
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
         if lost_lock:
             return
         await self._store.finish(self.token, record.local_id)

@@ -345,3 +345,36 @@ async def test_a_cancelled_batch_falls_back_online(redis, fake_groq, make_settin
         await until(lambda: all_written(redis, 5), what="every insight")
     assert {r["lane"] for r in await insights(redis, 5) if r} == {"online"}
     assert len(fake_groq.requests) == 5
+
+
+async def test_requests_left_in_the_lane_are_answered_after_it_is_turned_off(
+    redis, fake_groq, make_settings
+):
+    """Recorded with the lane on, the worker restarted with GROQ_BATCH_SEVERITIES empty:
+    what waits is submitted at once and written; new low events go online."""
+    await publish(redis, [event(n) for n in range(3)])
+    on = lane_worker(make_settings, fake_groq, groq_batch_max_wait_seconds=3600)
+    async with running(on.app):
+        await until(lambda: _waiting(redis, 3), what="three requests waiting")
+    assert fake_groq.batches.batches == {}
+
+    await publish(redis, [event(3)])
+    off = build_worker(
+        make_settings(groq_base_url=fake_groq.base_url, groq_batch_poll_seconds=0.05),
+        lane_tick_seconds=0.05,
+    )
+    async with running(off.app):
+        await until(lambda: all_written(redis, 4), what="every insight")
+    lanes = [r["lane"] for r in await insights(redis, 4) if r]
+    assert lanes == ["batch", "batch", "batch", "online"]
+
+
+async def test_with_the_lane_off_and_empty_no_runner_starts(redis, fake_groq, make_settings):
+    """GROQ_BATCH_SEVERITIES empty and nothing in the lane: the worker is as before."""
+    await publish(redis, [event(0)])
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        await until(lambda: _has_insight(redis, "evt-0"), what="the insight")
+        assert worker.lane_runner is None
+    assert json.loads(await redis.get(Keys.insight("evt-0")))["lane"] == "online"
+    assert await redis.exists(Keys.LANE_LOCK) == 0
