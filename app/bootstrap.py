@@ -32,7 +32,6 @@ from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
-from app.domain.errors import StoreUnavailable
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, BatchAPI, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
@@ -61,6 +60,8 @@ log = get_logger("acp.groq_worker")
 
 # How long a stopping worker tries to hand back what it holds (Redis may be the reason).
 _HAND_BACK_SECONDS = 5.0
+# How long a worker with the batch lane off looks for requests a previous one left there.
+_LANE_CHECK_SECONDS = 10.0
 
 
 def package_version() -> str:
@@ -205,10 +206,13 @@ async def _lane_needs_a_runner(worker: Worker) -> bool:
         return False
     if not lane.policy.enabled:
         try:
-            if not await lane.store.has_work():
-                return False
-        except StoreUnavailable:
-            return False  # Redis away at start: the lane's leftovers wait for a restart
+            async with asyncio.timeout(_LANE_CHECK_SECONDS):
+                if not await lane.store.has_work():
+                    return False
+        except Exception as exc:  # StoreUnavailable, a timeout, an error reply
+            # Redis away at start: the lane's leftovers (if any) wait for a restart.
+            log.info("batch_lane_not_checked", error=str(exc))
+            return False
         log.warning(
             "batch_lane_draining",
             note="GROQ_BATCH_SEVERITIES is empty but requests wait in the lane: they are "
@@ -372,23 +376,27 @@ def build_worker(
     async def start_recovery() -> None:
         worker.background.append(asyncio.create_task(recovery.run(), name="pending-recovery"))
         worker.background.append(start_retention(redis, settings, metrics))
-        if await _lane_needs_a_runner(worker):
-            assert worker.lane is not None
-            assert worker.batch_api is not None
-            worker.lane_runner = LaneRunner(
-                settings,
-                lane=worker.lane,
-                api=worker.batch_api,
-                service=service,
-                metrics=metrics,
-                state=state,
-                lag=group_lag,
-                tick_seconds=lane_tick_seconds,
-                lock_ttl_seconds=settings.groq_batch_lock_seconds,
-            )
-            worker.background.append(
-                asyncio.create_task(worker.lane_runner.run(), name="batch-lane")
-            )
+        if worker.lane is not None:
+            worker.background.append(asyncio.create_task(run_lane(), name="batch-lane"))
+
+    async def run_lane() -> None:
+        # In a task of its own: the leftovers check never holds up the start.
+        if not await _lane_needs_a_runner(worker):
+            return
+        assert worker.lane is not None
+        assert worker.batch_api is not None
+        worker.lane_runner = LaneRunner(
+            settings,
+            lane=worker.lane,
+            api=worker.batch_api,
+            service=service,
+            metrics=metrics,
+            state=state,
+            lag=group_lag,
+            tick_seconds=lane_tick_seconds,
+            lock_ttl_seconds=settings.groq_batch_lock_seconds,
+        )
+        await worker.lane_runner.run()
 
     @app.on_shutdown
     async def stop_taking_work() -> None:
