@@ -8,8 +8,9 @@ recorded), ``acp:groq:batch:batches`` (HASH lane batch id -> record) and
 What makes the lane lose nothing and do nothing twice:
 
 * ``record`` keeps the request, points the event's lease at the lane (a copy of the event
-  arriving meanwhile is a duplicate) and XACKs the stream entry in one script: there is no
-  moment when the entry is acknowledged without its request kept, or the reverse.
+  arriving meanwhile is a duplicate), makes the event id's owner last as long (no other
+  tenant can take the id while it waits) and XACKs the stream entry in one script: there
+  is no moment when the entry is acknowledged without its request kept, or the reverse.
 * A request leaves ``requests`` only in the transaction that writes its insight (the
   insight's MULTI/EXEC) or its dead letter: a worker killed at any point leaves every
   unanswered request in place, and one already answered is never answered again.
@@ -47,6 +48,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('SET', KEYS[3], 'lane', 'EX', ARGV[6])
+redis.call('EXPIRE', KEYS[5], ARGV[6])
 redis.pcall('XACK', KEYS[4], ARGV[5], ARGV[4])
 return 1
 """
@@ -138,7 +140,13 @@ class RedisLaneStore:
             return await self._redis.eval(script, len(keys), *keys, *args)
 
     async def record(self, entry: EntryRef, *, event_id: str, request_json: str, at: float) -> bool:
-        keys = [Keys.LANE_REQUESTS, Keys.LANE_WAITING, Keys.lease(event_id), entry.stream]
+        keys = [
+            Keys.LANE_REQUESTS,
+            Keys.LANE_WAITING,
+            Keys.lease(event_id),
+            entry.stream,
+            Keys.owner(event_id),
+        ]
         args = [event_id, request_json, at, entry.entry_id, entry.group, LANE_HOLD_SECONDS]
         return bool(await self._script("lane_record", _RECORD, keys, args))
 

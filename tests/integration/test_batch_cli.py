@@ -86,3 +86,47 @@ def test_cancelling_a_batch_the_lane_does_not_know_exits_1(store, capsys):
     prepare(store)
     assert main(["batch", "cancel", "batch_9999"]) == 1
     assert "no batch batch_9999 in the lane" in capsys.readouterr().err
+
+
+def test_batch_cancel_by_lane_id_cancels_the_batch_at_groq(store, capsys, monkeypatch):
+    """cancel ID (the lane id) resolves the Groq batch id and cancels it through the SDK."""
+    import groq
+
+    from tests.faults.harness import FakeGroqProcess
+    from tests.support.fake_groq import API_KEY
+
+    fake = FakeGroqProcess().start()
+    try:
+        client = groq.Groq(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
+        line = {
+            "custom_id": "evt-3",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "openai/gpt-oss-20b", "messages": []},
+        }
+        uploaded = client.files.create(
+            file=("b.jsonl", json.dumps(line).encode(), "application/jsonl"), purpose="batch"
+        )
+        assert uploaded.id
+        created = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        record = BatchRecord(
+            local_id="lane-b",
+            event_ids=("evt-3",),
+            created_at=time.time(),
+            state=BatchState.VALIDATING,
+            groq_id=created.id,
+        )
+        store.hset(Keys.LANE_BATCHES, "lane-b", record.model_dump_json())
+        monkeypatch.setenv("LLM_PROVIDER", "groq")
+        monkeypatch.setenv("GROQ_API_KEY", API_KEY)
+        monkeypatch.setenv("GROQ_BASE_URL", fake.base_url)
+
+        assert main(["batch", "cancel", "lane-b"]) == 0
+        assert f"{created.id}: cancelling" in capsys.readouterr().out
+        assert [b["status"] for b in fake.batches()["batches"]] == ["cancelling"]
+    finally:
+        fake.stop()

@@ -378,3 +378,18 @@ async def test_with_the_lane_off_and_empty_no_runner_starts(redis, fake_groq, ma
         assert worker.lane_runner is None
     assert json.loads(await redis.get(Keys.insight("evt-0")))["lane"] == "online"
     assert await redis.exists(Keys.LANE_LOCK) == 0
+
+
+async def test_a_waiting_event_keeps_its_id_owned_and_leased_for_the_lane(
+    redis, fake_groq, make_settings
+):
+    """While it waits (up to a completion window), the id stays its tenant's: the owner and
+    the lease live as long as the lane may hold it, not the online hour."""
+    await publish(redis, [event(0)])
+    worker = lane_worker(make_settings, fake_groq, groq_batch_max_wait_seconds=3600)
+    async with running(worker.app):
+        await until(lambda: _waiting(redis, 1), what="the request waiting")
+    assert await redis.get(Keys.lease("evt-0")) == b"lane"
+    assert await redis.ttl(Keys.lease("evt-0")) > 7 * 86_400
+    assert await redis.get(Keys.owner("evt-0")) == b"acme"
+    assert await redis.ttl(Keys.owner("evt-0")) > 7 * 86_400
