@@ -17,8 +17,8 @@ from typing import Any
 import groq
 import httpx
 
-from app.adapters.chat_completions import clean_message, completion, error_fields, status_error
-from app.adapters.groq_llm import chat_body
+from app.adapters.chat_completions import completion, error_fields, status_error
+from app.adapters.groq_llm import chat_body, transport_error
 from app.domain.batch import BATCH_ENDPOINT, COMPLETION_WINDOW, read_output
 from app.domain.errors import LLMError, TransientLLMError
 from app.domain.ports import BatchStatus, Completion, CompletionRequest
@@ -131,12 +131,8 @@ class GroqBatchAPI:
         """The SDK's exceptions as the domain's transient/permanent LLM errors."""
         try:
             yield
-        except groq.APITimeoutError:
-            raise TransientLLMError("timeout", "the Batch API did not answer in time") from None
-        except groq.APIConnectionError as exc:
-            raise TransientLLMError(
-                "connection", clean_message(str(exc), api_key=self._api_key)
-            ) from None
+        except groq.APIConnectionError as exc:  # a timeout too (APITimeoutError)
+            raise transport_error(exc, api_key=self._api_key, what="the Batch API") from None
         except groq.APIStatusError as exc:
             message, code, _ = error_fields(exc.body)
             raise status_error(

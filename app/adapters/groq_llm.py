@@ -18,10 +18,17 @@ from app.domain.errors import TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
 from app.domain.routing import is_reasoning_model, supports_json_schema
 
-__all__ = ["GroqLLM", "chat_body"]
+__all__ = ["GroqLLM", "chat_body", "transport_error"]
 
 
 _CHAT_COMPLETIONS = "/openai/v1/chat/completions"
+
+
+def transport_error(exc: groq.APIConnectionError, *, api_key: str, what: str) -> TransientLLMError:
+    """No answer from Groq (a timeout, a connection failure) as the domain's error."""
+    if isinstance(exc, groq.APITimeoutError):
+        return TransientLLMError("timeout", f"{what} did not answer in time")
+    return TransientLLMError("connection", clean_message(str(exc), api_key=api_key))
 
 
 def chat_body(request: CompletionRequest) -> dict[str, Any]:
@@ -87,12 +94,8 @@ class GroqLLM:
             response = await self._client.post(
                 _CHAT_COMPLETIONS, body=params, cast_to=httpx.Response
             )
-        except groq.APITimeoutError:
-            raise TransientLLMError("timeout", "the model did not answer in time") from None
-        except groq.APIConnectionError as exc:
-            raise TransientLLMError(
-                "connection", clean_message(str(exc), api_key=self._api_key)
-            ) from None
+        except groq.APIConnectionError as exc:  # a timeout too (APITimeoutError)
+            raise transport_error(exc, api_key=self._api_key, what="the model") from None
         except groq.APIStatusError as exc:
             return error_answer(
                 exc.status_code,
