@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo run test lint typecheck check clean
+.PHONY: venv demo run test test-cluster lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ TEST_WORKERS ?= auto
 test: $(STAMP)
 	@scripts/ensure-redis --binary-only
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The cluster matrix: every redis_modes test on a Redis Cluster and the long cluster fault
+# runs (many kill -9 seeds), deselected from `make test` (marker `cluster`).
+test-cluster: $(STAMP)
+	@scripts/ensure-redis --binary-only
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "cluster or cluster_smoke" \
+		tests/integration tests/faults/test_cluster_faults.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

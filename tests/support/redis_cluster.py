@@ -41,7 +41,8 @@ def _free(port: int) -> bool:
 
 
 class RedisCluster:
-    def __init__(self, primaries: int = 3) -> None:
+    def __init__(self, primaries: int = 3, *, extra_args: tuple[str, ...] = ()) -> None:
+        """``extra_args`` go to every node (e.g. AOF, for a primary that restarts)."""
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
@@ -49,7 +50,13 @@ class RedisCluster:
         self.nodes = [
             RedisServer(
                 _node_port(),
-                extra_args=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"),
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    *extra_args,
+                ),
             )
             for _ in range(primaries)
         ]

@@ -1,0 +1,178 @@
+"""Fault tests on a Redis Cluster: real worker processes (``REDIS_MODE=cluster``).
+
+* kill -9 of a worker at a random moment of a busy drain (so at random points of the
+  cluster write sequence: claim, charge, store, index, announce, release, XACK), then a
+  restart: every event ends with exactly one insight, every index holds it, the tenant's
+  budget counter counts each event once, and no lease is left behind;
+* a slot migration (``redis-cli --cluster reshard``) of slots holding insight keys during
+  a drain: the worker follows MOVED/ASK and loses nothing;
+* a primary killed (kill -9) and restarted during a drain: the worker waits it out and
+  resumes.
+
+The default run kills once as soon as a write is in progress and once at the moment
+``FAST_SEEDS`` picks; ``make test-cluster`` (marker ``cluster``) runs ``LONG_SEEDS`` more
+(``-s`` prints how many writes each kill cut short).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from app.domain.keys import ClusterKeys, Keys
+from tests.faults.harness import GROUP, STREAM, WorkerProcess, events, outcomes, wait_until
+from tests.support.redis_cluster import RedisCluster
+
+pytestmark = pytest.mark.faults
+
+FAKE_LATENCY = 0.02  # short model calls: a kill lands among writes, not only among calls
+FAST_SEEDS = [1]
+LONG_SEEDS = [seed for seed in range(1, 23) if seed not in FAST_SEEDS]
+EVENTS = 90  # under the agent list's 100: every event stays in by_agent:agent-a
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """One cluster for the module (AOF on, so a restarted primary keeps its keys)."""
+    with RedisCluster(extra_args=("--appendonly", "yes", "--appendfsync", "always")) as started:
+        yield started
+
+
+@pytest.fixture
+def client(cluster: RedisCluster) -> Iterator[sync_redis.RedisCluster]:
+    cluster.wait_ok()
+    connection = sync_redis.RedisCluster.from_url(cluster.url)
+    connection.flushall()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def start_worker(workers, cluster, fake, worker_id, **env) -> WorkerProcess:
+    worker = WorkerProcess(
+        cluster.url, fake.base_url, worker_id=worker_id, redis_mode="cluster", **env
+    ).start()
+    workers.append(worker)
+    return worker
+
+
+def complete(client: sync_redis.RedisCluster, ids: list[str]) -> dict[str, Any] | None:
+    state = outcomes(client, ids)
+    return state if len(state["insights"]) == len(ids) and state["pending"] == 0 else None
+
+
+def assert_every_event_written_once(client: sync_redis.RedisCluster, ids: list[str]) -> None:
+    """One insight per event, every index complete, the budget exact, no lease left."""
+    state = wait_until(lambda: complete(client, ids), within=90, what="every insight")
+    assert state["dead"] == []
+    wanted = set(ids)
+    assert {m.decode() for m in client.zrange(Keys.TIMELINE, 0, -1)} == wanted
+    assert {m.decode() for m in client.zrange(Keys.by_tenant("acme"), 0, -1)} == wanted
+    by_agent = [m.decode() for m in client.lrange(Keys.by_agent("agent-a"), 0, -1)]
+    assert sorted(by_agent) == sorted(ids)  # each once: LREM before LPUSH
+    assert int(client.get(Keys.rate_limit("acme"))) == len(ids)  # each event charged once
+    assert client.scard(ClusterKeys.charged("acme")) == len(ids)
+    leases = [client.exists(ClusterKeys.lease(event_id)) for event_id in ids]
+    assert sum(leases) == 0
+    announced = {
+        fields[b"__data__"].split(b'"event_id":"', 1)[1].split(b'"', 1)[0].decode()
+        for _id, fields in client.xrange(Keys.INSIGHTS_STREAM)
+    }
+    assert announced == wanted  # each announced, at least once
+
+
+def writes_in_progress(client: sync_redis.RedisCluster, ids: list[str]) -> int:
+    """Events whose insight is stored while their lease is still held (W1 done, W4 not)."""
+    pipe = client.pipeline(transaction=False)
+    for event_id in ids:
+        pipe.exists(Keys.insight(event_id))
+        pipe.exists(ClusterKeys.lease(event_id))
+    flags = pipe.execute()
+    return sum(
+        1 for stored, leased in zip(flags[::2], flags[1::2], strict=True) if stored and leased
+    )
+
+
+def kill_mid_drain_and_restart(client, cluster, fake, workers, *, seed: int | None = None) -> None:
+    """Kill the worker at a random moment (``seed``) or as soon as a write is in progress."""
+    ids = events(client, EVENTS)
+    first = start_worker(workers, cluster, fake, "w-crash", worker_concurrency=16)
+    if seed is None:
+        wait_until(lambda: writes_in_progress(client, ids), within=60, step=0, what="a write")
+    else:
+        rng = random.Random(seed)
+        threshold = rng.randint(3, 40)
+        wait_until(
+            lambda: len(outcomes(client, ids)["insights"]) >= threshold, within=60, what="progress"
+        )
+        time.sleep(rng.uniform(0.0, 0.05))
+    first.kill()
+    print(f"seed {seed}: {writes_in_progress(client, ids)} write(s) cut short by the kill")
+    start_worker(workers, cluster, fake, "w-crash", worker_concurrency=16)
+    assert_every_event_written_once(client, ids)
+
+
+def test_kill_9_mid_write_then_restart_leaves_every_event_written_once(
+    client, cluster, fake, workers
+):
+    """kill -9 while a write is in progress: the restart completes every event, once."""
+    kill_mid_drain_and_restart(client, cluster, fake, workers)
+
+
+@pytest.mark.parametrize("seed", FAST_SEEDS)
+def test_kill_9_at_a_random_moment_then_restart_leaves_every_event_written_once(
+    seed, client, cluster, fake, workers
+):
+    """kill -9 at a random moment of the drain: the restart completes every event, once."""
+    kill_mid_drain_and_restart(client, cluster, fake, workers, seed=seed)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("seed", LONG_SEEDS)
+def test_kill_9_at_random_moments_many_seeds(seed, client, cluster, fake, workers):
+    """The same, over many seeds (make test-cluster)."""
+    kill_mid_drain_and_restart(client, cluster, fake, workers, seed=seed)
+
+
+def test_slots_moving_during_a_drain_lose_nothing(client, cluster, fake, workers):
+    """A reshard moves 2000 slots (insight keys among them) while the worker writes."""
+    fake.script(latency=0.1)  # a drain of some seconds: the reshard happens within it
+    ids = events(client, EVENTS)
+    slots = {client.keyslot(Keys.insight(event_id)) for event_id in ids}
+    source, target = cluster.nodes[0], cluster.nodes[1]
+    moving = [slot for slot in slots if cluster.node_for_slot(slot) is source]
+    assert moving, "some insight keys must live on the node whose slots move"
+    start_worker(workers, cluster, fake, "w-moving", worker_concurrency=2)
+    wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 5, within=60, what="progress")
+    cluster.move_slots(source, target, 2000)
+    assert len(outcomes(client, ids)["insights"]) < len(ids), "the drain outlasts the reshard"
+    assert_every_event_written_once(client, ids)
+    assert any(cluster.node_for_slot(slot) is target for slot in moving)
+
+
+def test_a_primary_killed_and_restarted_during_a_drain_is_waited_out(
+    client, cluster, fake, workers
+):
+    """kill -9 of the primary holding the inbound stream; back 3 s later: nothing lost."""
+    fake.script(latency=0.1)
+    ids = events(client, EVENTS)
+    node = cluster.node_for_slot(client.keyslot(STREAM))
+    worker = start_worker(workers, cluster, fake, "w-outage", worker_concurrency=2)
+    wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 5, within=60, what="progress")
+    assert len(outcomes(client, ids)["insights"]) < len(ids), "the outage is within the drain"
+    node.kill()
+    time.sleep(3.0)
+    node.start()
+    cluster.wait_ok()
+    assert_every_event_written_once(client, ids)
+    assert worker.process is not None
+    assert worker.process.poll() is None  # it never exited
+    assert "redis_unavailable" in worker.log()  # it waited the outage out
+    consumers = {c["name"].decode() for c in client.xinfo_consumers(STREAM, GROUP)}
+    assert "w-outage" in consumers
