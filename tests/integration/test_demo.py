@@ -205,6 +205,39 @@ def test_demo_batch_answers_low_events_through_the_batch_lane(tmp):
     assert int(found.group(2)) >= 1
 
 
+def test_demo_cluster_runs_the_whole_flow_on_a_cluster_it_starts_and_leaves_nothing(tmp):
+    """--cluster: three primaries of its own, REDIS_MODE=cluster, every outcome as on one
+    Redis, and every node and directory gone at the end."""
+    result = run_demo("--cluster", "--events", "12", TMPDIR=str(tmp))
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"--cluster: started a Redis Cluster of 3 (redis|valkey)-server", out), out
+    sample = expected(12, run_id_of(out))
+    table = insight_rows(out, run_id_of(out))
+    assert set(table) == {entry.event_id for entry in sample}
+    valid = [e for e in sample if e.kind is EntryKind.VALID]
+    assert all(table[e.event_id][4] == "enriched" for e in valid)
+    assert outcome_counts(out) == {
+        "enriched": len(valid),
+        "duplicate": 1,
+        "rate_limited": 0,
+        "dead_lettered": 1,
+    }
+    assert "lag 0, pending 0" in out
+    assert "The demo's Redis Cluster stopped with it" in out
+    assert list(tmp.iterdir()) == []
+    assert processes_in(tmp) == []
+
+
+def test_demo_cluster_refuses_the_batch_lane_and_publish_only():
+    """--cluster with --batch or --publish-only: exit 2, naming the clash."""
+    for flag in ("--batch", "--publish-only"):
+        result = run_demo("--cluster", flag)
+        assert result.returncode == 2
+        assert f"not with {flag}" in result.stderr
+
+
 def test_demo_runs_on_the_bundled_valkey_server_when_redis_server_is_not_on_path(tmp, tmp_path):
     """No redis-server on PATH: the demo extra's valkey-server serves the whole demo."""
     if bundled_valkey_server() is None:

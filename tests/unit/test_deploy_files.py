@@ -99,7 +99,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_redis_worker_producer_and_prometheus(compose):
     """The four services, Redis with AOF on a volume, the worker built from the root."""
-    services = compose["services"]
+    services = {name: spec for name, spec in compose["services"].items() if "profiles" not in spec}
     assert set(services) == {"redis", "worker", "producer", "prometheus"}
 
     redis = services["redis"]
@@ -115,15 +115,40 @@ def test_compose_has_redis_worker_producer_and_prometheus(compose):
     assert int(worker["stop_grace_period"].rstrip("s")) > SHUTDOWN_TIMEOUT
 
 
-@pytest.mark.parametrize("service", ["worker", "producer"])
+@pytest.mark.parametrize("service", ["worker", "producer", "worker-cluster", "producer-cluster"])
 def test_compose_worker_settings_come_from_env_example_and_name_real_settings(compose, service):
-    """.env.example (required) then .env; REDIS_URL points at the redis service."""
+    """.env.example (required) then .env; REDIS_URL points at the redis service (or, in the
+    cluster profile, at the first node, with REDIS_MODE=cluster)."""
     spec = compose["services"][service]
     files = [(DEPLOY / item["path"]).resolve() for item in spec["env_file"]]
     assert files == [ENV_EXAMPLE, ROOT / ".env"]
     assert [item["required"] for item in spec["env_file"]] == [True, False]
     assert set(spec["environment"]) <= SETTING_NAMES
-    assert spec["environment"]["REDIS_URL"].startswith("redis://redis:6379/")
+    if service.endswith("-cluster"):
+        node = compose["services"]["redis-node-1"]["networks"]["cluster"]["ipv4_address"]
+        assert spec["environment"]["REDIS_URL"] == f"redis://{node}:6379/0"
+        assert spec["environment"]["REDIS_MODE"] == "cluster"
+    else:
+        assert spec["environment"]["REDIS_URL"].startswith("redis://redis:6379/")
+
+
+def test_compose_cluster_profile_is_three_aof_primaries_joined_before_the_worker(compose):
+    """The cluster profile: three cluster-enabled AOF nodes on fixed addresses, a one-shot
+    create naming exactly those, and the worker waiting for it to complete."""
+    services = compose["services"]
+    nodes = [services[f"redis-node-{n}"] for n in (1, 2, 3)]
+    addresses = [node["networks"]["cluster"]["ipv4_address"] for node in nodes]
+    for node in nodes:
+        command = " ".join(node["command"])
+        assert "--cluster-enabled yes" in command
+        assert "--appendonly yes" in command
+        assert node["profiles"] == ["cluster"]
+    init = " ".join(services["cluster-init"]["command"])
+    assert "--cluster create " + " ".join(f"{a}:6379" for a in addresses) in init
+    assert "--cluster-replicas 0" in init
+    depends = services["worker-cluster"]["depends_on"]
+    assert depends["cluster-init"]["condition"] == "service_completed_successfully"
+    assert services["producer-cluster"]["command"][:3] == ["groq-worker", "demo", "--publish-only"]
 
 
 def test_compose_producer_publishes_sample_events_once_the_worker_is_ready(compose):

@@ -63,7 +63,12 @@ from app.cli.demo.events import (
     budget_for_one_over,
     sample_events,
 )
-from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_server
+from app.cli.demo.server import (
+    LaunchedServer,
+    ServerUnavailable,
+    launch_cluster,
+    launch_server,
+)
 from app.domain.insights import DeadLetter, Outcome
 from app.domain.keys import Keys
 from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_settings
@@ -426,7 +431,10 @@ async def _keys_table(redis: RedisClient, run: DemoRun, results: Sequence[EventR
     budget = f" (budget {run.budget} an hour)" if run.budget is not None else ""
 
     where = f"Where it lives: Redis at {_address(run.redis_url)}"
-    own = f" (the demo's own {run.server.name}, nothing saved)" if run.server else ""
+    kind = run.server.name if run.server else ""
+    if run.server and run.settings.redis_mode is RedisMode.CLUSTER:
+        kind = f"Redis Cluster of {kind} primaries, seed node"
+    own = f" (the demo's own {kind}, nothing saved)" if run.server else ""
     table = Table(title=where + own)
     table.title_justify = "left"
     table.add_column("key", no_wrap=True)
@@ -472,8 +480,11 @@ def _print_footer(console: Console, run: DemoRun, *, keep_running: bool) -> None
         if operations is not None and operations.port is not None:
             console.print(f"  curl http://127.0.0.1:{operations.port}/metrics   (/health/ready)")
     elif run.server is not None:
+        servers = (
+            "Redis Cluster" if run.settings.redis_mode is RedisMode.CLUSTER else run.server.name
+        )
         console.print(
-            f"\nThe demo's {run.server.name} stopped with it and its directory is gone; "
+            f"\nThe demo's {servers} stopped with it and its directory is gone; "
             "`groq-worker demo --keep-running` leaves both up to look around."
         )
 
@@ -559,7 +570,18 @@ async def _run(
     async with contextlib.AsyncExitStack() as stack:
         configured = str(settings.redis_url)
         server: LaunchedServer | None = None
-        if not options.own_redis and await _redis_answers(configured):
+        if options.cluster:
+            try:
+                cluster = stack.enter_context(launch_cluster())
+            except ServerUnavailable as exc:
+                raise ServerUnavailable(f"--cluster, and {exc}") from exc
+            server, redis_url = cluster.seed, cluster.url
+            settings = settings.model_copy(update={"redis_mode": RedisMode.CLUSTER})
+            redis_text = (
+                f"--cluster: started a Redis Cluster of {len(cluster.nodes)} {server.name} "
+                f"{server.version} primaries, seed {_address(redis_url)}"
+            )
+        elif not options.own_redis and await _redis_answers(configured):
             redis_url = configured
             redis_text = f"{_address(configured)} (REDIS_URL answers)"
         elif options.publish_only:
@@ -581,7 +603,7 @@ async def _run(
             redis_url = server.url
             redis_text = f"{why}: started {server.name} {server.version} at {_address(redis_url)}"
 
-        if server is not None:  # a single server of the demo's own
+        if server is not None and not options.cluster:  # a single server of the demo's own
             settings = settings.model_copy(update={"redis_mode": RedisMode.STANDALONE})
         redis = connect_redis(
             redis_url, settings.redis_mode, socket_connect_timeout=5.0, socket_timeout=10.0
@@ -641,6 +663,15 @@ def _demo(options: argparse.Namespace) -> int:
         print(
             "groq-worker demo: --budget and --keep-running need the worker of the demo, "
             "not --publish-only",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    clash = [name for name in ("publish_only", "own_redis", "batch") if getattr(options, name)]
+    if options.cluster and clash:
+        flags = ", ".join("--" + name.replace("_", "-") for name in clash)
+        print(
+            f"groq-worker demo: --cluster starts a cluster of its own for the demo's worker; "
+            f"not with {flags} (the batch lane does not run in cluster mode)",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -741,6 +772,12 @@ def register(subparsers: Any) -> None:
         dest="own_redis",
         action="store_true",
         help="start a Redis of the demo's own even if one answers at REDIS_URL",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start a Redis Cluster of the demo's own (three primaries: redis-server and "
+        "redis-cli on PATH) and run the worker on it with REDIS_MODE=cluster",
     )
     parser.add_argument(
         "--offline",
