@@ -25,6 +25,7 @@ import redis as sync_redis
 from bench.common import DLQ, GROUP, STREAM, event_payload
 from bench.scenarios import BIN, IMPLEMENTATIONS, Spec
 from tests.support.fake_groq import API_KEY
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,6 +230,7 @@ def implementation_env(spec: Spec, redis_url: str, groq_url: str, code_dir: Path
     env.update(
         PYTHONPATH=os.pathsep.join(dict.fromkeys([str(code_dir), str(ROOT)])),
         REDIS_URL=redis_url,
+        REDIS_MODE=spec.redis_mode,
         GROQ_BASE_URL=groq_url,
         GROQ_API_KEY=API_KEY,
         LLM_PROVIDER="groq",
@@ -270,6 +272,65 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
+class RedisUnderTest:
+    """The Redis of one measurement: a private server, or a private three-primary cluster
+    (``--redis-mode cluster``). Its statistics are the sum over its nodes."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._cluster = RedisCluster() if mode == "cluster" else None
+        self._nodes = self._cluster.nodes if self._cluster else [RedisServer()]
+
+    @property
+    def node_count(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def url(self) -> str:
+        return self._cluster.url if self._cluster else self._nodes[0].url
+
+    def start(self) -> None:
+        if self._cluster:
+            self._cluster.start()
+        else:
+            self._nodes[0].start()
+
+    def client(self) -> Any:
+        if self._cluster:
+            return sync_redis.RedisCluster.from_url(self.url)
+        return sync_redis.Redis.from_url(self.url)
+
+    def _each_node(self) -> list[sync_redis.Redis]:
+        return [sync_redis.Redis(host="127.0.0.1", port=node.port) for node in self._nodes]
+
+    def reset_stats(self) -> None:
+        for node in self._each_node():
+            node.config_resetstat()
+            node.close()
+
+    def info(self) -> dict[str, Any]:
+        """INFO of the single server; of a cluster, calls and writes summed over its nodes."""
+        total: dict[str, Any] = {"total_writes_processed": 0}
+        for node in self._each_node():
+            info = node.info("all")
+            node.close()
+            total["total_writes_processed"] += int(info["total_writes_processed"])
+            for key, value in info.items():
+                if key.startswith("cmdstat_"):
+                    calls = total.setdefault(key, {"calls": 0})
+                    calls["calls"] += int(value["calls"])
+        return total
+
+    def cpu(self) -> float:
+        return sum(proc_cpu(node.process.pid) for node in self._nodes if node.process)
+
+    def close(self) -> None:
+        if self._cluster:
+            self._cluster.stop()
+        else:
+            self._nodes[0].close()
+
+
 def measure(
     spec: Spec, round_no: int, logs_dir: Path, keep_logs: bool, code_dir: Path = ROOT
 ) -> Result:
@@ -278,19 +339,17 @@ def measure(
     the tree meanwhile), or the tree itself (--no-snapshot)."""
     result = Result(spec=asdict(spec), variant=spec.variant, round=round_no)
     result.loadavg = loadavg()
-    server = RedisServer()
+    server = RedisUnderTest(spec.redis_mode)
     fake: Fake | None = None
     process: subprocess.Popen[bytes] | None = None
     profiler: subprocess.Popen[bytes] | None = None
     log_path = logs_dir / f"{spec.scenario}-{spec.variant.replace('/', '_')}-r{round_no}.log"
     try:
         server.start()
-        assert server.process is not None
-        redis_pid = server.process.pid
         fake = Fake(spec.latency, spec.fake)
-        client = sync_redis.Redis.from_url(server.url)
+        client = server.client()
         preload(client, spec.events)
-        client.config_resetstat()
+        server.reset_stats()
         with log_path.open("wb") as log_file:
             command = IMPLEMENTATIONS[spec.impl]
             if spec.processes > 1:
@@ -327,7 +386,7 @@ def measure(
         pids = process_tree(process.pid) if spec.processes > 1 else [process.pid]
         cpu_first = tree_cpu(pids)
         fake_first = proc_cpu(fake.process.pid)
-        redis_first = proc_cpu(redis_pid)
+        redis_first = server.cpu()
         busy_first, self_first = machine_busy(), self_cpu()
         rss_first, _ = tree_memory(pids)
         if spec.profile:
@@ -354,10 +413,10 @@ def measure(
         done = time.monotonic()
         cpu_done = tree_cpu(pids)
         fake_done = proc_cpu(fake.process.pid)
-        redis_done = proc_cpu(redis_pid)
+        redis_done = server.cpu()
         busy_done, self_done = machine_busy(), self_cpu()
         _, rss_peak = tree_memory(pids)
-        info = client.info("all")
+        info = server.info()
         state = group_state(client) or {}
 
         drained = (state.get("entries-read") or 0) - state.get("pending", 0)
@@ -391,10 +450,10 @@ def measure(
             if key.startswith("cmdstat_")
         }
         stats["xinfo|groups"] = stats.get("xinfo|groups", 0) - polls
-        stats["config|resetstat"] = stats.get("config|resetstat", 0) - 1
+        stats["config|resetstat"] = stats.get("config|resetstat", 0) - server.node_count
         stats = {name: calls for name, calls in sorted(stats.items()) if calls > 0}
         result.commandstats = stats
-        round_trips = int(info["total_writes_processed"]) - polls - 1
+        round_trips = int(info["total_writes_processed"]) - polls - server.node_count
         result.commands_per_event = round(sum(stats.values()) / per, 2)
         result.round_trips_per_event = round(round_trips / per, 3)
         result.reads_per_event = round(stats.get("xreadgroup", 0) / per, 4)

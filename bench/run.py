@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -62,6 +63,7 @@ def measure_all(
     for round_no in range(1, runs + 1):
         for scenario in scenarios:
             for spec in scenario_specs(scenario, impls, args.quick, args):
+                spec = dataclasses.replace(spec, redis_mode=args.redis_mode)
                 if spec.extra and round_no > 1 and not args.extras_every_round:
                     continue
                 result = measure(spec, round_no, logs_dir, args.keep_logs, code_dir)
@@ -133,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         "between the processes (CPU and memory are the sums over them)",
     )
     parser.add_argument(
+        "--redis-mode",
+        choices=("standalone", "cluster"),
+        default="standalone",
+        help="cluster: the worker with REDIS_MODE=cluster on a private three-primary Redis "
+        "Cluster (Redis figures summed over its nodes; --impl worker only)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="small event counts, one round, no extra variants"
     )
     parser.add_argument(
@@ -190,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run the worker from the tree as it is (default: from a copy of app/ taken at start)",
     )
     args = parser.parse_args(argv)
+    if args.redis_mode == "cluster" and args.impl != "worker":
+        parser.error("--redis-mode cluster measures the worker only: add --impl worker")
 
     scenarios = ["overhead", "latency"] if args.scenario == "all" else args.scenario.split(",")
     if "redis" in scenarios:  # the Redis cost is measured in every run; shown with overhead

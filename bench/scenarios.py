@@ -39,6 +39,7 @@ class Spec:
     fake: str = "lean"
     extra: bool = False  # a side variant, measured in the first round only
     processes: int = 1  # worker only: `faststream run app:app --workers N`
+    redis_mode: str = "standalone"  # or "cluster" (python -m bench --redis-mode cluster)
 
     @property
     def variant(self) -> str:
@@ -53,6 +54,8 @@ class Spec:
             parts.append(self.transport)
         if self.fake != "lean":
             parts.append(f"{self.fake}-fake")
+        if self.redis_mode != "standalone":
+            parts.append(self.redis_mode)
         return "/".join(parts)
 
     @property
