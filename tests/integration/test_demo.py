@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -92,6 +93,17 @@ def assert_nothing_left(server: StartedServer, tmp: Path) -> None:
     assert not Path(server.directory).exists()
     assert list(tmp.iterdir()) == []
     assert processes_in(tmp) == []
+
+
+def assert_every_sample_entry_ended(out: str, valid: list[Any]) -> None:
+    """Each valid event enriched, the copy a duplicate, the invalid one dead-lettered."""
+    assert outcome_counts(out) == {
+        "enriched": len(valid),
+        "duplicate": 1,
+        "rate_limited": 0,
+        "dead_lettered": 1,
+    }
+    assert "lag 0, pending 0" in out
 
 
 @pytest.fixture
@@ -218,13 +230,7 @@ def test_demo_cluster_runs_the_whole_flow_on_a_cluster_it_starts_and_leaves_noth
     assert set(table) == {entry.event_id for entry in sample}
     valid = [e for e in sample if e.kind is EntryKind.VALID]
     assert all(table[e.event_id][4] == "enriched" for e in valid)
-    assert outcome_counts(out) == {
-        "enriched": len(valid),
-        "duplicate": 1,
-        "rate_limited": 0,
-        "dead_lettered": 1,
-    }
-    assert "lag 0, pending 0" in out
+    assert_every_sample_entry_ended(out, valid)
     assert "The demo's Redis Cluster stopped with it" in out
     assert list(tmp.iterdir()) == []
     assert processes_in(tmp) == []
@@ -253,13 +259,7 @@ def test_demo_runs_on_the_bundled_valkey_server_when_redis_server_is_not_on_path
     assert server.name == "valkey-server"
     assert "started valkey-server 8.1." in out
     valid = [e for e in expected(8, run_id_of(out)) if e.kind is EntryKind.VALID]
-    assert outcome_counts(out) == {
-        "enriched": len(valid),
-        "duplicate": 1,
-        "rate_limited": 0,
-        "dead_lettered": 1,
-    }
-    assert "lag 0, pending 0" in out
+    assert_every_sample_entry_ended(out, valid)
     assert_nothing_left(server, tmp)
 
 
