@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from app.adapters.redis_batch import GroupCommit
+from app.adapters.redis_errors import says_not_now
 from app.adapters.redis_replies import as_text
 from app.adapters.redis_store import raise_errors, unavailable_as_domain_error
 from app.domain.insights import InsightRecord
@@ -174,13 +175,21 @@ class RedisClusterInsightStore:
         return sum(step.batches for step in self._steps.values())
 
     async def _run(self, step: str, queue: Callable[[ClusterPipeline], Any]) -> list[Any]:
-        """Queue commands on the step's next pipeline; their replies (a gone group's: kept)."""
+        """Queue commands on the step's next pipeline; their replies (a gone group's: kept).
+
+        Redis out of reach or refusing raises ``StoreUnavailable`` (the service waits)."""
 
         def queue_only(pipe: ClusterPipeline) -> None:
             queue(pipe)  # what the pipeline's methods return (the pipeline) is not awaited
 
         async with unavailable_as_domain_error(step):
-            return raise_errors(await self._steps[step].submit(queue_only))  # type: ignore[arg-type]
+            replies = await self._steps[step].submit(queue_only)  # type: ignore[arg-type]
+            # A cluster pipeline returns a node's connection error as that node's replies
+            # (raise_on_error=False): it is an outage to wait out, not an answer.
+            for reply in replies:
+                if isinstance(reply, Exception) and says_not_now(reply):
+                    raise reply
+            return raise_errors(replies)
 
     async def _eval(self, step: str, script: str, keys: list[str], args: list[Any]) -> Any:
         (reply,) = await self._run(step, lambda pipe: pipe.eval(script, len(keys), *keys, *args))

@@ -172,3 +172,21 @@ async def test_the_worker_resumes_a_half_done_write_instead_of_calling_the_model
     assert await redis.lrange(Keys.by_agent("billing-agent"), 0, -1) == [b"evt-1"]
     assert len(await redis.xrange(Keys.INSIGHTS_STREAM)) == 1
     assert await redis.exists(ClusterKeys.lease("evt-1")) == 0
+
+
+async def test_a_vanished_stream_is_recreated_and_the_worker_reads_on(
+    redis, fake_groq, make_settings
+):
+    """The stream deleted under a running cluster worker: the group is recreated at 0
+    (GroupHealingRedisCluster) and the next event is enriched."""
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        await xadd_event(redis, event(1))
+        await settle(redis, worker, 1)
+        await redis.delete(STREAM)  # NOGROUP on the next read
+        await asyncio.sleep(0.3)
+        await xadd_event(redis, event(2))
+        await settle(redis, worker, 2)
+    assert consumed(worker, "enriched") == 2
+    assert await redis.exists(Keys.insight("evt-2")) == 1
+    assert [g["name"] for g in await redis.xinfo_groups(STREAM)] == [GROUP.encode()]

@@ -217,6 +217,7 @@ def test_demo_batch_answers_low_events_through_the_batch_lane(tmp):
     assert int(found.group(2)) >= 1
 
 
+@pytest.mark.cluster_smoke
 def test_demo_cluster_runs_the_whole_flow_on_a_cluster_it_starts_and_leaves_nothing(tmp):
     """--cluster: three primaries of its own, REDIS_MODE=cluster, every outcome as on one
     Redis, and every node and directory gone at the end."""
@@ -236,6 +237,7 @@ def test_demo_cluster_runs_the_whole_flow_on_a_cluster_it_starts_and_leaves_noth
     assert processes_in(tmp) == []
 
 
+@pytest.mark.cluster_smoke
 def test_demo_cluster_refuses_the_batch_lane_and_publish_only():
     """--cluster with --batch or --publish-only: exit 2, naming the clash."""
     for flag in ("--batch", "--publish-only"):

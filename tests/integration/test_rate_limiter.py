@@ -98,6 +98,7 @@ async def test_headers_learned_in_one_process_tighten_the_other(redis, other_pro
     """One answer says TPM 6000, full again in 45 s: the other process has ~1500 tokens left."""
     first = RedisLimiter(redis, table(rpm=1000))  # no TPM configured at all
     second = RedisLimiter(other_process, table(rpm=1000))
+    await other_process.exists(MODEL)  # connected first: a cluster client maps its slots
     await first.settle(MODEL, lesson=RateLimitLesson(tokens_full_in=45.0, tokens_limit=6000))
     grant = await second.acquire(MODEL, 1000)
     assert grant.acquired
