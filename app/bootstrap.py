@@ -37,6 +37,7 @@ from app.domain.ports import LLM, BatchAPI, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import event_routes
 from app.handlers.recovery import PendingRecovery
+from app.operations.heap import freeze_startup_heap, thaw_heap
 from app.operations.http import OperationsServer, start_operations
 from app.operations.logs import configure_logging, get_logger
 from app.operations.metrics import Metrics
@@ -367,6 +368,8 @@ def build_worker(
         )
         await _wait_for_redis(redis, settings)
         await recovery.prepare()
+        # Last, before the subscriber reads: what exists now lives as long as the process.
+        log.debug("startup_heap_frozen", objects=freeze_startup_heap())
 
     async def group_lag() -> int | None:
         info = await group_info(redis, settings.insight_stream, settings.insight_group)
@@ -419,6 +422,7 @@ def build_worker(
         if worker.batch_api is not None:
             await worker.batch_api.aclose()
         await redis.aclose()
+        thaw_heap()
         log.info("worker_stopped", consumer=settings.worker_id)
 
     return worker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from typing import Any
@@ -75,6 +76,22 @@ async def test_backlog_written_before_first_start_is_processed(redis, fake_groq,
     groups = await redis.xinfo_groups(STREAM)
     assert groups[0]["name"].decode() == GROUP
     assert groups[0]["pending"] == 0
+
+
+async def test_the_startup_heap_is_frozen_while_running_and_thawed_at_stop(
+    redis, fake_groq, make_settings
+):
+    """Full collections skip what start-up built (app/operations/heap.py): frozen before the
+    first event is read, given back to the collector when the worker stops."""
+    gc.unfreeze()  # whatever an earlier test in this process left
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        frozen = gc.get_freeze_count()
+        await xadd_raw(redis, event(1))
+        await settle(redis, 1, worker.metrics)
+    assert frozen > 10_000  # modules, classes and schemas: the bulk of a started worker
+    assert gc.get_freeze_count() == 0
+    assert await redis.exists("acp:groq:insight:evt-1") == 1
 
 
 @pytest.mark.cluster_smoke
