@@ -12,7 +12,10 @@ __all__ = ["WorkerState", "wait_or_timeout"]
 async def wait_or_timeout(event: asyncio.Event, seconds: float) -> bool:
     """Sleep ``seconds``, or less if ``event`` is set first (e.g. stopping); True if set."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancel that arrives as
+        # the event is set (see app/cli/lost_cancel.py), and it starts a task per wait.
+        async with asyncio.timeout(seconds):
+            await event.wait()
     return event.is_set()
 
 

@@ -69,6 +69,7 @@ from app.cli.demo.server import (
     launch_cluster,
     launch_server,
 )
+from app.cli.lost_cancel import raise_lost_cancel
 from app.domain.insights import DeadLetter, Outcome
 from app.domain.keys import Keys
 from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_settings
@@ -266,8 +267,10 @@ async def _follow(redis: RedisClient, run: DemoRun, console: Console, within: fl
         task = progress.add_task("processing", total=total, outcomes="")
         while True:
             done = await _entries_done(redis, run.settings, run.entry_ids)
+            settled = done >= total and await _lane_settled(redis, run)
+            raise_lost_cancel()
             progress.update(task, completed=done, outcomes=_tally(run.worker))
-            if done >= total and await _lane_settled(redis, run):
+            if settled:
                 break
             if time.monotonic() > deadline:
                 return False
@@ -621,8 +624,11 @@ async def _run(
         if run.worker is not None:
             await run.worker.app.start()
             stack.push_async_callback(run.worker.app.stop)
-
+        # A Ctrl-C that met a Redis reply is lost under Python 3.11: raised here, after each
+        # step that talks to Redis (and in _follow's loop), instead of never.
+        raise_lost_cancel()
         run.entry_ids = await _publish(redis, run.settings.insight_stream, entries)
+        raise_lost_cancel()
         finished = await _follow(redis, run, console, options.timeout)
         if not finished:
             done = await _entries_done(redis, run.settings, run.entry_ids)
