@@ -313,7 +313,15 @@ def start_demo(*args: str, tmp: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         encoding="utf-8",
         start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before exec: SIGINT at its default, as a terminal's job has it. A
+    script's background job (``make test &``) inherits it ignored, and Python then leaves
+    Ctrl-C ignored too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_until(process: subprocess.Popen, pattern: str) -> str:
