@@ -91,7 +91,7 @@ class GroqBatchAPI:
                 raise TransientLLMError("bad_response", "the file upload returned no id")
             batch = await self._client.batches.create(
                 input_file_id=uploaded.id,
-                endpoint="/v1/chat/completions",
+                endpoint=BATCH_ENDPOINT,
                 completion_window=COMPLETION_WINDOW,
                 metadata={LOCAL_ID_KEY: local_id},
             )

@@ -21,10 +21,11 @@ What makes the lane lose nothing and do nothing twice:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.adapters.redis_replies import as_text
 from app.adapters.redis_store import unavailable_as_domain_error
 from app.domain.batch import BatchRecord
 from app.domain.keys import Keys
@@ -85,17 +86,6 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
-_REQUEUE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[4], ARGV[i + 1]) == 1 then
-    redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
-  end
-end
-redis.call('HDEL', KEYS[3], ARGV[2])
-return 1
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class LaneSummary:
@@ -125,10 +115,6 @@ class LaneSummary:
         }
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class RedisLaneStore:
     """``LaneStore`` on Redis (redis-py's asyncio client)."""
 
@@ -156,7 +142,7 @@ class RedisLaneStore:
             if not ids:
                 return []
             found = await self._redis.hmget(Keys.LANE_REQUESTS, ids)
-        return [_text(value) for value in found if value is not None]
+        return [as_text(value) for value in found if value is not None]
 
     async def waiting_stats(self) -> tuple[int, float | None]:
         async with (
@@ -173,12 +159,12 @@ class RedisLaneStore:
             return []
         async with unavailable_as_domain_error("lane_read"):
             found = await self._redis.hmget(Keys.LANE_REQUESTS, list(event_ids))
-        return [None if value is None else _text(value) for value in found]
+        return [None if value is None else as_text(value) for value in found]
 
     async def batches(self) -> list[str]:
         async with unavailable_as_domain_error("lane_read"):
             found = await self._redis.hvals(Keys.LANE_BATCHES)
-        return [_text(value) for value in found]
+        return [as_text(value) for value in found]
 
     async def lock(self, token: str, ttl_seconds: float) -> bool:
         args = [token, max(1, int(ttl_seconds * 1000))]
@@ -203,13 +189,6 @@ class RedisLaneStore:
     async def finish(self, token: str, local_id: str) -> bool:
         return await self.update(token, local_id, "")
 
-    async def requeue(self, token: str, local_id: str, scores: Mapping[str, float]) -> bool:
-        keys = [Keys.LANE_LOCK, Keys.LANE_WAITING, Keys.LANE_BATCHES, Keys.LANE_REQUESTS]
-        pairs: list[Any] = []
-        for event_id, score in scores.items():
-            pairs += [score, event_id]
-        return bool(await self._script("lane_requeue", _REQUEUE, keys, [token, local_id, *pairs]))
-
     async def has_work(self) -> bool:
         """Whether requests or batches are in the lane (left by a worker with the lane on)."""
         async with unavailable_as_domain_error("lane_read"):
@@ -224,7 +203,7 @@ class RedisLaneStore:
             waiting=count,
             oldest_recorded_at=oldest,
             batches=sorted(batches, key=lambda b: b.created_at),
-            holder=None if holder is None else _text(holder),
+            holder=None if holder is None else as_text(holder),
         )
 
     def release_in(self, pipe: Any, event_id: str) -> None:

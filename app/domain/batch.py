@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +36,7 @@ __all__ = [
     "read_output",
 ]
 
-BATCH_ENDPOINT = "/v1/chat/completions"
+BATCH_ENDPOINT: Final = "/v1/chat/completions"  # Final: the SDK types it as this literal
 COMPLETION_WINDOW = "24h"
 # Groq's limits on a batch input file: the SDK documents 100 MB, and Groq's batch docs
 # 50,000 requests per batch. GROQ_BATCH_MAX_EVENTS may not exceed the second; the packer

@@ -203,10 +203,6 @@ class LaneStore(Protocol):
         """Forget a batch whose every request reached an outcome."""
         ...
 
-    async def requeue(self, token: str, local_id: str, scores: Mapping[str, float]) -> bool:
-        """Put a batch's requests back to waiting and forget the batch."""
-        ...
-
     def release_in(self, pipe: Any, event_id: str) -> None:
         """Queue, in the insight's transaction, the removal of its request from the lane."""
         ...
