@@ -110,11 +110,12 @@ class LaneRunner:
 
     async def tick(self) -> None:
         """One step: sample, then submit and follow if this worker holds the lock."""
-        self._lane.lag = await self._lag()
-        await self._sample()
+        if self._lane.policy.lag_above > 0:  # otherwise the lag decides nothing
+            self._lane.lag = await self._lag()
+        count, oldest = await self._sample()
         if not await self._hold():
             return
-        await self.submit_due()
+        await self.submit_due(count, oldest)
         now = self._clock()
         if now >= self._next_poll:
             self._next_poll = now + self._settings.groq_batch_poll_seconds
@@ -140,10 +141,10 @@ class LaneRunner:
 
     # -- submitting -----------------------------------------------------------------
 
-    async def submit_due(self) -> str | None:
-        """Submit one batch if one is due; its lane id, or None."""
+    async def submit_due(self, count: int, oldest: float | None) -> str | None:
+        """Submit one batch if one is due (``count`` waiting, the oldest recorded at
+        ``oldest``); its lane id, or None."""
         settings = self._settings
-        count, oldest = await self._store.waiting_stats()
         if not count or oldest is None:
             return None
         draining = not self._lane.policy.enabled  # the lane is off: nothing more will come
@@ -213,7 +214,7 @@ class LaneRunner:
         if not present:
             await self._store.finish(self.token, record.local_id)
             return
-        _, content = pack(present, self._line, max_lines=len(present), max_bytes=1 << 62)
+        content = b"".join(map(self._line, present))
         log.info("batch_resubmitted", local_id=record.local_id, requests=len(present))
         await self._send(record, content)
 
@@ -293,7 +294,8 @@ class LaneRunner:
 
     # -- gauges ---------------------------------------------------------------------
 
-    async def _sample(self) -> None:
+    async def _sample(self) -> tuple[int, float | None]:
+        """Set the lane's gauges; the requests waiting and when the oldest was recorded."""
         count, oldest = await self._store.waiting_stats()
         self._metrics.batch_lane_waiting.set(count)
         self._metrics.batch_lane_oldest_seconds.set(
@@ -304,3 +306,4 @@ class LaneRunner:
             states[BatchRecord.model_validate_json(raw).state.value] += 1
         for state, n in states.items():
             self._metrics.batch_lane_batches.labels(state=state).set(n)
+        return count, oldest
