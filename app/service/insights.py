@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -76,6 +77,12 @@ class _Report:
     outcome: Outcome
     started: float
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _llm_reason(exc: LLMError) -> str:
+    """Why a model that did not answer ends in the DLQ: transient errors until the attempts
+    ran out, or a permanent refusal."""
+    return "llm_exhausted" if exc.transient else "llm_permanent"
 
 
 def _answer_fields(answer: Answer, lane: Lane) -> dict[str, Any]:
@@ -261,7 +268,7 @@ class InsightService:
         try:
             answer = await self._model.answer(model, prompt.system, prompt.user)
         except LLMError as exc:
-            reason = "llm_exhausted" if exc.transient else "llm_permanent"
+            reason = _llm_reason(exc)
             letter = self._letter(event, entry, fields, reason, str(exc), exc.attempts)
             await self._dead_letter(entry, letter)
             return _Report(
@@ -388,16 +395,13 @@ class InsightService:
         try:
             answer = await self._model.answer(request.model, request.system, request.user)
         except LLMError as exc:
-            reason = "llm_exhausted" if exc.transient else "llm_permanent"
+            reason = _llm_reason(exc)
             error = f"batch lane: {why}; online: {exc}"
             letter = self._letter(event, entry, request.fields, reason, error, exc.attempts)
-            letter_json = letter.model_dump_json()
-            size = await self._until_done(
-                "dead_letter",
-                lambda: store.dead_letter(entry, letter_json, event_id=event.event_id),
+            # Through the lane's store: the letter and the request's removal in one step.
+            await self._dead_letter(
+                entry, letter, partial(store.dead_letter, entry, event_id=event.event_id)
             )
-            self._metrics.dead_letters.labels(reason=reason).inc()
-            self._metrics.dlq_size.set(size)
             return _Report(
                 Outcome.DEAD_LETTERED, started, {"reason": reason, "error": error, "lane": "batch"}
             )
@@ -529,11 +533,17 @@ class InsightService:
             tenant_id=event.tenant_id,
         )
 
-    async def _dead_letter(self, entry: EntryRef, letter: DeadLetter) -> None:
+    async def _dead_letter(
+        self,
+        entry: EntryRef,
+        letter: DeadLetter,
+        put: Callable[[str], Awaitable[int]] | None = None,
+    ) -> None:
+        """Put ``letter`` in the DLQ (with ``put``, given the letter's JSON: the DLQ's new
+        length; by default the store's, which also acks the entry) and count it."""
         letter_json = letter.model_dump_json()
-        size = await self._until_done(
-            "dead_letter", lambda: self._store.dead_letter(entry, letter_json)
-        )
+        put = put or partial(self._store.dead_letter, entry)
+        size = await self._until_done("dead_letter", lambda: put(letter_json))
         self._metrics.dead_letters.labels(reason=letter.reason.value).inc()
         self._metrics.dlq_size.set(size)
 
