@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -201,9 +202,7 @@ def _lane_line(report: StatusReport) -> str:
     if lane.oldest_recorded_at is not None:
         age = (report.now - lane.oldest_recorded_at) * 1000
         text += f" (oldest {format_duration(age)})"
-    states: dict[str, int] = {}
-    for batch in lane.batches:
-        states[batch.state.value] = states.get(batch.state.value, 0) + 1
+    states = Counter(batch.state.value for batch in lane.batches)
     if states:
         text += "; batches " + ", ".join(f"{state} {n}" for state, n in states.items())
     return text

@@ -605,9 +605,8 @@ async def _run(
                 raise ServerUnavailable(f"{why}, and {exc}") from exc
             redis_url = server.url
             redis_text = f"{why}: started {server.name} {server.version} at {_address(redis_url)}"
-
-        if server is not None and not options.cluster:  # a single server of the demo's own
             settings = settings.model_copy(update={"redis_mode": RedisMode.STANDALONE})
+
         redis = connect_redis(
             redis_url, settings.redis_mode, socket_connect_timeout=5.0, socket_timeout=10.0
         )
