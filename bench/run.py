@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -63,7 +62,6 @@ def measure_all(
     for round_no in range(1, runs + 1):
         for scenario in scenarios:
             for spec in scenario_specs(scenario, impls, args.quick, args):
-                spec = dataclasses.replace(spec, redis_mode=args.redis_mode)
                 if spec.extra and round_no > 1 and not args.extras_every_round:
                     continue
                 result = measure(spec, round_no, logs_dir, args.keep_logs, code_dir)

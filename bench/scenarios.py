@@ -105,9 +105,9 @@ def scenario_specs(
             specs.append(Spec("memory", impl, n, 0.0, 64, time_cap=cap))
     else:
         raise SystemExit(f"unknown scenario {name!r}")
-    if args.fake != "lean":
-        for spec in specs:
-            spec.fake = args.fake
+    for spec in specs:
+        spec.fake = args.fake
+        spec.redis_mode = args.redis_mode
     if args.worker_processes > 1:
         # The same concurrency in all (the ideal unchanged), spread over the processes.
         for spec in specs:
