@@ -274,15 +274,12 @@ def build_worker(
     broker.include_router(routes.router)
 
     async def publish_created(created: InsightCreated, pipeline: Any) -> Any:
-        if pipeline is None:  # cluster mode: no transaction to publish in
-            return await routes.insights.publish(created)
+        # No pipeline (cluster mode): FastStream publishes on its own connection.
         return await routes.insights.publish(created, pipeline=pipeline)
 
-    async def announce(record_json: str) -> Any:
+    async def announce(record: InsightRecord) -> Any:
         """InsightCreated for a stored record (a cluster write resumed after a crash)."""
-        return await routes.insights.publish(
-            InsightCreated.announcing(InsightRecord.model_validate_json(record_json))
-        )
+        return await publish_created(InsightCreated.announcing(record), None)
 
     if store is None:
         if isinstance(redis, RedisCluster):

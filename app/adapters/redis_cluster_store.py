@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Announce", "RedisClusterInsightStore"]
 
-Announce = Callable[[str], Awaitable[Any]]
+Announce = Callable[[InsightRecord], Awaitable[Any]]
 """Publishes ``InsightCreated`` for a stored record (its JSON): the resumed write's W3."""
 
 # KEYS: insight, owner, lease (one slot). ARGV: tenant, this entry ('' without a lease),
@@ -263,7 +263,7 @@ class RedisClusterInsightStore:
             return
         record = InsightRecord.model_validate_json(stored)
         await self._index(record.event_id, record.tenant_id, record.agent_id, record.timestamp)
-        await self._announce(as_text(stored))
+        await self._announce(record)
         await self._release(event_id, entry)
 
     # -- writes ---------------------------------------------------------------------------

@@ -50,8 +50,8 @@ class Announcements:
     def __init__(self) -> None:
         self.records: list[str] = []
 
-    async def __call__(self, record_json: str) -> None:
-        self.records.append(json.loads(record_json)["event_id"])
+    async def __call__(self, record: InsightRecord) -> None:
+        self.records.append(record.event_id)
 
 
 async def pending_entries(
