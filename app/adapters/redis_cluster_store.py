@@ -218,7 +218,7 @@ class RedisClusterInsightStore:
         charged = await self._eval(
             "charge",
             _CHARGE,
-            [Keys.rate_limit(tenant_id), ClusterKeys.charged(tenant_id)],
+            [Keys.rate_limit(tenant_id), Keys.charged(tenant_id)],
             [event_id, budget, BUDGET_WINDOW_SECONDS],
         )
         if as_text(charged) == "rate_limited":

@@ -47,6 +47,11 @@ __all__ = ["RedisInsightStore", "raise_errors", "unavailable_as_domain_error"]
 # replayed dead letter is admitted. A lease saying 'lane' is an event waiting in the batch
 # lane (its entry acked, its request kept): another copy is a duplicate until the lane
 # writes the insight or the dead letter, which end the lease.
+#
+# The budget is charged once per event: the script records the events it counted in a
+# set beside the tenant's counter (expiring with it), and a delivery of a counted event
+# (a redelivery after a crash, a claim by another worker, a copy after its holder was
+# dead-lettered) is admitted without counting it again.
 _ADMIT = """
 local owner = redis.call('GET', KEYS[2])
 if owner then
@@ -70,11 +75,17 @@ if ARGV[5] ~= '' then
     if type(held) == 'table' and held.err == nil and #held > 0 then return 'duplicate' end
   end
 end
-local used = redis.call('INCR', KEYS[3])
-if used == 1 or redis.call('TTL', KEYS[3]) < 0 then
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
+if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 0 then
+  local used = redis.call('INCR', KEYS[3])
+  if used == 1 or redis.call('TTL', KEYS[3]) < 0 then
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
+  if used > tonumber(ARGV[2]) then return 'rate_limited' end
+  redis.call('SADD', KEYS[6], ARGV[7])
+  if redis.call('TTL', KEYS[6]) < 0 then
+    redis.call('PEXPIRE', KEYS[6], redis.call('PTTL', KEYS[3]))
+  end
 end
-if used > tonumber(ARGV[2]) then return 'rate_limited' end
 if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3]) end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[4]) end
 return 'admitted'
@@ -171,6 +182,7 @@ class RedisInsightStore:
             Keys.rate_limit(tenant_id),
             Keys.lease(event_id),
             entry.stream if entry else "",
+            Keys.charged(tenant_id),
         ]
         args: list[str | int] = [
             tenant_id,
@@ -179,6 +191,7 @@ class RedisInsightStore:
             BUDGET_WINDOW_SECONDS,
             entry.entry_id if entry else "",
             entry.group if entry else "",
+            event_id,
         ]
 
         def queue(pipe: Pipeline) -> None:

@@ -53,6 +53,13 @@ class Keys:
         return f"acp:groq:rate_limit:{tenant_id}"
 
     @staticmethod
+    def charged(tenant_id: str) -> str:
+        """The events counted in the tenant's current hour (internal; a SET beside its
+        counter, expiring with it): each event is charged once, however often delivered.
+        The hash tag keeps it in the counter's slot on a Redis Cluster."""
+        return f"{{{Keys.rate_limit(tenant_id)}}}:charged"
+
+    @staticmethod
     def owner(event_id: str) -> str:
         """Which tenant an event id belongs to (internal; lives as long as the insight)."""
         return f"acp:groq:owner:{event_id}"
@@ -83,11 +90,6 @@ class ClusterKeys:
     @staticmethod
     def lease(event_id: str) -> str:
         return f"{{{Keys.insight(event_id)}}}:lease"
-
-    @staticmethod
-    def charged(tenant_id: str) -> str:
-        """The events counted in the tenant's current hour (beside its counter)."""
-        return f"{{{Keys.rate_limit(tenant_id)}}}:charged"
 
     @staticmethod
     def dead_letter_mark(stream: str, entry_id: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
+from app.domain.keys import Keys
 from tests.faults.harness import FakeGroqProcess, WorkerProcess, events, outcomes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -50,6 +51,8 @@ def assert_once_each(client: sync_redis.Redis, fake: FakeGroqProcess, ids: list[
     assert sorted(submitted) == sorted(ids)  # every request in exactly one batch
     assert client.xlen("acp:groq:insights:stream") == len(ids)  # each insight written once
     assert fake.stats()["requests"] == 0  # nothing needed the online lane
+    assert int(client.get(Keys.rate_limit("acme"))) == len(ids)  # each event charged once
+    assert client.scard(Keys.charged("acme")) == len(ids)
 
 
 def test_killed_after_recording_before_submitting(redis_server, client, fake, workers):

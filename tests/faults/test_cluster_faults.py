@@ -77,7 +77,7 @@ def assert_every_event_written_once(client: sync_redis.RedisCluster, ids: list[s
     by_agent = [m.decode() for m in client.lrange(Keys.by_agent("agent-a"), 0, -1)]
     assert sorted(by_agent) == sorted(ids)  # each once: LREM before LPUSH
     assert int(client.get(Keys.rate_limit("acme"))) == len(ids)  # each event charged once
-    assert client.scard(ClusterKeys.charged("acme")) == len(ids)
+    assert client.scard(Keys.charged("acme")) == len(ids)
     leases = [client.exists(ClusterKeys.lease(event_id)) for event_id in ids]
     assert sum(leases) == 0
     announced = {

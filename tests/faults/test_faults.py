@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from app.domain.keys import Keys
 from tests.faults.harness import (
     GROUP,
     STREAM,
@@ -36,6 +37,12 @@ def all_enriched(client, ids):
     return state if len(state["insights"]) == len(ids) and state["pending"] == 0 else None
 
 
+def assert_charged_once(client, ids):
+    """The tenant's budget counted each event once, redelivered or not."""
+    assert int(client.get(Keys.rate_limit("acme"))) == len(ids)
+    assert client.scard(Keys.charged("acme")) == len(ids)
+
+
 def test_kill_9_mid_flight_then_restart_under_the_same_id(client, redis_server, fake, workers):
     """A killed worker's in-flight entries are processed by its restart; nothing is lost."""
     ids = events(client, 40)
@@ -47,6 +54,7 @@ def test_kill_9_mid_flight_then_restart_under_the_same_id(client, redis_server, 
     start_worker(workers, redis_server, fake, "w-1", worker_concurrency=8)
     state = wait_until(lambda: all_enriched(client, ids), within=60, what="all 40 insights")
     assert state["dead"] == []
+    assert_charged_once(client, ids)
 
 
 def test_kill_9_then_another_worker_claims_and_finishes(client, redis_server, fake, workers):
@@ -58,6 +66,7 @@ def test_kill_9_then_another_worker_claims_and_finishes(client, redis_server, fa
     start_worker(workers, redis_server, fake, "w-alive", worker_concurrency=8, claim_idle_seconds=2)
     state = wait_until(lambda: all_enriched(client, ids), within=60, what="all 30 insights")
     assert state["dead"] == []
+    assert_charged_once(client, ids)
     consumers = {c["name"].decode(): c["pending"] for c in client.xinfo_consumers(STREAM, GROUP)}
     assert consumers["w-dead"] == 0
 

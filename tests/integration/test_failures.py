@@ -19,6 +19,7 @@ import pytest
 from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap import Worker, build_worker
 from app.domain.ports import Admission, EntryRef
+from app.domain.keys import Keys
 from app.domain.redaction import placeholder
 from app.domain.sanitize import REDACTED
 from tests.conftest import running
@@ -915,11 +916,15 @@ async def test_a_second_entry_waits_on_a_pending_first_and_a_redelivery_takes_ov
     assert await admit(first) is Admission.ADMITTED
     assert await admit(copy) is Admission.DUPLICATE  # the first is still pending
     assert await admit(first) is Admission.ADMITTED  # its redelivery takes the lease over
-    assert await redis.get("acp:groq:rate_limit:acme") == b"2"  # a duplicate spends no budget
+    # One charge for the event: neither the duplicate nor the redelivery spends budget.
+    assert await redis.get("acp:groq:rate_limit:acme") == b"1"
     await store.dead_letter(first, json.dumps({"reason": "llm_exhausted"}))  # acks the first
     assert await admit(replay) is Admission.ADMITTED  # the holder is gone: no longer blocked
     assert await redis.get("acp:groq:lease:evt-1") == ids[2].encode()
     assert 0 < await redis.ttl("acp:groq:lease:evt-1") <= 3600
+    assert await redis.get("acp:groq:rate_limit:acme") == b"1"  # counted in this hour already
+    assert await redis.smembers(Keys.charged("acme")) == {b"evt-1"}
+    assert 0 < await redis.ttl(Keys.charged("acme")) <= 3600
 
 
 async def test_an_empty_answer_is_retried_then_exhausted(redis, fake_groq: FakeGroq, make_settings):

@@ -58,6 +58,7 @@ class MemoryStore:
     acked: list[str] = field(default_factory=list)
     published: list[Any] = field(default_factory=list)
     leases: dict[str, str] = field(default_factory=dict)
+    charged: set[str] = field(default_factory=set)
 
     async def admit(
         self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
@@ -71,9 +72,11 @@ class MemoryStore:
         # another entry of this event, still pending (not acked), stands for it
         if entry is not None and holder not in (None, entry.entry_id, *self.acked):
             return Admission.DUPLICATE
-        used = self.budget_used[tenant_id] = self.budget_used.get(tenant_id, 0) + 1
-        if used > budget:
-            return Admission.RATE_LIMITED
+        if event_id not in self.charged:  # each event is charged once
+            used = self.budget_used[tenant_id] = self.budget_used.get(tenant_id, 0) + 1
+            if used > budget:
+                return Admission.RATE_LIMITED
+            self.charged.add(event_id)
         self.owners[event_id] = tenant_id
         if entry is not None:
             self.leases[event_id] = entry.entry_id
