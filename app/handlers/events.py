@@ -80,6 +80,9 @@ def event_routes(settings: Settings) -> EventRoutes:
         ),
         max_workers=settings.worker_concurrency,
         ack_policy=AckPolicy.MANUAL,
+        # The contract has no replies: FastStream would publish one to any ``reply_to`` a
+        # stream writer put in a message's envelope, wherever it points.
+        no_reply=True,
         parser=entry_parser(settings.max_event_bytes),
         decoder=decode_entry,
         title=f"{asyncapi.DOCUMENTED_STREAM}:consume",

@@ -171,6 +171,26 @@ async def test_both_wire_formats_are_enriched(redis, fake_groq, make_settings):
     assert await redis.exists("acp:groq:insight:evt-1", "acp:groq:insight:evt-2") == 2
 
 
+@pytest.mark.redis_modes("standalone")  # pub/sub: FastStream's replies go to a channel
+async def test_a_reply_to_in_the_envelope_gets_no_reply(redis, fake_groq, make_settings):
+    """A stream writer cannot make the worker publish: the subscriber never replies."""
+    listener = redis.pubsub()
+    await listener.subscribe("somewhere-else")
+    await listener.get_message(timeout=1.0)  # the subscription's confirmation
+    publisher = broker_for(make_settings())
+    async with publisher:
+        await publisher.connect()
+        await publisher.publish(event(2), stream=STREAM, reply_to="somewhere-else")
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        await settle(redis, 1, worker.metrics)
+        heard = await listener.get_message(ignore_subscribe_messages=True, timeout=1.0)
+    await listener.aclose()
+    assert await redis.exists("acp:groq:insight:evt-2") == 1  # enriched as any event
+    assert heard is None
+    assert await redis.exists("somewhere-else") == 0
+
+
 async def test_raw_payload_with_a_data_key_is_not_taken_for_an_envelope(
     redis, fake_groq, make_settings
 ):
