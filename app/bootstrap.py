@@ -282,10 +282,11 @@ def build_worker(
         return await publish_created(InsightCreated.announcing(record), None)
 
     if store is None:
+        dlq_max = settings.dlq_max_entries
         if isinstance(redis, RedisCluster):
-            store = RedisClusterInsightStore(redis, announce=announce)
+            store = RedisClusterInsightStore(redis, announce=announce, dlq_max_entries=dlq_max)
         else:
-            store = RedisInsightStore(redis)
+            store = RedisInsightStore(redis, dlq_max_entries=dlq_max)
 
     state = WorkerState()
     model = ModelCaller(
@@ -304,7 +305,7 @@ def build_worker(
     lane = None
     if not isinstance(redis, RedisCluster):
         policy = LanePolicy(settings.groq_batch_severities, settings.groq_batch_when_lag_above)
-        lane = BatchLane(policy, RedisLaneStore(redis))
+        lane = BatchLane(policy, RedisLaneStore(redis, dlq_max_entries=settings.dlq_max_entries))
     service = InsightService(
         settings,
         model=model,

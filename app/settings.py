@@ -27,6 +27,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from app.domain.batch import MAX_FILE_LINES
 from app.domain.costs import ModelPrice
 from app.domain.events import Severity
+from app.domain.keys import DLQ_MAX_ENTRIES
 from app.domain.limits import LimitTable, ModelLimits
 from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
 
@@ -142,6 +143,13 @@ class Settings(BaseSettings):
         30.0, ge=0.1, le=86_400, description="How often a worker trims the inbound stream."
     )
     max_event_bytes: int = Field(262_144, ge=256, le=64 * 1024 * 1024)
+    dlq_max_entries: int = Field(
+        DLQ_MAX_ENTRIES,
+        ge=1,
+        le=100_000_000,
+        description="Dead letters kept in acp:groq:dlq; past it the oldest are dropped "
+        "(counted in acp_groq_dlq_dropped_total).",
+    )
     insight_budget_per_hour_per_tenant: int = Field(1000, ge=0, le=100_000_000)
 
     # -- The model -------------------------------------------------------------------

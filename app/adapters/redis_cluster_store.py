@@ -41,17 +41,18 @@ from typing import TYPE_CHECKING, Any
 from app.adapters.redis_batch import GroupCommit
 from app.adapters.redis_errors import says_not_now
 from app.adapters.redis_replies import as_text
-from app.adapters.redis_store import raise_errors, unavailable_as_domain_error
+from app.adapters.redis_store import pushed, raise_errors, unavailable_as_domain_error
 from app.domain.insights import InsightRecord
 from app.domain.keys import (
     AGENT_LIST_KEEP,
     BUDGET_WINDOW_SECONDS,
+    DLQ_MAX_ENTRIES,
     INSIGHT_TTL_SECONDS,
     TIMELINE_KEEP,
     ClusterKeys,
     Keys,
 )
-from app.domain.ports import Admission, EntryRef, Publish
+from app.domain.ports import Admission, DeadLettered, EntryRef, Publish
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterPipeline, RedisCluster
@@ -143,11 +144,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# A dead letter, once per entry even if the XACK after it is lost to a crash.
-# KEYS: DLQ, the entry's marker (one slot). ARGV: the letter, the marker's TTL.
+# A dead letter, once per entry even if the XACK after it is lost to a crash; the DLQ kept
+# within its cap (the oldest letters go). KEYS: DLQ, the entry's marker (one slot). ARGV:
+# the letter, the marker's TTL, the cap. Returns the length before the trim.
 _DEAD_LETTER = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  redis.call('LPUSH', KEYS[1], ARGV[1])
+  local length = redis.call('LPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+  return length
 end
 return redis.call('LLEN', KEYS[1])
 """
@@ -160,9 +164,12 @@ class RedisClusterInsightStore:
     resumed after a crash (the service's ``publish`` is not at hand then).
     """
 
-    def __init__(self, redis: RedisCluster, *, announce: Announce) -> None:
+    def __init__(
+        self, redis: RedisCluster, *, announce: Announce, dlq_max_entries: int = DLQ_MAX_ENTRIES
+    ) -> None:
         self._redis = redis
         self._announce = announce
+        self._dlq_max = dlq_max_entries
         # One pipeline per step of the events ready together; redis-py splits each by node.
         self._steps = {
             name: GroupCommit(redis, transaction=False)  # type: ignore[arg-type]
@@ -303,16 +310,16 @@ class RedisClusterInsightStore:
         if entry is not None:
             await self._eval("release", _RELEASE, [ClusterKeys.lease(event_id)], [entry.entry_id])
 
-    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int:
-        """LPUSH the dead letter (once per entry), then XACK its entry; the DLQ's length."""
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:
+        """Push the dead letter (once per entry, the DLQ capped), then XACK its entry."""
         length = await self._eval(
             "store",
             _DEAD_LETTER,
             [Keys.DLQ, ClusterKeys.dead_letter_mark(entry.stream, entry.entry_id)],
-            [letter_json, INSIGHT_TTL_SECONDS],
+            [letter_json, INSIGHT_TTL_SECONDS, self._dlq_max],
         )
         await self.ack(entry)
-        return int(length)
+        return pushed(length, self._dlq_max)
 
     async def ack(self, entry: EntryRef) -> None:
         await self._run("ack", lambda pipe: pipe.xack(entry.stream, entry.group, entry.entry_id))

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.adapters.redis_replies import as_text
-from app.adapters.redis_store import unavailable_as_domain_error
+from app.adapters.redis_store import push_letter, pushed, unavailable_as_domain_error
 from app.domain.batch import BatchRecord
-from app.domain.keys import Keys
-from app.domain.ports import EntryRef
+from app.domain.keys import DLQ_MAX_ENTRIES, Keys
+from app.domain.ports import DeadLettered, EntryRef
 
 if TYPE_CHECKING:
     from app.adapters.redis_clients import RedisClient
@@ -118,8 +118,9 @@ class LaneSummary:
 class RedisLaneStore:
     """``LaneStore`` on Redis (redis-py's asyncio client)."""
 
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, *, dlq_max_entries: int = DLQ_MAX_ENTRIES) -> None:
         self._redis = redis
+        self._dlq_max = dlq_max_entries
 
     async def _script(self, operation: str, script: str, keys: list[str], args: list[Any]) -> Any:
         async with unavailable_as_domain_error(operation):
@@ -210,13 +211,15 @@ class RedisLaneStore:
         pipe.hdel(Keys.LANE_REQUESTS, event_id)
         pipe.zrem(Keys.LANE_WAITING, event_id)
 
-    async def dead_letter(self, entry: EntryRef, letter_json: str, *, event_id: str) -> int:
+    async def dead_letter(
+        self, entry: EntryRef, letter_json: str, *, event_id: str
+    ) -> DeadLettered:
         async with (
             unavailable_as_domain_error("lane_dead_letter"),
             self._redis.pipeline(transaction=True) as pipe,
         ):
-            pipe.lpush(Keys.DLQ, letter_json)
+            push_letter(pipe, letter_json, self._dlq_max)
             self.release_in(pipe, event_id)
             pipe.delete(Keys.lease(event_id))
             length, *_ = await pipe.execute()
-        return int(length)
+        return pushed(length, self._dlq_max)

@@ -8,15 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.domain.text import as_text
+
 __all__ = ["as_text", "int_or_none"]
-
-
-def as_text(value: Any) -> str:
-    """A reply value as str: bytes decoded as UTF-8 (undecodable bytes escaped, never an
-    error), anything else through ``str``."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
 
 
 def int_or_none(value: Any) -> int | None:

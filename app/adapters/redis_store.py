@@ -21,17 +21,25 @@ from app.domain.errors import StoreUnavailable
 from app.domain.keys import (
     AGENT_LIST_KEEP,
     BUDGET_WINDOW_SECONDS,
+    DLQ_MAX_ENTRIES,
     INSIGHT_TTL_SECONDS,
     TIMELINE_KEEP,
     Keys,
 )
-from app.domain.ports import Admission, EntryRef, Publish
+from app.domain.ports import Admission, DeadLettered, EntryRef, Publish
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
+    from redis.asyncio.cluster import ClusterPipeline
 
-__all__ = ["RedisInsightStore", "raise_errors", "unavailable_as_domain_error"]
+__all__ = [
+    "RedisInsightStore",
+    "push_letter",
+    "pushed",
+    "raise_errors",
+    "unavailable_as_domain_error",
+]
 
 # Admission in one atomic step: ownership of the event id, an existing insight, another
 # entry of the same event in flight, the tenant's hourly budget. The owner key makes "never
@@ -149,6 +157,20 @@ def raise_errors(results: list[Any]) -> list[Any]:
     return results
 
 
+def push_letter(pipe: Pipeline | ClusterPipeline, letter_json: str, max_entries: int) -> None:
+    """Queue a dead letter's push onto the DLQ, and the trim that keeps it within
+    ``max_entries`` (the oldest letters, at the tail, go first). Two replies, see
+    ``pushed``."""
+    pipe.lpush(Keys.DLQ, letter_json)
+    pipe.ltrim(Keys.DLQ, 0, max_entries - 1)
+
+
+def pushed(length: Any, max_entries: int) -> DeadLettered:
+    """What a ``push_letter`` did, from the LPUSH's reply (the length before the trim)."""
+    length = int(length)
+    return DeadLettered(min(length, max_entries), max(0, length - max_entries))
+
+
 class RedisInsightStore:
     """``InsightStore`` on a real Redis (redis-py's asyncio client).
 
@@ -159,8 +181,9 @@ class RedisInsightStore:
     admissions and writes riding together halve the trips.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, dlq_max_entries: int = DLQ_MAX_ENTRIES) -> None:
         self._redis = redis
+        self._dlq_max = dlq_max_entries
         # Each batch opens with SCRIPT LOAD of both scripts (idempotent, and cheap next to
         # sending a script's body with every event): EVALSHA can then never meet a Redis
         # that restarted empty (NOSCRIPT), which inside MULTI/EXEC would fail the script
@@ -240,16 +263,16 @@ class RedisInsightStore:
         async with unavailable_as_domain_error("write_insight"):
             raise_errors(await self._batch.submit(queue))
 
-    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int:
-        """LPUSH the dead letter and XACK its entry together; returns the DLQ's length."""
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:
+        """Push the dead letter (the DLQ capped) and XACK its entry together."""
 
         def queue(pipe: Pipeline) -> None:
-            pipe.lpush(Keys.DLQ, letter_json)
+            push_letter(pipe, letter_json, self._dlq_max)
             pipe.xack(entry.stream, entry.group, entry.entry_id)
 
         async with unavailable_as_domain_error("dead_letter"):
-            length, _ = raise_errors(await self._batch.submit(queue))
-        return int(length)
+            length, *_ = raise_errors(await self._batch.submit(queue))
+        return pushed(length, self._dlq_max)
 
     async def ack(self, entry: EntryRef) -> None:
         def queue(pipe: Pipeline) -> None:

@@ -206,13 +206,19 @@ _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 
+_PROBLEMS_SHOWN = 10
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """pydantic's errors as one readable line, naming each field (never echoing input)."""
+    errors = exc.errors(include_input=False, include_url=False)
     parts = []
-    for error in exc.errors(include_input=False, include_url=False):
+    for error in errors[:_PROBLEMS_SHOWN]:
         location = [str(part) for part in error["loc"] if part not in {"event", "body"}]
         name = ".".join(location) or "event"
         parts.append(f"{name}: {error['msg']}")
+    if len(errors) > _PROBLEMS_SHOWN:  # 10,000 bad findings make a line, not a page
+        parts.append(f"and {len(errors) - _PROBLEMS_SHOWN} more problems")
     return "; ".join(parts)
 
 

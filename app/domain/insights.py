@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from app.domain.costs import Lane
 from app.domain.events import Severity
@@ -171,21 +171,23 @@ class InsightCreated(BaseModel):
         )
 
 
-# The events of the DeadLetter examples: as the gateway wrote one (an entry field), as the
-# worker re-serializes it for replay, and one that misses a required field.
+# The events of the DeadLetter examples: as the gateway wrote one (its entry's payload
+# field), and one that misses a required field.
 _EXAMPLE_EVENT_PAYLOAD = (
     '{"event_id": "evt-2026-11-25-0003", "tenant_id": "acme", "agent_id": "billing-agent", '
     '"severity": "critical", "decision": "escalate", "timestamp": 1795573260}'
-)
-_EXAMPLE_EVENT_JSON = (
-    '{"event_id":"evt-2026-11-25-0003","tenant_id":"acme","agent_id":"billing-agent",'
-    '"severity":"critical","decision":"escalate","timestamp":1795573260.0,"agent_name":null,'
-    '"tool_name":null,"findings":[],"metadata":{}}'
 )
 _EXAMPLE_INVALID_PAYLOAD = (
     '{"event_id": "evt-2026-11-25-0009", "tenant_id": "acme", "severity": "high", '
     '"decision": "deny", "timestamp": 1795573200.5}'
 )
+_EXAMPLE_LETTER: dict[str, JsonValue] = {
+    "payload_field": "payload",
+    "truncated": False,
+    "entry_bytes": None,
+    "entry_sha256": None,
+    "deliveries": None,
+}
 
 
 class DeadLetter(BaseModel):
@@ -198,7 +200,7 @@ class DeadLetter(BaseModel):
                 {
                     "entry_id": "1795573200000-0",
                     "stream": "acp:groq_queue",
-                    "fields": {"payload": _EXAMPLE_INVALID_PAYLOAD},
+                    "fields": {},
                     "payload": _EXAMPLE_INVALID_PAYLOAD,
                     "reason": "invalid",
                     "error": "agent_id: Field required",
@@ -206,25 +208,25 @@ class DeadLetter(BaseModel):
                     "failed_at": "2026-11-25T02:20:01.204Z",
                     "event_id": "evt-2026-11-25-0009",
                     "tenant_id": "acme",
-                    "deliveries": None,
+                    **_EXAMPLE_LETTER,
                 },
                 {
                     "entry_id": "1795573260000-0",
                     "stream": "acp:groq_queue",
-                    "fields": {"payload": _EXAMPLE_EVENT_PAYLOAD},
-                    "payload": _EXAMPLE_EVENT_JSON,
+                    "fields": {},
+                    "payload": _EXAMPLE_EVENT_PAYLOAD,
                     "reason": "llm_exhausted",
                     "error": "timeout: the model did not answer in time",
                     "attempts": 3,
                     "failed_at": "2026-11-25T02:21:31.017Z",
                     "event_id": "evt-2026-11-25-0003",
                     "tenant_id": "acme",
-                    "deliveries": None,
+                    **_EXAMPLE_LETTER,
                 },
                 {
                     "entry_id": "1795573320000-0",
                     "stream": "acp:groq_queue",
-                    "fields": {"payload": _EXAMPLE_EVENT_PAYLOAD},
+                    "fields": {},
                     "payload": _EXAMPLE_EVENT_PAYLOAD,
                     "reason": "max_deliveries",
                     "error": "delivered 6 times (MAX_DELIVERIES=5): it kept crashing or timing "
@@ -233,7 +235,29 @@ class DeadLetter(BaseModel):
                     "failed_at": "2026-11-25T02:32:00.412Z",
                     "event_id": None,
                     "tenant_id": None,
+                    **_EXAMPLE_LETTER,
                     "deliveries": 6,
+                },
+                {
+                    "entry_id": "1795573380000-0",
+                    "stream": "acp:groq_queue",
+                    "fields": {
+                        "payload": '{"event_id": "evt-2026-11-25-0011", "findings": ["aaaa'
+                        "…[truncated 1995911 bytes]"
+                    },
+                    "payload": None,
+                    "reason": "invalid",
+                    "error": "entry is larger than MAX_EVENT_BYTES (2000007 > 262144 bytes)",
+                    "attempts": 0,
+                    "failed_at": "2026-11-25T02:33:10.007Z",
+                    "event_id": None,
+                    "tenant_id": None,
+                    "payload_field": None,
+                    "truncated": True,
+                    "entry_bytes": 2_000_007,
+                    "entry_sha256": "3b5d5c3712955042212316173ccf37be"
+                    "800e11e1b6cf5c10ac1c1b0e2f95dd0c",
+                    "deliveries": None,
                 },
             ]
         },
@@ -244,15 +268,41 @@ class DeadLetter(BaseModel):
     )
     stream: str = Field(description="Stream it was read from.", examples=["acp:groq_queue"])
     fields: dict[str, str] = Field(
-        description="The entry's fields exactly as received (bytes that are not UTF-8 are "
-        "escaped).",
-        examples=[{"payload": '{"event_id": "evt-2026-11-25-0009", "tenant_id": "acme"}'}],
+        description="The entry's fields as received (bytes that are not UTF-8 are escaped), "
+        "but the one `payload` was read from, named in `payload_field`: the letter holds the "
+        "event once. An entry over MAX_EVENT_BYTES keeps only an excerpt of its fields "
+        "(`truncated`).",
+        examples=[{}, {"source": "gateway-eu-1"}],
     )
     payload: str | None = Field(
         None,
-        description="The event JSON, as replay puts it back on the stream (null when the "
-        "entry had no readable payload).",
+        description="The event JSON as received, which replay puts back on the stream (null "
+        "when the entry had no readable payload, or was over MAX_EVENT_BYTES).",
         examples=['{"event_id": "evt-2026-11-25-0009", "tenant_id": "acme"}'],
+    )
+    payload_field: str | None = Field(
+        None,
+        description="The entry field `payload` was read from: `payload` (the gateway's "
+        "format) or `__data__` (a FastStream message's body); left out of `fields`.",
+        examples=["payload"],
+    )
+    truncated: bool = Field(
+        False,
+        description="True when the entry was over MAX_EVENT_BYTES: `fields` holds excerpts "
+        "(each value cut to 4,096 characters, 16,384 in all; later fields left out), "
+        "`payload` is null, and `entry_bytes` and `entry_sha256` identify the whole.",
+        examples=[False, True],
+    )
+    entry_bytes: int | None = Field(
+        None,
+        description="With `truncated`: the entry's size, its field names and values in bytes.",
+        examples=[2_000_773],
+    )
+    entry_sha256: str | None = Field(
+        None,
+        description="With `truncated`: SHA-256 (hex) of the entry's field names and values "
+        "concatenated in the order the stream returns them.",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
     )
     reason: DeadLetterReason = Field(
         description="Why it was dead-lettered.", examples=["invalid", "llm_exhausted"]

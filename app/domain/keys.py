@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AGENT_LIST_KEEP",
     "BUDGET_WINDOW_SECONDS",
+    "DLQ_MAX_ENTRIES",
     "INSIGHT_STREAM_MAXLEN",
     "INSIGHT_TTL_SECONDS",
     "TIMELINE_KEEP",
@@ -21,6 +22,7 @@ BUDGET_WINDOW_SECONDS = 3_600
 TIMELINE_KEEP = 10_000
 AGENT_LIST_KEEP = 100
 INSIGHT_STREAM_MAXLEN = 10_000
+DLQ_MAX_ENTRIES = 100_000  # the default of the setting DLQ_MAX_ENTRIES
 
 
 class Keys:

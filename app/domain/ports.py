@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "LLM",
@@ -18,10 +18,12 @@ __all__ = [
     "BatchStatus",
     "Completion",
     "CompletionRequest",
+    "DeadLettered",
     "EntryRef",
     "InsightStore",
     "LaneStore",
     "Publish",
+    "Received",
 ]
 
 
@@ -78,6 +80,26 @@ class EntryRef:
     entry_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One inbound entry as it was received: its id, its fields, and the event's bytes read
+    from the field ``payload_field`` (``payload``, or a FastStream message's ``__data__``).
+    What a dead letter keeps of it."""
+
+    entry_id: str
+    fields: Mapping[Any, Any]
+    payload: bytes | str | None = None
+    payload_field: str | None = None
+
+
+class DeadLettered(NamedTuple):
+    """A letter pushed onto the DLQ: its length now, and how many of the oldest letters
+    the push dropped to keep it within DLQ_MAX_ENTRIES."""
+
+    size: int
+    dropped: int = 0
+
+
 # Publishes InsightCreated in the store's transaction (its pipeline, or None without one).
 Publish = Callable[[Any], Awaitable[Any]]
 
@@ -101,7 +123,9 @@ class InsightStore(Protocol):
         publish: Publish,
     ) -> None: ...
 
-    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int: ...
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:
+        """Push the letter onto the DLQ (capped) and acknowledge its entry, together."""
+        ...
 
     async def ack(self, entry: EntryRef) -> None: ...
 
@@ -207,6 +231,8 @@ class LaneStore(Protocol):
         """Queue, in the insight's transaction, the removal of its request from the lane."""
         ...
 
-    async def dead_letter(self, entry: EntryRef, letter_json: str, *, event_id: str) -> int:
-        """LPUSH the letter, drop the request and its lease together; the DLQ's length."""
+    async def dead_letter(
+        self, entry: EntryRef, letter_json: str, *, event_id: str
+    ) -> DeadLettered:
+        """Push the letter (capped), drop the request and its lease together."""
         ...

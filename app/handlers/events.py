@@ -29,7 +29,7 @@ from app.domain.events import AuditEvent, describe_validation_error, rejected_ev
 from app.domain.insights import DeadLetter, InsightCreated
 from app.domain.keys import INSIGHT_STREAM_MAXLEN, Keys
 from app.handlers import asyncapi
-from app.handlers.wire import decode_entry, entry_id, entry_parser
+from app.handlers.wire import decode_entry, entry_parser, received
 from app.service.insights import InsightService
 from app.settings import Settings
 
@@ -41,7 +41,7 @@ Service = Annotated[InsightService, EventLoopContext("service")]
 
 async def handle_audit_event(event: AuditEvent, message: Message, service: Service) -> None:
     """Enrich one audit event; the service acks the entry with its writes."""
-    await service.process(event, entry_id(message), message.raw_message["data"])
+    await service.process(event, received(message))
 
 
 async def dead_letter_invalid(exc: Exception, message: Message, service: Service) -> None:
@@ -50,9 +50,7 @@ async def dead_letter_invalid(exc: Exception, message: Message, service: Service
         error = rejected_event(describe_validation_error(exc), _json_or_none(message))
     else:
         error = exc if isinstance(exc, InvalidEvent) else InvalidEvent(str(exc))
-    await service.reject(
-        entry_id(message), message.raw_message["data"], error, payload=message.body or None
-    )
+    await service.reject(received(message), error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from app.adapters.faststream_workarounds import ensure_group
 from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
 from app.adapters.redis_replies import as_text
+from app.domain.ports import Received
 from app.service.insights import InsightService
 from app.service.state import WorkerState, wait_or_timeout
 from app.settings import Settings
@@ -293,7 +294,9 @@ class PendingRecovery:
             entry_text = as_text(entry_id)
             times = deliveries.get(entry_text, 0)
             if times > limit:
-                await self._service.give_up(entry_text, fields, deliveries=times)
+                payload = fields.get(b"payload")
+                entry = Received(entry_text, fields, payload, "payload" if payload else None)
+                await self._service.give_up(entry, deliveries=times)
                 continue
             await self._subscriber.consume_one(
                 {

@@ -6,7 +6,9 @@
 
 What fits neither is not raised from the parser (which would leave the entry pending to
 crash again): it is marked with ``INVALID_HEADER``, and the decoder turns the mark into
-``InvalidEvent``, which the subscriber's exception handler dead-letters.
+``InvalidEvent``, which the subscriber's exception handler dead-letters. A ``__data__``
+field must hold a FastStream message: its binary format, or the JSON envelope with a
+``data`` string (FastStream itself would take anything else for a body).
 """
 
 from __future__ import annotations
@@ -16,19 +18,49 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from faststream.redis.message import bDATA_KEY
+from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 
+from app.domain.dead_letters import entry_size
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent
+from app.domain.ports import Received
 
-__all__ = ["INVALID_HEADER", "PAYLOAD_FIELD", "decode_entry", "entry_id", "entry_parser"]
+__all__ = [
+    "INVALID_HEADER",
+    "PAYLOAD_FIELD",
+    "decode_entry",
+    "entry_id",
+    "entry_parser",
+    "received",
+]
 
 PAYLOAD_FIELD = b"payload"
 INVALID_HEADER = "x-acp-invalid"
 
 
-def _entry_size(fields: Mapping[bytes, bytes]) -> int:
-    return sum(len(key) + len(value) for key, value in fields.items())
+_BINARY_HEADER = BinaryMessageFormatV1.IDENTITY_HEADER
+
+
+def _envelope_problem(data: bytes) -> str | None:
+    """Why ``data`` (a ``__data__`` field) is not a FastStream message, or None if it is."""
+    if data.startswith(_BINARY_HEADER):
+        # magic, version 1, then where the headers and the body start: within the field
+        fixed = len(_BINARY_HEADER) + 10
+        if len(data) < fixed or data[len(_BINARY_HEADER) : len(_BINARY_HEADER) + 2] != b"\x00\x01":
+            return "its binary header is cut short or of an unknown version"
+        headers_start = int.from_bytes(data[fixed - 8 : fixed - 4], "big")
+        body_start = int.from_bytes(data[fixed - 4 : fixed], "big")
+        if not fixed <= headers_start <= body_start <= len(data):
+            return "its binary header points outside the field"
+        return None
+    try:
+        envelope = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "neither FastStream's binary format nor a JSON envelope"
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("data"), str):
+        return "a JSON envelope without a 'data' string"
+    return None
 
 
 def entry_parser(max_event_bytes: int) -> Callable[..., Awaitable[Any]]:
@@ -37,19 +69,18 @@ def entry_parser(max_event_bytes: int) -> Callable[..., Awaitable[Any]]:
     async def parse_entry(raw: Any, default_parser: Callable[[Any], Awaitable[Any]]) -> Any:
         fields: Mapping[bytes, bytes] = raw["data"]
         problem: str | None = None
-        if _entry_size(fields) > max_event_bytes:
-            problem = f"entry is larger than MAX_EVENT_BYTES ({max_event_bytes} bytes)"
+        size = entry_size(fields)
+        if size > max_event_bytes:
+            problem = f"entry is larger than MAX_EVENT_BYTES ({size} > {max_event_bytes} bytes)"
         elif PAYLOAD_FIELD not in fields:
             if bDATA_KEY in fields:
-                try:
-                    return await default_parser(raw)
-                except Exception as exc:  # any failure of it means "not a FastStream message"
-                    # e.g. an empty __data__ makes FastStream dump the whole field map as
-                    # JSON, which raises on bytes that are not UTF-8
-                    problem = (
-                        "entry's '__data__' field is not a FastStream message "
-                        f"({type(exc).__name__})"
-                    )
+                malformed = _envelope_problem(fields[bDATA_KEY])
+                if malformed is None:
+                    try:
+                        return await default_parser(raw)
+                    except Exception as exc:  # any failure of it: not a FastStream message
+                        malformed = f"FastStream could not read it ({type(exc).__name__})"
+                problem = f"malformed FastStream message in '__data__': {malformed}"
             else:
                 names = ", ".join(sorted(k.decode("utf-8", "replace") for k in fields)) or "none"
                 problem = (
@@ -83,8 +114,14 @@ async def decode_entry(message: Any, default_decoder: Callable[[Any], Awaitable[
     except ValidationError:
         pass
     try:
-        body = json.loads(message.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = message.body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(
+            f"payload is not UTF-8 text (byte 0x{message.body[exc.start]:02x} at {exc.start})"
+        ) from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
         raise InvalidEvent(f"payload is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent("payload is JSON nested too deeply to read") from None
@@ -98,3 +135,16 @@ def entry_id(message: Any) -> str:
     # FastStream's in-memory TestRedisBroker has no stream ids: its message id stands in.
     raw_id = (message.raw_message.get("message_ids") or [message.message_id])[0]
     return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+
+
+def received(message: Any) -> Received:
+    """The entry of ``message`` as received: what its dead letter keeps."""
+    fields: Mapping[bytes, bytes] = message.raw_message["data"]
+    field = (
+        PAYLOAD_FIELD.decode()
+        if PAYLOAD_FIELD in fields
+        else bDATA_KEY.decode()
+        if bDATA_KEY in fields
+        else None
+    )
+    return Received(entry_id(message), fields, message.body or None, field)

@@ -54,6 +54,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.dlq_dropped = Counter(
+            "acp_groq_dlq_dropped_total",
+            "Dead letters dropped from the tail of acp:groq:dlq (the oldest) to keep it "
+            "within DLQ_MAX_ENTRIES.",
+            registry=r,
+        )
         self.llm_latency = Histogram(
             "acp_groq_llm_call_seconds",
             "Duration of one LLM attempt (successful or not), by model.",

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from app.adapters.redis_replies import as_text
 from app.domain.batch import LaneRequest
 from app.domain.costs import Lane, answer_cost
+from app.domain.dead_letters import build_dead_letter
 from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
 from app.domain.events import AuditEvent
 from app.domain.insights import (
@@ -32,10 +32,11 @@ from app.domain.insights import (
     InsightRecord,
     Outcome,
 )
-from app.domain.ports import Admission, Completion, EntryRef, InsightStore
+from app.domain.ports import Admission, Completion, DeadLettered, EntryRef, InsightStore, Received
 from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight_answer
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
+from app.domain.text import as_text
 from app.operations.metrics import Labelled, Metrics
 from app.service.batch_lane import BatchLane
 from app.service.model_calls import Answer, ModelCaller
@@ -61,15 +62,6 @@ def decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     return {as_text(key): as_text(value) for key, value in fields.items()}
 
 
-def _text_or_none(payload: bytes | None) -> str | None:
-    if payload is None:
-        return None
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 @dataclass(slots=True)
 class _Report:
     """What the canonical log line of an event says."""
@@ -79,10 +71,10 @@ class _Report:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def _llm_reason(exc: LLMError) -> str:
+def _llm_reason(exc: LLMError) -> DeadLetterReason:
     """Why a model that did not answer ends in the DLQ: transient errors until the attempts
     ran out, or a permanent refusal."""
-    return "llm_exhausted" if exc.transient else "llm_permanent"
+    return DeadLetterReason.LLM_EXHAUSTED if exc.transient else DeadLetterReason.LLM_PERMANENT
 
 
 def _answer_fields(answer: Answer, lane: Lane) -> dict[str, Any]:
@@ -95,6 +87,14 @@ def _answer_fields(answer: Answer, lane: Lane) -> dict[str, Any]:
         "completion_tokens": completion.completion_tokens,
         "cached_tokens": completion.cached_tokens,
     }
+
+
+def _received_from_lane(request: LaneRequest) -> Received:
+    """The entry of a request of the batch lane, as its dead letter keeps it."""
+    if "payload" in request.fields:
+        return Received(request.entry_id, request.fields, request.fields["payload"], "payload")
+    # A FastStream message: the event, as validated, stands for its envelope's body.
+    return Received(request.entry_id, request.fields, request.event_json, "__data__")
 
 
 class InsightService:
@@ -136,24 +136,22 @@ class InsightService:
         """The inbound stream's entry ``entry_id``, as this worker's group reads it."""
         return EntryRef(self._settings.insight_stream, self._settings.insight_group, entry_id)
 
-    async def process(
-        self, event: AuditEvent, entry_id: str, fields: Mapping[Any, Any]
-    ) -> Outcome | None:
+    async def process(self, event: AuditEvent, received: Received) -> Outcome | None:
         """Enrich a valid event, or end it as a duplicate, rate-limited or dead letter.
 
-        ``fields`` are the entry's fields as received, kept in a dead letter for replay.
+        ``received`` is the entry as received, what a dead letter keeps for replay.
         Returns None when the worker stopped before the event could start (still pending),
         or when the event went to the batch lane (acked; its outcome comes with its answer).
         """
         started = self._clock()
-        entry = self.entry(entry_id)
+        entry = self.entry(received.entry_id)
         self._metrics.in_flight.inc()
         self._state.failed.discard(entry.entry_id)
         structlog.contextvars.bind_contextvars(
             event_id=event.event_id, tenant_id=event.tenant_id, entry_id=entry.entry_id
         )
         try:
-            report = await self._process(event, entry, fields, started)
+            report = await self._process(event, entry, received, started)
             if report is None:  # waits in the batch lane; its outcome comes with its answer
                 return None
             self._finish(report, agent_id=event.agent_id)
@@ -168,27 +166,16 @@ class InsightService:
             self._metrics.in_flight.dec()
             structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
 
-    async def give_up(
-        self, entry_id: str, fields: Mapping[Any, Any], *, deliveries: int
-    ) -> Outcome:
+    async def give_up(self, received: Received, *, deliveries: int) -> Outcome:
         """Dead-letter an entry delivered more than MAX_DELIVERIES times (a poison entry)."""
         started = self._clock()
-        entry = self.entry(entry_id)
+        entry = self.entry(received.entry_id)
         error = (
             f"delivered {deliveries} times (MAX_DELIVERIES={self._settings.max_deliveries}): "
             "it kept crashing or timing out its workers"
         )
-        payload = fields.get(b"payload", fields.get("payload"))
-        letter = DeadLetter(
-            entry_id=entry.entry_id,
-            stream=entry.stream,
-            fields=decode_fields(fields),
-            payload=_text_or_none(payload if isinstance(payload, bytes) else None),
-            reason=DeadLetterReason.MAX_DELIVERIES,
-            error=error,
-            attempts=0,
-            failed_at=utc_now(),
-            deliveries=deliveries,
+        letter = self._letter_of(
+            entry, received, DeadLetterReason.MAX_DELIVERIES, error, deliveries=deliveries
         )
         await self._dead_letter(entry, letter)
         self._finish(
@@ -198,32 +185,21 @@ class InsightService:
         )
         return Outcome.DEAD_LETTERED
 
-    async def reject(
-        self,
-        entry_id: str,
-        fields: Mapping[Any, Any],
-        error: InvalidEvent,
-        *,
-        payload: bytes | None = None,
-    ) -> Outcome:
+    async def reject(self, received: Received, error: InvalidEvent) -> Outcome:
         """Dead-letter an entry that is not a valid event (reason ``invalid``)."""
         started = self._clock()
-        entry = self.entry(entry_id)
-        letter = DeadLetter(
-            entry_id=entry.entry_id,
-            stream=entry.stream,
-            fields=decode_fields(fields),
-            payload=_text_or_none(payload),
-            reason=DeadLetterReason.INVALID,
-            error=error.error,
-            attempts=0,
-            failed_at=utc_now(),
+        entry = self.entry(received.entry_id)
+        letter = self._letter_of(
+            entry,
+            received,
+            DeadLetterReason.INVALID,
+            error.error,
             event_id=error.event_id,
             tenant_id=error.tenant_id,
         )
         await self._dead_letter(entry, letter)
         self._finish(
-            _Report(Outcome.DEAD_LETTERED, started, {"reason": "invalid", "error": error.error}),
+            _Report(Outcome.DEAD_LETTERED, started, {"reason": "invalid", "error": letter.error}),
             event_id=error.event_id,
             tenant_id=error.tenant_id,
             entry_id=entry.entry_id,
@@ -233,7 +209,7 @@ class InsightService:
     # -- the steps of one event -----------------------------------------------------
 
     async def _process(
-        self, event: AuditEvent, entry: EntryRef, fields: Mapping[Any, Any], started: float
+        self, event: AuditEvent, entry: EntryRef, received: Received, started: float
     ) -> _Report | None:
         admission = await self._until_done(
             "admit",
@@ -253,7 +229,8 @@ class InsightService:
             return _Report(Outcome.RATE_LIMITED, started)
         if admission is Admission.CONFLICT:
             error = "event_id already has an insight of another tenant; not overwritten"
-            await self._dead_letter(entry, self._letter(event, entry, fields, "conflict", error, 0))
+            letter = self._letter(event, entry, received, DeadLetterReason.CONFLICT, error, 0)
+            await self._dead_letter(entry, letter)
             return _Report(Outcome.DEAD_LETTERED, started, {"reason": "conflict"})
 
         model = choose_model(
@@ -264,18 +241,18 @@ class InsightService:
         )
         prompt = self._prompt(event)
         if self._lane is not None and self._lane.takes(event.severity):
-            return await self._defer(event, entry, fields, model, prompt, started)
+            return await self._defer(event, entry, received.fields, model, prompt, started)
         try:
             answer = await self._model.answer(model, prompt.system, prompt.user)
         except LLMError as exc:
             reason = _llm_reason(exc)
-            letter = self._letter(event, entry, fields, reason, str(exc), exc.attempts)
+            letter = self._letter(event, entry, received, reason, str(exc), exc.attempts)
             await self._dead_letter(entry, letter)
             return _Report(
                 Outcome.DEAD_LETTERED,
                 started,
                 {
-                    "reason": reason,
+                    "reason": reason.value,
                     "error": str(exc),
                     "model": model,
                     "attempts": exc.attempts,
@@ -397,13 +374,16 @@ class InsightService:
         except LLMError as exc:
             reason = _llm_reason(exc)
             error = f"batch lane: {why}; online: {exc}"
-            letter = self._letter(event, entry, request.fields, reason, error, exc.attempts)
+            received = _received_from_lane(request)
+            letter = self._letter(event, entry, received, reason, error, exc.attempts)
             # Through the lane's store: the letter and the request's removal in one step.
             await self._dead_letter(
                 entry, letter, partial(store.dead_letter, entry, event_id=event.event_id)
             )
             return _Report(
-                Outcome.DEAD_LETTERED, started, {"reason": reason, "error": error, "lane": "batch"}
+                Outcome.DEAD_LETTERED,
+                started,
+                {"reason": reason.value, "error": error, "lane": "batch"},
             )
         await self._write(event, entry, answer, started, request.redactions, Lane.ONLINE, release)
         fields = _answer_fields(answer, Lane.ONLINE)
@@ -515,37 +495,64 @@ class InsightService:
         self,
         event: AuditEvent,
         entry: EntryRef,
-        fields: Mapping[Any, Any],
-        reason: str,
+        received: Received,
+        reason: DeadLetterReason,
         error: str,
         attempts: int,
     ) -> DeadLetter:
-        return DeadLetter(
-            entry_id=entry.entry_id,
-            stream=entry.stream,
-            fields=decode_fields(fields),
-            payload=event.model_dump_json(),
-            reason=DeadLetterReason(reason),
-            error=error,
+        """The dead letter of a valid event (the model failed it, or its id is another's)."""
+        return self._letter_of(
+            entry,
+            received,
+            reason,
+            error,
             attempts=attempts,
-            failed_at=utc_now(),
             event_id=event.event_id,
             tenant_id=event.tenant_id,
+        )
+
+    def _letter_of(
+        self,
+        entry: EntryRef,
+        received: Received,
+        reason: DeadLetterReason,
+        error: str,
+        **known: Any,
+    ) -> DeadLetter:
+        return build_dead_letter(
+            entry_id=entry.entry_id,
+            stream=entry.stream,
+            fields=received.fields,
+            payload=received.payload,
+            payload_field=received.payload_field,
+            reason=reason,
+            error=error,
+            failed_at=utc_now(),
+            max_event_bytes=self._settings.max_event_bytes,
+            **known,
         )
 
     async def _dead_letter(
         self,
         entry: EntryRef,
         letter: DeadLetter,
-        put: Callable[[str], Awaitable[int]] | None = None,
+        put: Callable[[str], Awaitable[DeadLettered]] | None = None,
     ) -> None:
-        """Put ``letter`` in the DLQ (with ``put``, given the letter's JSON: the DLQ's new
-        length; by default the store's, which also acks the entry) and count it."""
+        """Put ``letter`` in the DLQ (with ``put``, given the letter's JSON; by default the
+        store's, which also acks the entry) and count it, and the old letters it dropped."""
         letter_json = letter.model_dump_json()
         put = put or partial(self._store.dead_letter, entry)
-        size = await self._until_done("dead_letter", lambda: put(letter_json))
+        pushed = await self._until_done("dead_letter", lambda: put(letter_json))
         self._metrics.dead_letters.labels(reason=letter.reason.value).inc()
-        self._metrics.dlq_size.set(size)
+        self._metrics.dlq_size.set(pushed.size)
+        if pushed.dropped:
+            self._metrics.dlq_dropped.inc(pushed.dropped)
+            log.warning(
+                "dead_letters_dropped",
+                dropped=pushed.dropped,
+                dlq_max_entries=self._settings.dlq_max_entries,
+                note="the DLQ is full: its oldest letters were dropped",
+            )
 
     async def _until_done(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a Redis step until Redis answers: a result in hand is never thrown away.

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from app.bootstrap import Worker, build_worker
 from app.domain.events import AuditEvent
+from app.domain.text import as_text
 from app.settings import Settings
 from tests.support.fakes import MemoryStore, ScriptedLLM
 
@@ -199,7 +200,16 @@ class Harness:
         if gained_letter:
             letter = self.store.letters()[0]
             assert letter["entry_id"] == entry_id
-            assert set(letter["fields"]) == {k.decode("utf-8", "backslashreplace") for k in fields}
+            names = {as_text(k) for k in fields}
+            once = letter["payload_field"]
+            if letter["truncated"]:  # over MAX_EVENT_BYTES: excerpts, the size and a hash
+                assert letter["payload"] is None
+                assert letter["entry_bytes"] > self.worker.settings.max_event_bytes
+                assert len(letter["entry_sha256"]) == 64
+            else:  # every field kept, the one the event came from as `payload`, once
+                assert set(letter["fields"]) | ({once} if once else set()) == names
+                assert once not in letter["fields"]
+                assert (once is None) == (letter["payload"] is None)
             assert letter["error"]
 
 

@@ -148,7 +148,9 @@ async def test_published_examples_become_insights_and_resending_is_a_duplicate(
 async def test_the_documented_invalid_entry_is_dead_lettered_as_documented(redis, make_settings):
     """The `invalid` DeadLetter example's entry, written raw, yields that dead letter."""
     documented = next(e for e in schema_examples("DeadLetter") if e["reason"] == "invalid")
-    entry_id = await redis.xadd(STREAM, documented["fields"])
+    entry_id = await redis.xadd(
+        STREAM, {**documented["fields"], documented["payload_field"]: documented["payload"]}
+    )
     worker = build_worker(make_settings(llm_provider="offline"), configure_logs=False)
     async with running(worker.app):
         await wait_for_outcomes(worker.metrics, {"dead_lettered": 1})

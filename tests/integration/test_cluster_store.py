@@ -149,8 +149,8 @@ async def test_a_dead_letter_is_written_once_when_its_ack_was_lost(redis):
     """LPUSH done, XACK lost to a crash: the redelivery's dead letter is not a second one."""
     store = RedisClusterInsightStore(redis, announce=Announcements())
     (entry,) = await pending_entries(redis, 1)
-    assert await store.dead_letter(entry, '{"reason": "invalid"}') == 1
-    assert await store.dead_letter(entry, '{"reason": "invalid"}') == 1
+    assert await store.dead_letter(entry, '{"reason": "invalid"}') == (1, 0)
+    assert await store.dead_letter(entry, '{"reason": "invalid"}') == (1, 0)
     assert await redis.llen(Keys.DLQ) == 1
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
 

@@ -9,6 +9,7 @@ fake's request log and the worker's metrics.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -18,10 +19,11 @@ import pytest
 
 from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap import Worker, build_worker
-from app.domain.ports import Admission, EntryRef
 from app.domain.keys import Keys
+from app.domain.ports import Admission, EntryRef
 from app.domain.redaction import placeholder
 from app.domain.sanitize import REDACTED
+from app.domain.text import as_text
 from tests.conftest import running
 from tests.support.fake_groq import API_KEY, FakeGroq
 
@@ -111,6 +113,14 @@ async def wait_until(
     raise AssertionError(f"{what} not reached in {within}s")
 
 
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 async def dead_letters(redis: Any) -> list[dict[str, Any]]:
     """The DLQ, oldest first."""
     return [json.loads(raw) for raw in reversed(await redis.lrange(DLQ, 0, -1))]
@@ -178,7 +188,7 @@ _BAD_IDS = {
 # (case id, stream entry fields, words the dead letter's error must hold)
 INVALID_ENTRIES: list[tuple[str, dict[Any, Any], list[str]]] = [
     ("not json", {"payload": "{not json"}, ["not valid JSON"]),
-    ("not utf-8", {"payload": b"\xff\xfe{}"}, ["not valid JSON"]),
+    ("not utf-8", {"payload": b"\xff\xfe{}"}, ["not UTF-8"]),
     ("json list", {"payload": "[1, 2, 3]"}, ["not an object", "list"]),
     ("json string", {"payload": '"evt-1"'}, ["not an object", "str"]),
     ("no payload field", {"body": json.dumps(minimal_event("x"))}, ["no 'payload'", "body"]),
@@ -230,13 +240,18 @@ async def test_an_invalid_entry_is_dead_lettered_and_the_next_event_enriched(
     assert letter["attempts"] == 0
     for word in words:
         assert word in letter["error"], letter["error"]
-    expected_fields = {
-        (k.decode() if isinstance(k, bytes) else k): (
-            v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
-        )
-        for k, v in fields.items()
-    }
-    assert letter["fields"] == expected_fields  # kept as received, for replay
+    as_received = {as_text(k): as_text(v) for k, v in fields.items()}
+    raw_payload = fields.get("payload", fields.get(b"payload"))
+    if isinstance(raw_payload, bytes) and not _utf8(raw_payload):
+        raw_payload = None  # not text: no event to replay; the field stays, escaped
+    if raw_payload is not None:  # the event once: as `payload`, not again among the fields
+        assert letter["payload"] == as_text(raw_payload)
+        assert letter["payload_field"] == "payload"
+        del as_received["payload"]
+    else:
+        assert letter["payload"] is None
+    assert letter["fields"] == as_received  # the rest kept as received
+    assert letter["truncated"] is False
     assert await pending(redis) == 0
     assert consumed(worker, "dead_lettered") == 1
     assert worker.metrics.dead_letters.labels(reason="invalid")._value.get() == 1
@@ -280,11 +295,88 @@ async def test_an_entry_over_max_event_bytes_is_dead_lettered(
     assert letter["entry_id"] == big_id
     assert "MAX_EVENT_BYTES" in letter["error"]
     assert "300" in letter["error"]
-    assert json.loads(letter["fields"]["payload"]) == big
+    raw = (await redis.xrange(STREAM, big_id, big_id))[0][1]
+    assert letter["truncated"] is True
+    assert letter["payload"] is None  # over the limit: it could not be replayed
+    assert letter["entry_bytes"] == sum(len(k) + len(v) for k, v in raw.items())
+    assert (
+        letter["entry_sha256"]
+        == hashlib.sha256(b"".join(k + v for k, v in raw.items())).hexdigest()
+    )
+    assert json.loads(letter["fields"]["payload"]) == big  # short enough to keep whole
     assert await insight(redis, "evt-small") is not None
     assert await insight(redis, "evt-big") is None
     assert fake_groq.stats.requests == 1
     assert await pending(redis) == 0
+
+
+async def test_a_2_mb_entry_leaves_a_small_letter_with_its_size_and_hash(
+    redis, fake_groq: FakeGroq, make_settings
+):
+    """Whoever writes to the stream cannot fill Redis through the DLQ: 2 MB in, < 64 KB out."""
+    payload = json.dumps(minimal_event("huge", raw_input="A" * 2_000_000))
+    entry_id = await xadd(redis, {"payload": payload, "source": "B" * 50_000})
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        await settle(redis, worker, 1)
+    [raw_letter] = await redis.lrange("acp:groq:dlq", 0, -1)
+    assert len(raw_letter) < 64 * 1024
+    letter = json.loads(raw_letter)
+    assert (letter["reason"], letter["entry_id"], letter["truncated"]) == (
+        "invalid",
+        entry_id,
+        True,
+    )
+    size = len("payload") + len(payload) + len("source") + 50_000
+    assert letter["entry_bytes"] == size
+    assert str(size) in letter["error"]
+    whole = b"payload" + payload.encode() + b"source" + b"B" * 50_000
+    assert letter["entry_sha256"] == hashlib.sha256(whole).hexdigest()
+    assert letter["fields"]["payload"].startswith(payload[:4000])  # an excerpt to read
+    assert "truncated" in letter["fields"]["payload"]
+    assert fake_groq.stats.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"payload": b"\xff\xfe{}"}, "payload is not UTF-8 text (byte 0xff at 0)"),
+        ({"__data__": b""}, "malformed FastStream message in '__data__'"),
+        ({"__data__": b"{}"}, "malformed FastStream message in '__data__'"),
+        ({"__data__": b'{"headers": {}}'}, "a JSON envelope without a 'data' string"),
+        ({"__data__": b"\x89BIN\r\n\x1a\n\x00\x01"}, "binary header is cut short"),
+    ],
+    ids=["not utf-8", "empty envelope", "empty json", "no data", "cut binary"],
+)
+async def test_an_unreadable_entry_is_told_what_it_really_is(
+    redis, fake_groq: FakeGroq, make_settings, fields: dict[str, bytes], expected: str
+):
+    """The reason names the real problem, not a JSON or schema error it led to."""
+    await xadd(redis, fields)
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    async with running(worker.app):
+        await settle(redis, worker, 1)
+    [letter] = await dead_letters(redis)
+    assert letter["reason"] == "invalid"
+    assert expected in letter["error"], letter["error"]
+    assert "Field required" not in letter["error"]
+
+
+async def test_the_dlq_keeps_its_newest_letters_within_dlq_max_entries(
+    redis, fake_groq: FakeGroq, make_settings
+):
+    """Past DLQ_MAX_ENTRIES the oldest letters are dropped, counted and logged."""
+    ids = [await xadd(redis, {"payload": f"not json {n}"}) for n in range(7)]
+    worker = build_worker(  # one at a time: letters pushed in the order of their entries
+        make_settings(groq_base_url=fake_groq.base_url, dlq_max_entries=3, worker_concurrency=1)
+    )
+    async with running(worker.app):
+        await settle(redis, worker, 7)
+    letters = await dead_letters(redis)
+    assert [letter["entry_id"] for letter in letters] == ids[-3:]  # the newest three
+    assert worker.metrics.dlq_dropped._value.get() == 4
+    assert worker.metrics.dlq_size._value.get() == 3
+    assert worker.metrics.dead_letters.labels(reason="invalid")._value.get() == 7
 
 
 @pytest.mark.cluster_smoke
@@ -333,8 +425,8 @@ async def test_server_errors_until_exhausted_make_exactly_max_attempts_requests(
     assert letter["event_id"] == "evt-1"
     assert letter["tenant_id"] == "acme"
     assert "HTTP 500" in letter["error"]
-    assert json.loads(letter["fields"]["payload"]) == event(1)
-    assert json.loads(letter["payload"])["event_id"] == "evt-1"
+    assert json.loads(letter["payload"]) == event(1)  # as the gateway wrote it
+    assert (letter["payload_field"], letter["fields"]) == ("payload", {})  # held once
     assert api_errors(worker, "server") == max_attempts
     assert worker.metrics.dead_letters.labels(reason="llm_exhausted")._value.get() == 1
     assert worker.metrics.dlq_size._value.get() == 1
@@ -890,7 +982,7 @@ async def test_a_dead_lettered_event_put_back_on_the_stream_is_enriched(
         await settle(redis, worker, 1)
         [letter] = await dead_letters(redis)
         assert letter["reason"] == "llm_exhausted"
-        await xadd(redis, {"payload": letter["fields"]["payload"]})
+        await xadd(redis, {"payload": letter["payload"]})
         await settle(redis, worker, 2)
     assert consumed(worker, "enriched") == 1
     assert await insight(redis, "evt-1") is not None

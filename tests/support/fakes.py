@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.errors import LLMError
-from app.domain.ports import Admission, Completion, CompletionRequest, EntryRef, Publish
+from app.domain.ports import (
+    Admission,
+    Completion,
+    CompletionRequest,
+    DeadLettered,
+    EntryRef,
+    Publish,
+)
 
 __all__ = ["MemoryStore", "ScriptedLLM"]
 
@@ -97,10 +104,10 @@ class MemoryStore:
         self.published.append(await publish(None))
         self.acked.append(entry.entry_id)
 
-    async def dead_letter(self, entry: EntryRef, letter_json: str) -> int:
+    async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:
         self.dlq.insert(0, letter_json)
         self.acked.append(entry.entry_id)
-        return len(self.dlq)
+        return DeadLettered(len(self.dlq))
 
     async def ack(self, entry: EntryRef) -> None:
         self.acked.append(entry.entry_id)

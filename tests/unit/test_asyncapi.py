@@ -269,7 +269,15 @@ async def test_dead_letter_examples_are_what_the_worker_writes(document):
     for example in schema["examples"]:
         letter = DeadLetter.model_validate(example)
         reasons.add(letter.reason)
+        if letter.truncated:  # an entry over the limit: only excerpts, its size and hash
+            assert (letter.payload, letter.entry_bytes) == (None, example["entry_bytes"])
+            assert letter.entry_sha256 is not None
+            continue
+        # the entry as the gateway wrote it: the event in `payload_field`, the other fields
+        assert letter.payload_field == "payload"
+        assert letter.payload is not None
         fields = {k.encode(): v.encode() for k, v in letter.fields.items()}
+        fields[b"payload"] = letter.payload.encode()
         if letter.reason is DeadLetterReason.INVALID:
             body = await read_as_the_worker(fields)
             with pytest.raises(ValidationError) as refused:
