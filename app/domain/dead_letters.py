@@ -11,6 +11,7 @@ pushed (the store); this module bounds each letter.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,14 +20,16 @@ from app.domain.text import as_text
 
 __all__ = [
     "ERROR_CHARS",
-    "EXCERPT_CHARS",
-    "EXCERPT_TOTAL_CHARS",
+    "EXCERPT_BYTES",
+    "EXCERPT_TOTAL_BYTES",
     "build_dead_letter",
     "entry_size",
 ]
 
-EXCERPT_CHARS = 4_096  # of one field of an entry over the limit
-EXCERPT_TOTAL_CHARS = 16_384  # of all its fields together (names included); the rest is left out
+# Of an entry over the limit, in bytes of the letter's JSON: one field's excerpt, and all of
+# them together (names included; later fields are left out).
+EXCERPT_BYTES = 4_096
+EXCERPT_TOTAL_BYTES = 16_384
 ERROR_CHARS = 2_000  # of the error text
 
 
@@ -45,24 +48,36 @@ def _cut(text: str, limit: int) -> str:
     return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
 
 
+def _stored_size(text: str) -> int:
+    """Bytes ``text`` takes in the letter's JSON (escapes and UTF-8 counted)."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+
+
+def _excerpt(raw: bytes, room: int) -> str:
+    """The start of ``raw`` as text that takes at most ``room`` bytes in the letter's JSON,
+    however many bytes escaping costs (a control character takes six)."""
+    # Decode only what can be kept: a 64 MB value is not turned into text whole.
+    text = as_text(raw[:room])
+    while text and _stored_size(text) > room:
+        text = text[: len(text) * room // _stored_size(text)]
+    return text
+
+
 def _excerpts(fields: Mapping[Any, Any]) -> dict[str, str]:
     """The fields of an entry over the limit, each cut short, until the budget is spent."""
-    budget = EXCERPT_TOTAL_CHARS
+    budget = EXCERPT_TOTAL_BYTES
     kept: dict[str, str] = {}
     for key, value in fields.items():
         if budget <= 0:
             break
-        name = _cut(as_text(key), min(256, budget))
-        budget -= len(name)
-        # Decode only what can be kept: a 64 MB value is not turned into text whole.
-        room = max(0, min(EXCERPT_CHARS, budget))
+        name = _excerpt(_raw(key), min(256, budget))
+        budget -= _stored_size(name)
         raw = _raw(value)
-        text = as_text(raw[: room + 1])
-        excerpt = text[:room]
-        if len(raw) > room:
-            excerpt = f"{excerpt}…[truncated {len(raw) - room} bytes]"
+        excerpt = _excerpt(raw, max(0, min(EXCERPT_BYTES, budget)))
+        budget -= _stored_size(excerpt)
+        if len(excerpt.encode()) < len(raw):
+            excerpt = f"{excerpt}…[truncated, {len(raw)} bytes in all]"
         kept[name] = excerpt
-        budget -= room
     return kept
 
 

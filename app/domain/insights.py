@@ -289,7 +289,7 @@ class DeadLetter(BaseModel):
     truncated: bool = Field(
         False,
         description="True when the entry was over MAX_EVENT_BYTES: `fields` holds excerpts "
-        "(each value cut to 4,096 characters, 16,384 in all; later fields left out), "
+        "(each value cut to 4,096 bytes, 16,384 in all; later fields left out), "
         "`payload` is null, and `entry_bytes` and `entry_sha256` identify the whole.",
         examples=[False, True],
     )
