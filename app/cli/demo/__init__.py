@@ -55,7 +55,7 @@ from app.adapters.redis_clients import RedisClient, connect_redis
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_replies import as_text
 from app.bootstrap import Worker, build_worker
-from app.cli._common import at_least
+from app.cli._common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, at_least
 from app.cli.demo.events import (
     MIN_EVENTS,
     EntryKind,
@@ -76,9 +76,6 @@ from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_s
 
 __all__ = ["register"]
 
-EXIT_OK = 0
-EXIT_PROBLEM = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP end with 128 + their number
 
 DEFAULT_EVENTS = 20
