@@ -72,6 +72,7 @@ from app.cli.demo.server import (
 from app.cli.lost_cancel import raise_lost_cancel
 from app.domain.insights import DeadLetter, Outcome
 from app.domain.keys import Keys
+from app.domain.retention import StreamId
 from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_settings
 
 __all__ = ["register"]
@@ -139,11 +140,6 @@ class DemoRun:
 
 
 # -- small helpers ----------------------------------------------------------------------
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    millis, _, sequence = entry_id.partition("-")
-    return int(millis), int(sequence or 0)
 
 
 def _address(url: str) -> str:
@@ -227,8 +223,8 @@ async def _entries_done(redis: RedisClient, settings: Settings, entry_ids: Seque
     info = await inspect.group_info(redis, stream, group)
     if info is None or not entry_ids:
         return 0
-    delivered_up_to = _id_key(info.last_delivered_id)
-    ordered = sorted(entry_ids, key=_id_key)
+    delivered_up_to = StreamId.parse(info.last_delivered_id)
+    ordered = sorted(entry_ids, key=StreamId.parse)
     pending = await redis.xpending_range(
         stream, group, min=ordered[0], max=ordered[-1], count=len(ordered)
     )
@@ -236,7 +232,7 @@ async def _entries_done(redis: RedisClient, settings: Settings, entry_ids: Seque
     return sum(
         1
         for entry_id in entry_ids
-        if _id_key(entry_id) <= delivered_up_to and entry_id not in still_pending
+        if StreamId.parse(entry_id) <= delivered_up_to and entry_id not in still_pending
     )
 
 
