@@ -30,7 +30,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import AnyUrl
@@ -60,14 +59,22 @@ from app.cli.demo.events import (
     MIN_EVENTS,
     EntryKind,
     SampleEntry,
-    budget_for_one_over,
     sample_events,
 )
+from app.cli.demo.model import DemoRun, EventResult
 from app.cli.demo.server import (
     LaunchedServer,
     ServerUnavailable,
     launch_cluster,
     launch_server,
+)
+from app.cli.demo.worker import (
+    AUTO_BUDGET,
+    batches_submitted,
+    budget_for,
+    outcome_count,
+    token_counts,
+    worker_settings,
 )
 from app.cli.lost_cancel import raise_lost_cancel
 from app.domain.insights import DeadLetter, Outcome
@@ -82,11 +89,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP end with 128 + their number
 DEFAULT_EVENTS = 20
 MAX_EVENTS = 100_000
 DEFAULT_TIMEOUT_SECONDS = 60.0
-CONSUMER = "demo"
 TABLE_ROWS = 50  # insights listed; the outcome counts cover every entry
 POLL_SECONDS = 0.1
 NARROWEST_OUTPUT = 140  # columns, when stdout is not a terminal (a log, a pipe)
-_AUTO_BUDGET = -1
 
 _STYLE = {
     Outcome.ENRICHED: "green",
@@ -100,43 +105,6 @@ _MEANING = {
     Outcome.RATE_LIMITED: "tenant over its hourly budget: acked, no insight, no dead letter",
     Outcome.DEAD_LETTERED: "pushed on the DLQ with its reason, then acked",
 }
-
-
-@dataclass
-class EventResult:
-    """One sample event (its entries, if the gateway wrote it twice) and what became of it."""
-
-    entry: SampleEntry
-    entry_ids: list[str] = field(default_factory=list)
-    record: dict[str, Any] | None = None
-    letter: DeadLetter | None = None
-
-    @property
-    def outcome(self) -> Outcome:
-        if self.record is not None:
-            return Outcome.ENRICHED
-        if self.letter is not None:
-            return Outcome.DEAD_LETTERED
-        # Acked and nothing written: the one outcome that leaves no trace but its counters.
-        return Outcome.RATE_LIMITED
-
-
-@dataclass
-class DemoRun:
-    """What this run works with: its Redis, the sample, and the worker if it runs here."""
-
-    settings: Settings  # the worker's, or this process's with --publish-only
-    redis_url: str
-    server: LaunchedServer | None  # the server this run started, if it started one
-    run_id: str
-    entries: list[SampleEntry]
-    worker: Worker | None = None
-    entry_ids: list[str] = field(default_factory=list)
-
-    @property
-    def budget(self) -> int | None:
-        """The worker's hourly budget per tenant, when the worker runs in this process."""
-        return self.settings.insight_budget_per_hour_per_tenant if self.worker is not None else None
 
 
 # -- small helpers ----------------------------------------------------------------------
@@ -165,21 +133,9 @@ def _short_model(model: str) -> str:
     return f"offline/{parts[-1]}" if parts[0] == "offline" and len(parts) > 1 else parts[-1]
 
 
-def _count(worker: Worker, outcome: Outcome) -> int:
-    value = worker.metrics.registry.get_sample_value(
-        "acp_groq_events_consumed_total", {"result": outcome.value}
-    )
-    return int(value or 0)
-
-
 def _tokens(worker: Worker) -> str:
     """Tokens of the run by kind: the cached part of the prompts is the prompt cache's saving."""
-    totals = dict.fromkeys(("prompt", "cached", "completion"), 0.0)
-    for metric in worker.metrics.llm_tokens.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels["kind"] in totals:
-                totals[sample.labels["kind"]] += sample.value
-    prompt, cached, completion = (int(totals[k]) for k in ("prompt", "cached", "completion"))
+    prompt, cached, completion = token_counts(worker)
     share = f" ({cached * 100 // prompt}% of prompt tokens)" if prompt else ""
     return (
         f"Tokens: prompt {prompt:,}, of which cached {cached:,}{share}; completion {completion:,}"
@@ -189,7 +145,7 @@ def _tokens(worker: Worker) -> str:
 def _tally(worker: Worker | None) -> str:
     if worker is None:
         return ""
-    counts = ((outcome, _count(worker, outcome)) for outcome in Outcome)
+    counts = ((outcome, outcome_count(worker, outcome)) for outcome in Outcome)
     return "  ".join(f"[{_STYLE[o]}]{o.value} {n}[/]" for o, n in counts if n)
 
 
@@ -271,7 +227,7 @@ async def _follow(redis: RedisClient, run: DemoRun, console: Console, within: fl
         if run.worker is not None:
             # An outcome is counted just after its ack: let the counter catch up (bounded).
             for _ in range(50):
-                if sum(_count(run.worker, o) for o in Outcome) >= total:
+                if sum(outcome_count(run.worker, o) for o in Outcome) >= total:
                     break
                 await asyncio.sleep(0.02)
         progress.update(task, description="processed", outcomes=_tally(run.worker))
@@ -389,7 +345,7 @@ def _outcomes_table(worker: Worker) -> Table:
     for outcome in Outcome:
         table.add_row(
             f"[{_STYLE[outcome]}]{outcome.value}[/]",
-            str(_count(worker, outcome)),
+            str(outcome_count(worker, outcome)),
             _MEANING[outcome],
         )
     return table
@@ -497,46 +453,6 @@ async def _wait_for_stop() -> None:
     await stop.wait()
 
 
-async def _budget_for(redis: RedisClient, options: argparse.Namespace, run: DemoRun) -> int | None:
-    """The budget the worker gets: --budget N, the one --budget alone asks for, or none."""
-    if options.budget != _AUTO_BUDGET:
-        return int(options.budget) if options.budget is not None else None
-    tenants = sorted({entry.tenant_id for entry in run.entries})
-    spent = await redis.mget([Keys.rate_limit(tenant) for tenant in tenants])
-    used = {tenant: int(v or 0) for tenant, v in zip(tenants, spent, strict=True)}
-    return budget_for_one_over(run.entries, used)[0]
-
-
-def _worker_settings(
-    options: argparse.Namespace, settings: Settings, redis_url: str, budget: int | None
-) -> Settings:
-    overrides: dict[str, Any] = {
-        "redis_url": redis_url,
-        "redis_mode": settings.redis_mode,
-        "worker_id": CONSUMER,
-        "metrics_port": settings.metrics_port if options.keep_running else 0,
-        "log_level": "INFO" if options.verbose else "WARNING",
-        "log_format": "console",
-    }
-    # Groq needs a key; an OpenAI-compatible server (a local model) is never the default,
-    # so it was asked for. Anything else runs offline.
-    provider = settings.llm_provider
-    ready = provider is LLMProvider.OPENAI_COMPATIBLE or (
-        provider is LLMProvider.GROQ and settings.groq_api_key is not None
-    )
-    if options.offline or not ready:
-        overrides["llm_provider"] = LLMProvider.OFFLINE
-    if budget is not None:
-        overrides["insight_budget_per_hour_per_tenant"] = budget
-    if options.batch:  # low events wait for a batch, submitted within a second or so
-        overrides |= {
-            "groq_batch_severities": "low",
-            "groq_batch_max_wait_seconds": 1.0,
-            "groq_batch_poll_seconds": 0.5,
-        }
-    return load_settings(**overrides)
-
-
 def _end_on_termination(received: list[signal.Signals]) -> None:
     """SIGTERM and SIGHUP cancel the run (noted in ``received``), so what it started stops.
 
@@ -609,8 +525,8 @@ async def _run(
         run = DemoRun(settings, redis_url, server, run_id, entries)
 
         if not options.publish_only:
-            budget = await _budget_for(redis, options, run)
-            run.settings = _worker_settings(options, settings, redis_url, budget)
+            budget = await budget_for(redis, options.budget, run.entries)
+            run.settings = worker_settings(options, settings, redis_url, budget)
             run.worker = build_worker(run.settings, lane_tick_seconds=0.2)
         _print_header(console, run, redis_text)
         if run.worker is not None:
@@ -635,7 +551,7 @@ async def _run(
             console.print(_tokens(run.worker))
             if run.settings.groq_batch_severities:
                 batched = sum(1 for r in results if r.record and r.record.get("lane") == "batch")
-                submitted = int(run.worker.metrics.batches_submitted._value.get())
+                submitted = batches_submitted(run.worker)
                 console.print(
                     f"Batch lane: {batched} insight(s) answered through "
                     f"{submitted} batch(es) of the Batch API (model column: (batch))"
@@ -746,7 +662,7 @@ def register(subparsers: Any) -> None:
         "--budget",
         type=at_least(0),
         nargs="?",
-        const=_AUTO_BUDGET,
+        const=AUTO_BUDGET,
         default=None,
         metavar="N",
         help="INSIGHT_BUDGET_PER_HOUR_PER_TENANT of the demo's worker; --budget alone picks "
