@@ -32,11 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import AnyUrl
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -62,12 +58,8 @@ from app.cli.demo.events import (
     sample_events,
 )
 from app.cli.demo.model import DemoRun, EventResult
-from app.cli.demo.server import (
-    LaunchedServer,
-    ServerUnavailable,
-    launch_cluster,
-    launch_server,
-)
+from app.cli.demo.redis_choice import address, choose_redis
+from app.cli.demo.server import ServerUnavailable
 from app.cli.demo.worker import (
     AUTO_BUDGET,
     batches_submitted,
@@ -110,15 +102,6 @@ _MEANING = {
 # -- small helpers ----------------------------------------------------------------------
 
 
-def _address(url: str) -> str:
-    """host:port/db of a Redis URL, without the credentials it may carry."""
-    parsed = AnyUrl(url)
-    if parsed.scheme == "unix":
-        return f"unix:{parsed.path}"
-    database = (parsed.path or "/0").lstrip("/") or "0"
-    return f"{parsed.host}:{parsed.port or 6379}/{database}"
-
-
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -147,18 +130,6 @@ def _tally(worker: Worker | None) -> str:
         return ""
     counts = ((outcome, outcome_count(worker, outcome)) for outcome in Outcome)
     return "  ".join(f"[{_STYLE[o]}]{o.value} {n}[/]" for o, n in counts if n)
-
-
-async def _redis_answers(url: str) -> bool:
-    """True when a Redis answers PING at ``url``; False when nothing listens there."""
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
-    try:
-        await client.ping()
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        return False
-    finally:
-        await client.aclose()
-    return True
 
 
 # -- the steps --------------------------------------------------------------------------
@@ -382,7 +353,7 @@ async def _keys_table(redis: RedisClient, run: DemoRun, results: Sequence[EventR
     example = Keys.insight(enriched[0]) if enriched else "none"
     budget = f" (budget {run.budget} an hour)" if run.budget is not None else ""
 
-    where = f"Where it lives: Redis at {_address(run.redis_url)}"
+    where = f"Where it lives: Redis at {address(run.redis_url)}"
     kind = run.server.name if run.server else ""
     if run.server and run.settings.redis_mode is RedisMode.CLUSTER:
         kind = f"Redis Cluster of {kind} primaries, seed node"
@@ -481,40 +452,16 @@ async def _run(
     _end_on_termination(received)
     async with contextlib.AsyncExitStack() as stack:
         configured = str(settings.redis_url)
-        server: LaunchedServer | None = None
-        if options.cluster:
-            try:
-                cluster = stack.enter_context(launch_cluster())
-            except ServerUnavailable as exc:
-                raise ServerUnavailable(f"--cluster, and {exc}") from exc
-            server, redis_url = cluster.seed, cluster.url
-            settings = settings.model_copy(update={"redis_mode": RedisMode.CLUSTER})
-            redis_text = (
-                f"--cluster: started a Redis Cluster of {len(cluster.nodes)} {server.name} "
-                f"{server.version} primaries, seed {_address(redis_url)}"
-            )
-        elif not options.own_redis and await _redis_answers(configured):
-            redis_url = configured
-            redis_text = f"{_address(configured)} (REDIS_URL answers)"
-        elif options.publish_only:
+        chosen = await choose_redis(options, configured, settings.redis_mode, stack)
+        if chosen is None:
             print(
-                f"groq-worker demo: nothing answers at {_address(configured)} (REDIS_URL); "
+                f"groq-worker demo: nothing answers at {address(configured)} (REDIS_URL); "
                 "--publish-only needs the Redis that a worker reads",
                 file=sys.stderr,
             )
             return EXIT_PROBLEM
-        else:
-            why = "--own-redis"
-            if not options.own_redis:
-                why = f"nothing answers at {_address(configured)} (REDIS_URL)"
-            try:
-                # Blocks the loop until the server answers (tens of ms): nothing runs yet.
-                server = stack.enter_context(launch_server())
-            except ServerUnavailable as exc:
-                raise ServerUnavailable(f"{why}, and {exc}") from exc
-            redis_url = server.url
-            redis_text = f"{why}: started {server.name} {server.version} at {_address(redis_url)}"
-            settings = settings.model_copy(update={"redis_mode": RedisMode.STANDALONE})
+        settings = settings.model_copy(update={"redis_mode": chosen.mode})
+        redis_url, server, redis_text = chosen.url, chosen.server, chosen.description
 
         redis = connect_redis(
             redis_url, settings.redis_mode, socket_connect_timeout=5.0, socket_timeout=10.0
@@ -610,7 +557,7 @@ def _demo(options: argparse.Namespace) -> int:
     except (RedisError, OSError) as exc:
         problem = " ".join(f"{type(exc).__name__}: {exc}".split())
         print(
-            f"groq-worker demo: Redis at {_address(str(settings.redis_url))} failed "
+            f"groq-worker demo: Redis at {address(str(settings.redis_url))} failed "
             f"({problem}); `groq-worker demo --own-redis` runs on a Redis of its own",
             file=sys.stderr,
         )
