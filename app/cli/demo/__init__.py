@@ -27,32 +27,20 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from app.adapters import inspect
-from app.adapters.redis_clients import RedisClient, connect_redis
-from app.adapters.redis_lane import RedisLaneStore
-from app.adapters.redis_replies import as_text
+from app.adapters.redis_clients import connect_redis
 from app.bootstrap import build_worker
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, at_least
 from app.cli.demo import render
 from app.cli.demo.events import (
     MIN_EVENTS,
-    SampleEntry,
     sample_events,
 )
+from app.cli.demo.follow import entries_done, follow, publish
 from app.cli.demo.model import DemoRun
 from app.cli.demo.readback import key_counts, results
 from app.cli.demo.redis_choice import address, choose_redis
@@ -60,12 +48,9 @@ from app.cli.demo.server import ServerUnavailable
 from app.cli.demo.worker import (
     AUTO_BUDGET,
     budget_for,
-    outcome_count,
     worker_settings,
 )
 from app.cli.lost_cancel import raise_lost_cancel
-from app.domain.insights import Outcome
-from app.domain.retention import StreamId
 from app.settings import Settings, SettingsError, load_settings
 
 __all__ = ["register"]
@@ -75,7 +60,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP end with 128 + their number
 DEFAULT_EVENTS = 20
 MAX_EVENTS = 100_000
 DEFAULT_TIMEOUT_SECONDS = 60.0
-POLL_SECONDS = 0.1
 NARROWEST_OUTPUT = 140  # columns, when stdout is not a terminal (a log, a pipe)
 
 
@@ -83,76 +67,6 @@ NARROWEST_OUTPUT = 140  # columns, when stdout is not a terminal (a log, a pipe)
 
 
 # -- the steps --------------------------------------------------------------------------
-
-
-async def _publish(redis: RedisClient, stream: str, entries: Sequence[SampleEntry]) -> list[str]:
-    """XADD every entry in the gateway's wire format; their entry ids, in order."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for entry in entries:
-            pipe.xadd(stream, entry.fields)  # type: ignore[arg-type]
-        ids = await pipe.execute()
-    return [as_text(entry_id) for entry_id in ids]
-
-
-async def _entries_done(redis: RedisClient, settings: Settings, entry_ids: Sequence[str]) -> int:
-    """How many of ``entry_ids`` the group has delivered and acknowledged (any consumer)."""
-    stream, group = settings.insight_stream, settings.insight_group
-    info = await inspect.group_info(redis, stream, group)
-    if info is None or not entry_ids:
-        return 0
-    delivered_up_to = StreamId.parse(info.last_delivered_id)
-    ordered = sorted(entry_ids, key=StreamId.parse)
-    pending = await redis.xpending_range(
-        stream, group, min=ordered[0], max=ordered[-1], count=len(ordered)
-    )
-    still_pending = {as_text(row["message_id"]) for row in pending}
-    return sum(
-        1
-        for entry_id in entry_ids
-        if StreamId.parse(entry_id) <= delivered_up_to and entry_id not in still_pending
-    )
-
-
-async def _lane_settled(redis: RedisClient, run: DemoRun) -> bool:
-    """Nothing of the run waits in the batch lane (its entries are acked before that)."""
-    if not run.settings.groq_batch_severities:
-        return True
-    lane = await RedisLaneStore(redis).summary()
-    return not lane.waiting and not lane.batches
-
-
-async def _follow(redis: RedisClient, run: DemoRun, console: Console, within: float) -> bool:
-    """Show progress until every entry is acked; False when ``within`` seconds pass first."""
-    total = len(run.entry_ids)
-    deadline = time.monotonic() + within
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[outcomes]}"),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("processing", total=total, outcomes="")
-        while True:
-            done = await _entries_done(redis, run.settings, run.entry_ids)
-            settled = done >= total and await _lane_settled(redis, run)
-            raise_lost_cancel()
-            progress.update(task, completed=done, outcomes=render.tally(run.worker))
-            if settled:
-                break
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(POLL_SECONDS)
-        if run.worker is not None:
-            # An outcome is counted just after its ack: let the counter catch up (bounded).
-            for _ in range(50):
-                if sum(outcome_count(run.worker, o) for o in Outcome) >= total:
-                    break
-                await asyncio.sleep(0.02)
-        progress.update(task, description="processed", outcomes=render.tally(run.worker))
-    return True
 
 
 # -- what the terminal shows ------------------------------------------------------------
@@ -226,13 +140,13 @@ async def _run(
             await run.worker.app.start()
             stack.push_async_callback(run.worker.app.stop)
         # A Ctrl-C that met a Redis reply is lost under Python 3.11: raised here, after each
-        # step that talks to Redis (and in _follow's loop), instead of never.
+        # step that talks to Redis (and in follow's loop), instead of never.
         raise_lost_cancel()
-        run.entry_ids = await _publish(redis, run.settings.insight_stream, entries)
+        run.entry_ids = await publish(redis, run.settings.insight_stream, entries)
         raise_lost_cancel()
-        finished = await _follow(redis, run, console, options.timeout)
+        finished = await follow(redis, run, console, options.timeout)
         if not finished:
-            done = await _entries_done(redis, run.settings, run.entry_ids)
+            done = await entries_done(redis, run.settings, run.entry_ids)
             console.print(
                 f"[red]{done} of {len(run.entry_ids)} entries reached an outcome within "
                 f"{options.timeout:g} s[/red]; `groq-worker status` shows what is pending."
