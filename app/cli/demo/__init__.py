@@ -22,7 +22,8 @@ The modules, one job each, in the order a run uses them:
 * ``command``: the options, their checks, and the exit code of a run;
 * ``session``: one run from start to end, and the signals that end it early;
 * ``redis_choice``: which Redis the run uses: a cluster, ``REDIS_URL``, or a server;
-* ``server``: the server (or cluster) the demo starts when it has no Redis;
+* ``server``: the server the demo starts when it has no Redis to use;
+* ``cluster``: the Redis Cluster it starts for ``--cluster``;
 * ``worker``: the settings of the demo's worker, and what its metrics counted;
 * ``events``: the sample traffic;
 * ``follow``: publishing the sample and following it to its outcomes;

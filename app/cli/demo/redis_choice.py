@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_cluster, launch_server
+from app.cli.demo.cluster import launch_cluster
+from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_server
 from app.settings import RedisMode
 
 __all__ = ["DemoRedis", "address", "choose_redis"]
