@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import AnyUrl
 from redis.asyncio import Redis
@@ -22,6 +24,8 @@ from app.cli.demo.server import LaunchedServer, ServerUnavailable, launch_server
 from app.settings import RedisMode
 
 __all__ = ["DemoRedis", "address", "choose_redis"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,20 @@ async def _redis_answers(url: str) -> bool:
     return True
 
 
+def _start(
+    stack: contextlib.AsyncExitStack,
+    launch: Callable[[], contextlib.AbstractContextManager[T]],
+    why: str,
+) -> T:
+    """What ``launch()`` starts, stopped when ``stack`` closes; a failure says ``why``."""
+    try:
+        # Blocks the loop until what it starts answers (a server in tens of ms): nothing
+        # else runs yet.
+        return stack.enter_context(launch())
+    except ServerUnavailable as exc:
+        raise ServerUnavailable(f"{why}, and {exc}") from exc
+
+
 async def choose_redis(
     options: argparse.Namespace,
     configured: str,
@@ -67,10 +85,7 @@ async def choose_redis(
     Raises :class:`ServerUnavailable` when a server or cluster was needed and could not start.
     """
     if options.cluster:
-        try:
-            cluster = stack.enter_context(launch_cluster())
-        except ServerUnavailable as exc:
-            raise ServerUnavailable(f"--cluster, and {exc}") from exc
+        cluster = _start(stack, launch_cluster, "--cluster")
         server = cluster.seed
         return DemoRedis(
             cluster.url,
@@ -86,11 +101,7 @@ async def choose_redis(
     why = "--own-redis"
     if not options.own_redis:
         why = f"nothing answers at {address(configured)} (REDIS_URL)"
-    try:
-        # Blocks the loop until the server answers (tens of ms): nothing runs yet.
-        server = stack.enter_context(launch_server())
-    except ServerUnavailable as exc:
-        raise ServerUnavailable(f"{why}, and {exc}") from exc
+    server = _start(stack, launch_server, why)
     return DemoRedis(
         server.url,
         RedisMode.STANDALONE,
