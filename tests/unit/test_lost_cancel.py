@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from app.cli.demo import DemoRun, _follow
+from app.cli.demo.follow import follow as _follow
+from app.cli.demo.model import DemoRun
 from app.cli.lost_cancel import raise_lost_cancel
 from app.settings import load_settings
 
