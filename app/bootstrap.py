@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -32,8 +33,10 @@ from app.adapters.redis_store import RedisInsightStore
 from app.adapters.retention import start_retention
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
+from app.domain.events import AuditEvent
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, BatchAPI, InsightStore
+from app.domain.prompt import InsightPrompt
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import event_routes
 from app.handlers.recovery import PendingRecovery
@@ -235,11 +238,12 @@ def build_worker(
     store: InsightStore | None = None,
     metrics: Metrics | None = None,
     batch_api: BatchAPI | None = None,
+    build_prompt: Callable[[AuditEvent], InsightPrompt] | None = None,
     lane_tick_seconds: float = TICK_SECONDS,
     configure_logs: bool = True,
 ) -> Worker:
-    """Wire the worker. ``llm``/``store``/``metrics``/``batch_api`` replace the real ones
-    in tests."""
+    """Wire the worker. ``llm``/``store``/``metrics``/``batch_api``/``build_prompt`` replace
+    the real ones in tests."""
     settings = settings if settings is not None else load_settings()
     if configure_logs:
         secrets = [
@@ -314,6 +318,7 @@ def build_worker(
         publish_created=publish_created,
         state=state,
         lane=lane,
+        build_prompt=build_prompt,
     )
     broker.context.set_global("service", service)
     recovery = PendingRecovery(

@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING, Any
 from app.adapters.redis_batch import GroupCommit
 from app.adapters.redis_errors import says_not_now
 from app.adapters.redis_replies import as_text
-from app.adapters.redis_store import pushed, raise_errors, unavailable_as_domain_error
+from app.adapters.redis_store import (
+    pushed,
+    raise_errors,
+    times_delivered,
+    unavailable_as_domain_error,
+)
 from app.domain.insights import InsightRecord
 from app.domain.keys import (
     AGENT_LIST_KEEP,
@@ -320,6 +325,9 @@ class RedisClusterInsightStore:
         )
         await self.ack(entry)
         return pushed(length, self._dlq_max)
+
+    async def deliveries(self, entry: EntryRef) -> int:
+        return await times_delivered(self._redis, entry)
 
     async def ack(self, entry: EntryRef) -> None:
         await self._run("ack", lambda pipe: pipe.xack(entry.stream, entry.group, entry.entry_id))

@@ -31,13 +31,14 @@ from app.domain.ports import Admission, DeadLettered, EntryRef, Publish
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
-    from redis.asyncio.cluster import ClusterPipeline
+    from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 __all__ = [
     "RedisInsightStore",
     "push_letter",
     "pushed",
     "raise_errors",
+    "times_delivered",
     "unavailable_as_domain_error",
 ]
 
@@ -143,6 +144,15 @@ async def unavailable_as_domain_error(operation: str) -> AsyncIterator[None]:
         raise StoreUnavailable(
             f"{operation}: {type(exc).__name__}: {exc}", reason=refusal_reason(exc)
         ) from exc
+
+
+async def times_delivered(redis: Redis | RedisCluster, entry: EntryRef) -> int:
+    """The entry's delivery count from the group's pending list (1 when not pending)."""
+    async with unavailable_as_domain_error("deliveries"):
+        pending = await redis.xpending_range(
+            entry.stream, entry.group, entry.entry_id, entry.entry_id, 1
+        )
+    return int(pending[0]["times_delivered"]) if pending else 1
 
 
 def raise_errors(results: list[Any]) -> list[Any]:
@@ -273,6 +283,9 @@ class RedisInsightStore:
         async with unavailable_as_domain_error("dead_letter"):
             length, *_ = raise_errors(await self._batch.submit(queue))
         return pushed(length, self._dlq_max)
+
+    async def deliveries(self, entry: EntryRef) -> int:
+        return await times_delivered(self._redis, entry)
 
     async def ack(self, entry: EntryRef) -> None:
         def queue(pipe: Pipeline) -> None:

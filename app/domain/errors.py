@@ -4,6 +4,9 @@
 
     WorkerError
     ├── InvalidEvent            the entry is not a valid event      -> dead letter "invalid"
+    ├── ScrubFailed             the prompt could not be scrubbed:   -> never sent; retried
+    │                           it is not sent                         by redelivery, then
+    │                                                                  "scrub_failed"
     └── LLMError                the model could not give an answer
         ├── TransientLLMError   worth another attempt: timeouts, connection errors,
         │                       408, 409, 429, 498 and 5xx           -> retried, then
@@ -22,6 +25,7 @@ __all__ = [
     "LLMError",
     "PermanentLLMError",
     "Postponed",
+    "ScrubFailed",
     "StoreUnavailable",
     "TransientLLMError",
     "WorkerError",
@@ -41,6 +45,20 @@ class InvalidEvent(WorkerError):
         self.error = error
         self.event_id = event_id
         self.tenant_id = tenant_id
+
+
+class ScrubFailed(WorkerError):
+    """Building or scrubbing the prompt raised: the prompt is not sent, ever.
+
+    The message names the exception's type only (its text could quote what was being
+    scrubbed).
+    """
+
+    def __init__(self, cause: BaseException):
+        super().__init__(
+            f"the prompt could not be scrubbed ({type(cause).__name__}); it was not sent"
+        )
+        self.cause_type = type(cause).__name__
 
 
 class LLMError(WorkerError):

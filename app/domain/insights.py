@@ -38,7 +38,9 @@ class DeadLetterReason(StrEnum):
     the schema, too large); ``llm_permanent``: the model refused the request in a way
     another attempt cannot fix; ``llm_exhausted``: every attempt failed on a transient
     error; ``conflict``: the ``event_id`` already has another tenant's insight;
-    ``max_deliveries``: the entry was delivered ``MAX_DELIVERIES`` times without an outcome.
+    ``max_deliveries``: the entry was delivered ``MAX_DELIVERIES`` times without an outcome;
+    ``scrub_failed``: the prompt could not be scrubbed on any of ``MAX_DELIVERIES``
+    deliveries, so it was never sent.
     """
 
     INVALID = "invalid"
@@ -46,6 +48,7 @@ class DeadLetterReason(StrEnum):
     LLM_EXHAUSTED = "llm_exhausted"
     CONFLICT = "conflict"
     MAX_DELIVERIES = "max_deliveries"
+    SCRUB_FAILED = "scrub_failed"
 
 
 class Risk(StrEnum):

@@ -129,6 +129,10 @@ class InsightStore(Protocol):
 
     async def ack(self, entry: EntryRef) -> None: ...
 
+    async def deliveries(self, entry: EntryRef) -> int:
+        """How many times the entry was delivered (1 when it is not pending)."""
+        ...
+
 
 # -- the batch lane ---------------------------------------------------------------------
 

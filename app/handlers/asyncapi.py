@@ -116,7 +116,10 @@ gateway gets no reply. `event_id` is the idempotency key: writing an event twice
   1000 by default, counted in `{Keys.rate_limit("{tenant_id}")}`): no insight, no dead letter.
 - `dead_lettered`: pushed on `{Keys.DLQ}` with its reason: `invalid` (not an event of this
   schema, not JSON, no `payload` field, too large), `llm_permanent`, `llm_exhausted`,
-  `conflict` (the `event_id` already has another tenant's insight) or `max_deliveries`.
+  `conflict` (the `event_id` already has another tenant's insight), `max_deliveries` or
+  `scrub_failed` (the prompt could not be scrubbed, so it was never sent). A letter holds
+  the event once; an entry over `MAX_EVENT_BYTES` leaves excerpts, its size and a SHA-256.
+  The list keeps the newest `DLQ_MAX_ENTRIES` letters (100,000).
 """
 
 OUTBOUND_DESCRIPTION = f"""\

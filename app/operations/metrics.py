@@ -97,6 +97,11 @@ class Metrics:
             "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
             registry=r,
         )
+        self.scrub_failures = Counter(
+            "acp_groq_prompt_scrub_failures_total",
+            "Deliveries whose prompt could not be scrubbed (and so was not sent).",
+            registry=r,
+        )
         self.prompt_redactions = Counter(
             "acp_groq_prompt_redactions_total",
             "Values masked in prompts before they left for the model, by kind "

@@ -23,7 +23,13 @@ import structlog
 from app.domain.batch import LaneRequest
 from app.domain.costs import Lane, answer_cost
 from app.domain.dead_letters import build_dead_letter
-from app.domain.errors import InvalidEvent, LLMError, Postponed, StoreUnavailable
+from app.domain.errors import (
+    InvalidEvent,
+    LLMError,
+    Postponed,
+    ScrubFailed,
+    StoreUnavailable,
+)
 from app.domain.events import AuditEvent
 from app.domain.insights import (
     DeadLetter,
@@ -110,12 +116,18 @@ class InsightService:
         publish_created: PublishCreated,
         state: WorkerState,
         lane: BatchLane | None = None,
+        build_prompt: Callable[[AuditEvent], InsightPrompt] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._lane = lane
+        self._build_prompt = build_prompt or partial(
+            build_insight_prompt,
+            redact_pii=settings.prompt_redact_pii,
+            max_chars=settings.max_prompt_chars,
+        )
         self._wall_clock = wall_clock
         self._model = model
         self._state = state
@@ -239,7 +251,13 @@ class InsightService:
             fast=self._settings.groq_model_fast,
             deep=self._settings.groq_model_deep,
         )
-        prompt = self._prompt(event)
+        failure: ScrubFailed | None = None
+        try:
+            prompt = self._prompt(event)
+        except Exception as exc:  # whatever it was, the prompt is not sent: fail closed
+            failure = ScrubFailed(exc)  # its type only: the text may quote the event
+        if failure is not None:
+            return await self._unscrubbable(event, entry, received, started, failure)
         if self._lane is not None and self._lane.takes(event.severity):
             return await self._defer(event, entry, received.fields, model, prompt, started)
         try:
@@ -392,14 +410,40 @@ class InsightService:
 
     def _prompt(self, event: AuditEvent) -> InsightPrompt:
         """The event's prompt, scrubbed and capped; what was masked is counted, never logged."""
-        prompt = build_insight_prompt(
-            event,
-            redact_pii=self._settings.prompt_redact_pii,
-            max_chars=self._settings.max_prompt_chars,
-        )
+        prompt = self._build_prompt(event)
         for kind, count in prompt.redactions.items():
             self._metrics.prompt_redactions.labels(kind=kind).inc(count)
         return prompt
+
+    async def _unscrubbable(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        received: Received,
+        started: float,
+        failure: ScrubFailed,
+    ) -> _Report:
+        """Scrubbing raised: the event is retried by redelivery (a fixed worker may take
+        it), and dead-lettered ``scrub_failed`` on its MAX_DELIVERIES-th delivery."""
+        self._metrics.scrub_failures.inc()
+        deliveries = await self._until_done("deliveries", lambda: self._store.deliveries(entry))
+        log.error(
+            "prompt_scrub_failed",
+            error_type=failure.cause_type,
+            deliveries=deliveries,
+            note="the prompt was not sent",
+        )
+        if deliveries < self._settings.max_deliveries:
+            raise failure  # the entry stays pending, to be claimed and tried again
+        letter = self._letter(
+            event, entry, received, DeadLetterReason.SCRUB_FAILED, str(failure), 0
+        )
+        await self._dead_letter(entry, letter)
+        return _Report(
+            Outcome.DEAD_LETTERED,
+            started,
+            {"reason": "scrub_failed", "error": str(failure), "deliveries": deliveries},
+        )
 
     async def _write(
         self,

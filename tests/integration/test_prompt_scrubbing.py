@@ -13,7 +13,9 @@ import pytest
 
 from app.adapters.offline_llm import OfflineLLM
 from app.bootstrap import build_worker
+from app.domain.events import AuditEvent
 from app.domain.ports import Completion, CompletionRequest
+from app.domain.prompt import InsightPrompt, build_insight_prompt
 from app.domain.redaction import redact
 from tests.conftest import running
 from tests.integration.test_openai_compatible import provider, worker_settings
@@ -191,3 +193,48 @@ async def test_with_pii_masking_off_an_email_reaches_the_model_but_no_credential
         for secret in row.secrets:
             assert secret not in wire, row.name
             assert secret not in stored.decode(), row.name
+
+
+class _BrokenScrubber:
+    """A prompt builder that raises for the first ``failures`` calls, quoting the event
+    (as a real exception might), and builds the real prompt after."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, event: AuditEvent) -> InsightPrompt:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ValueError(f"cannot scrub {event.findings[0]}")
+        return build_insight_prompt(event)
+
+
+@pytest.mark.parametrize("failures", [1, 99], ids=["once", "always"])
+async def test_a_scrubber_that_raises_never_sends_the_prompt(
+    redis, fake_groq: FakeGroq, make_settings, capsys, failures: int
+):
+    """Fail closed: no request while scrubbing raises; redelivered, then `scrub_failed`."""
+    secret = CREDENTIAL_ROWS[0].secrets[0]
+    await xadd_raw(redis, _secret_event(7, CREDENTIAL_ROWS[:1]))
+    scrubber = _BrokenScrubber(failures)
+    settings = make_settings(
+        groq_base_url=fake_groq.base_url, claim_idle_seconds=0.3, max_deliveries=3
+    )
+    worker = build_worker(settings, build_prompt=scrubber)
+    async with running(worker.app):
+        await settle(redis, 1, worker.metrics)
+    letters = [json.loads(raw) for raw in await redis.lrange("acp:groq:dlq", 0, -1)]
+    if failures == 1:  # the redelivery's scrub worked: enriched, one request, no letter
+        assert (scrubber.calls, fake_groq.stats.requests, letters) == (2, 1, [])
+        assert secret not in json.dumps([r["body"] for r in fake_groq.requests])
+    else:  # every delivery failed: never sent, dead-lettered on the third
+        assert (scrubber.calls, fake_groq.stats.requests) == (3, 0)
+        [letter] = letters
+        assert letter["reason"] == "scrub_failed"
+        assert letter["error"] == "the prompt could not be scrubbed (ValueError); it was not sent"
+        assert await redis.get("acp:groq:insight:evt-7") is None
+    assert worker.metrics.scrub_failures._value.get() == min(failures, 3)
+    logged = capsys.readouterr()
+    assert secret not in logged.out + logged.err
+    assert "prompt_scrub_failed" in logged.out + logged.err

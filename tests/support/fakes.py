@@ -112,5 +112,8 @@ class MemoryStore:
     async def ack(self, entry: EntryRef) -> None:
         self.acked.append(entry.entry_id)
 
+    async def deliveries(self, entry: EntryRef) -> int:
+        return 1
+
     def letters(self) -> list[dict[str, Any]]:
         return [json.loads(letter) for letter in self.dlq]
