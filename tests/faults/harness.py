@@ -18,6 +18,7 @@ from typing import Any
 
 import redis as sync_redis
 
+from tests.support.environment import without_settings
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import free_port
 
@@ -65,6 +66,7 @@ class FakeGroqProcess:
                 *self.limits,
             ],
             cwd=ROOT,
+            env=without_settings(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -121,12 +123,15 @@ class FakeGroqProcess:
 
 
 class WorkerProcess:
-    """``faststream run app:app`` in a subprocess, its output in a log file."""
+    """``faststream run app:app`` in a subprocess, its output in a log file.
+
+    Its environment is this process's without any setting (``without_settings``), plus the
+    settings given here: a setting exported in the shell never reaches the worker."""
 
     def __init__(self, redis_url: str, groq_url: str, *, worker_id: str, **env: Any) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"worker-{worker_id}-", suffix=".log")[1])
         self.env = {
-            **os.environ,
+            **without_settings(os.environ),
             "PYTHONPATH": str(ROOT),
             "REDIS_URL": redis_url,
             "GROQ_BASE_URL": groq_url,

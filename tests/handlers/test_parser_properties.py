@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from app.bootstrap import Worker, build_worker
 from app.domain.events import AuditEvent
-from app.settings import Settings
+from tests.support.environment import settings_from
 from tests.support.fakes import MemoryStore, ScriptedLLM
 
 STREAM = "acp:groq_queue"
@@ -145,8 +145,7 @@ class Harness:
     def __init__(self) -> None:
         self.store = MemoryStore()
         self.llm = ScriptedLLM()
-        config = Settings(  # type: ignore[call-arg]
-            _env_file=None,
+        config = settings_from(
             llm_provider="offline",
             worker_id="prop-worker",
             metrics_port=0,

@@ -33,13 +33,12 @@ from app.cli.demo.events import (
 )
 from app.cli.demo.server import NO_SERVER
 from app.domain.events import EVENT_ID_PATTERN, AuditEvent
-from app.settings import Settings
 from tests.integration.test_demo_server import bundled_valkey_server, processes_in, running_in
+from tests.support.environment import without_settings
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_BOUND_SECONDS = 120  # a bound on a hung demo, not a speed expectation
-SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 
 # -- running the command ------------------------------------------------------------------
@@ -47,8 +46,7 @@ SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 def demo_env(redis_url: str | None = None, **env: str) -> dict[str, str]:
     """This environment without any setting, plus ``env``; nothing answers at REDIS_URL."""
-    clean = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
-    return clean | {
+    return without_settings(os.environ) | {
         "REDIS_URL": redis_url or f"redis://127.0.0.1:{free_port()}/0",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONUNBUFFERED": "1",  # each line as it is printed, for the tests that signal

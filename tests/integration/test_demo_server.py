@@ -30,6 +30,7 @@ from app.cli.demo.server import (
     find_server_binary,
     launch_server,
 )
+from tests.support.environment import without_settings
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -310,7 +311,7 @@ def test_the_server_ends_when_the_process_that_launched_it_is_killed(binary, tmp
             ),
         ],
         cwd=ROOT,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env={**without_settings(os.environ), "TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -26,6 +26,7 @@ from app.domain.insights import DeadLetter, DeadLetterReason, InsightCreated
 from app.domain.keys import Keys
 from app.handlers.wire import decode_entry, entry_parser
 from app.settings import Settings
+from tests.support.environment import without_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "asyncapi"
@@ -96,7 +97,7 @@ def test_committed_document_is_what_faststream_docs_gen_writes_in_any_environmen
     result = subprocess.run(
         [sys.executable, "-m", "faststream", "docs", "gen", *flags, "app:app", "-o", str(out)],
         cwd=ROOT,
-        env={**os.environ, **ODD_ENVIRONMENT},
+        env={**without_settings(os.environ), **ODD_ENVIRONMENT},
         capture_output=True,
         text=True,
         timeout=120,
