@@ -292,3 +292,42 @@ async def test_a_paused_worker_leaves_the_backlog_in_the_stream(
 
         await wait_for(all_enriched, within=20, what="the backlog enriched after the pause")
     assert await redis.llen(DLQ) == 0
+
+
+async def test_a_call_over_the_tpm_limit_is_dead_lettered_and_holds_no_budget(
+    redis, fake_groq: FakeGroq, make_settings
+) -> None:
+    """A prompt plus output room over the whole TPM limit: Groq answers 413 (never admits
+    it), the event is dead-lettered after one request, and the limiter gives back the
+    bucket it reserved: the next event does not wait for tokens Groq never charged."""
+    tpm = 4000
+    fake_groq.tpm_limit = tpm
+    findings = [{"rule": f"rule-{n}", "detail": "x" * 400, "severity": "low"} for n in range(20)]
+    await redis.xadd(STREAM, {"payload": json.dumps(event(1) | {"findings": findings})})
+    await redis.xadd(STREAM, {"payload": json.dumps(event(2))})
+    worker = build_worker(
+        make_settings(
+            groq_base_url=fake_groq.base_url,
+            groq_tpm_limit=tpm,
+            groq_max_completion_tokens=2000,
+            worker_concurrency=1,
+            read_batch_size=1,
+        )
+    )
+    async with running(worker.app):
+
+        async def both_done() -> bool:
+            pending = (await redis.xpending(STREAM, GROUP))["pending"]
+            done = consumed(worker.metrics, "enriched") + consumed(worker.metrics, "dead_lettered")
+            return done == 2 and pending == 0
+
+        await wait_for(both_done, within=60, what="both events to reach an outcome")
+    [letter] = [json.loads(x) for x in await redis.lrange(DLQ, 0, -1)]
+    assert (letter["event_id"], letter["reason"]) == ("evt-1", "llm_permanent")
+    assert letter["error"].startswith("too_large (HTTP 413)")
+    assert await redis.exists("acp:groq:insight:evt-2") == 1
+    assert fake_groq.stats.statuses == {413: 1, 200: 1}
+    waited = worker.metrics.registry.get_sample_value(
+        "acp_groq_rate_limit_avoided_total", {"model": MODEL}
+    )
+    assert not waited  # the second call found its tokens there: nothing was held
