@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis as sync_redis
 
@@ -22,11 +22,16 @@ from tests.support.environment import without_settings
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import free_port
 
-__all__ = ["FakeGroqProcess", "WorkerProcess", "events", "outcomes", "wait_until"]
+__all__ = ["FakeGroqProcess", "RedisClient", "WorkerProcess", "events", "outcomes", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
+
+# A test's synchronous Redis client: ``redis.Redis``, or ``redis.RedisCluster`` in the cluster
+# faults. Its replies are bytes (no decode_responses), which redis-py's annotations (unions of
+# every decoding; RedisCluster's methods untyped) cannot say, so tests read them as Any.
+RedisClient: TypeAlias = Any
 
 
 def wait_until(predicate: Any, *, within: float, step: float = 0.1, what: str = "condition") -> Any:
@@ -159,7 +164,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         wait_until(
-            lambda: "consumer_group_ready" in self.log() or self.process.poll() is not None,  # type: ignore[union-attr]
+            lambda: "consumer_group_ready" in self.log() or self.process.poll() is not None,
             within=30,
             what="the worker to start",
         )
@@ -187,9 +192,7 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
 
-def events(
-    client: sync_redis.Redis, count: int, *, start: int = 0, prefix: str = "evt"
-) -> list[str]:
+def events(client: RedisClient, count: int, *, start: int = 0, prefix: str = "evt") -> list[str]:
     """XADD ``count`` valid events in the gateway's wire format; returns their event ids."""
     ids = []
     pipe = client.pipeline(transaction=False)
@@ -217,7 +220,7 @@ def events(
     return ids
 
 
-def outcomes(client: sync_redis.Redis, event_ids: list[str]) -> dict[str, Any]:
+def outcomes(client: RedisClient, event_ids: list[str]) -> dict[str, Any]:
     """What became of each event, read from Redis only."""
     pipe = client.pipeline(transaction=False)
     for event_id in event_ids:

@@ -25,7 +25,15 @@ import pytest
 import redis as sync_redis
 
 from app.domain.keys import ClusterKeys, Keys
-from tests.faults.harness import GROUP, STREAM, WorkerProcess, events, outcomes, wait_until
+from tests.faults.harness import (
+    GROUP,
+    STREAM,
+    RedisClient,
+    WorkerProcess,
+    events,
+    outcomes,
+    wait_until,
+)
 from tests.support.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster_smoke]
@@ -62,12 +70,12 @@ def start_worker(workers, cluster, fake, worker_id, **env) -> WorkerProcess:
     return worker
 
 
-def complete(client: sync_redis.RedisCluster, ids: list[str]) -> dict[str, Any] | None:
+def complete(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
     state = outcomes(client, ids)
     return state if len(state["insights"]) == len(ids) and state["pending"] == 0 else None
 
 
-def assert_every_event_written_once(client: sync_redis.RedisCluster, ids: list[str]) -> None:
+def assert_every_event_written_once(client: RedisClient, ids: list[str]) -> None:
     """One insight per event, every index complete, the budget exact, no lease left."""
     state = wait_until(lambda: complete(client, ids), within=90, what="every insight")
     assert state["dead"] == []
@@ -87,7 +95,7 @@ def assert_every_event_written_once(client: sync_redis.RedisCluster, ids: list[s
     assert announced == wanted  # each announced, at least once
 
 
-def writes_in_progress(client: sync_redis.RedisCluster, ids: list[str]) -> int:
+def writes_in_progress(client: RedisClient, ids: list[str]) -> int:
     """Events whose insight is stored while their lease is still held (W1 done, W4 not)."""
     pipe = client.pipeline(transaction=False)
     for event_id in ids:

@@ -11,18 +11,22 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.faults.harness import (
     GROUP,
     STREAM,
+    FakeGroqProcess,
+    RedisClient,
     WorkerProcess,
     events,
     outcomes,
     wait_until,
 )
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.faults
 
@@ -110,7 +114,7 @@ def test_consumers_of_dead_processes_are_pruned_once_idle_and_empty(
     assert all("pod-live" not in line for line in pruned), "a worker never prunes itself"
 
 
-def ready(port: int) -> tuple[int, dict]:
+def ready(port: int) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as answer:
             return answer.status, json.loads(answer.read())
@@ -118,7 +122,16 @@ def ready(port: int) -> tuple[int, dict]:
         return refused.code, json.loads(refused.read())
 
 
-def _refusal_drill(client, redis_server, fake, workers, *, refuse, accept, reason):
+def _refusal_drill(
+    client: RedisClient,
+    redis_server: RedisServer,
+    fake: FakeGroqProcess,
+    workers: list[WorkerProcess],
+    *,
+    refuse: Callable[[], Any],
+    accept: Callable[[], Any],
+    reason: str,
+) -> None:
     """Redis refuses writes for 20 s mid-drain, then accepts them again.
 
     The worker must wait it out in place: pending stays within what it holds (in flight

@@ -174,14 +174,15 @@ class Harness:
         """Hand one entry to the subscriber and check it ended in exactly one outcome."""
         entry_id = f"{next(self._ids)}-0"
         before = self.seen()
-        await self.subscriber.process_message(
-            {
-                "type": "stream",
-                "channel": STREAM,
-                "message_ids": [entry_id.encode()],
-                "data": fields,
-            }
-        )
+        # A stream entry as FastStream reads it: with its message_ids, which FastStream's
+        # own UnifyRedisDict does not declare.
+        message: Any = {
+            "type": "stream",
+            "channel": STREAM,
+            "message_ids": [entry_id.encode()],
+            "data": fields,
+        }
+        await self.subscriber.process_message(message)
         after = self.seen()
         counted = {r: after.outcomes[r] - before.outcomes[r] for r in OUTCOMES}
         assert sum(counted.values()) == 1, counted

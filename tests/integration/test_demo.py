@@ -54,7 +54,9 @@ def demo_env(redis_url: str | None = None, **env: str) -> dict[str, str]:
     }
 
 
-def run_demo(*args: str, redis_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def run_demo(
+    *args: str, redis_url: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     """``python -m app.cli demo ARGS`` with no setting from this environment but ``env``."""
     return subprocess.run(
         [sys.executable, "-m", "app.cli", "demo", *args],
@@ -301,7 +303,7 @@ def test_readme_quotes_the_line_the_demo_prints_when_it_has_no_server_to_start()
     assert f"\n{line}\n" in readme
 
 
-def start_demo(*args: str, tmp: Path) -> subprocess.Popen:
+def start_demo(*args: str, tmp: Path) -> subprocess.Popen[str]:
     """The demo in a process group of its own, as a terminal's foreground job."""
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "demo", *args],
@@ -322,7 +324,7 @@ def ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def read_until(process: subprocess.Popen, pattern: str) -> str:
+def read_until(process: subprocess.Popen[str], pattern: str) -> str:
     """The demo's stdout up to the first line matching ``pattern``."""
     assert process.stdout is not None
     seen: list[str] = []
@@ -412,7 +414,8 @@ def test_demo_budget_puts_exactly_one_event_over_budget():
 @pytest.mark.integration
 def test_demo_uses_the_redis_at_redis_url_when_one_answers(redis_server: RedisServer):
     """A Redis answers at REDIS_URL: the insights and the dead letter are written there."""
-    client = redis_sync.Redis.from_url(redis_server.url)
+    # replies are bytes, which redis-py's annotations (every decoding at once) cannot say
+    client: Any = redis_sync.Redis.from_url(redis_server.url)
     client.flushdb()
     try:
         result = run_demo("--events", "8", redis_url=redis_server.url)

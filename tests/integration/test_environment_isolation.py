@@ -57,7 +57,7 @@ def test_no_setting_of_the_shell_is_in_the_test_process():
 
 def test_an_exported_setting_is_read_by_settings_without_the_guard(hostile):
     """The premise: pydantic-settings reads the environment, env file or not."""
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.groq_rpm_limit == 1
     assert settings.worker_concurrency == 1
     assert settings.llm_provider is LLMProvider.OFFLINE

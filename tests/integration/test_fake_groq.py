@@ -136,7 +136,7 @@ async def test_json_mode_refuses_prose_with_400_json_validate_failed(
     fake_groq.script.append({"content": PROSE})
     with pytest.raises(groq.BadRequestError) as refused:
         await chat(client, model=JSON_MODE_MODEL, response_format={"type": "json_object"})
-    assert refused.value.body == {  # type: ignore[comparison-overlap]
+    assert refused.value.body == {
         "error": {
             "message": "Failed to generate JSON. Please adjust your prompt. See "
             "'failed_generation' for more details.",

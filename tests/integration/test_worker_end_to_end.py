@@ -41,7 +41,7 @@ def event(n: int, **overrides: Any) -> dict[str, Any]:
 
 
 async def xadd_raw(redis: Any, body: dict[str, Any]) -> str:
-    entry_id = await redis.xadd(STREAM, {"payload": json.dumps(body)})
+    entry_id: bytes = await redis.xadd(STREAM, {"payload": json.dumps(body)})
     return entry_id.decode()
 
 

@@ -46,7 +46,8 @@ ODD_ENVIRONMENT = {
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return json.loads((COMMITTED / "asyncapi.json").read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads((COMMITTED / "asyncapi.json").read_text(encoding="utf-8"))
+    return loaded
 
 
 def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
