@@ -174,6 +174,16 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process runs no more code (what it already sent is still answered)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``: it carries on where it stopped."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, in-flight work is simply gone."""
         assert self.process is not None
