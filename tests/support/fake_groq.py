@@ -38,6 +38,7 @@ What the model generates meets the request's ``response_format`` as Groq documen
 * ``{"ignores_format": true}`` in an action, on ``/v1/chat/completions`` only: an
   OpenAI-compatible server without JSON mode, which answers the generation as it is
   (Groq always applies ``response_format``, so on Groq's path that is a script error too).
+  Without it, ``/v1/chat/completions`` follows the rules above: the fake is Groq on both.
 
 A scripted generation is answered whole, even past ``max_completion_tokens`` (Groq would
 cut it and say ``finish_reason: "length"``; script that when it matters).
@@ -48,7 +49,8 @@ a requests and a tokens bucket that hold a minute's worth and refill continuousl
 * A request is metered when it is admitted: one request, and its prompt (1 token per 4
   characters) plus the output room it asks for (``max_completion_tokens``, or
   ``max_tokens``) are *reserved*. A request that does not fit now gets a **429** with
-  ``retry-after`` (whole seconds), type ``requests`` or ``tokens``.
+  ``retry-after`` (whole seconds), type ``requests`` or ``tokens``. (Groq's docs do not
+  spell the reservation out; its 413s count ``max_completion_tokens`` in "Requested".)
 * A request whose prompt plus output room exceeds the whole tokens-per-minute limit can
   never fit: it is refused with **413** (Groq's body: "Request too large for model ... on
   tokens per minute (TPM): Limit N, Requested M, please reduce your message size and try
