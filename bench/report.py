@@ -94,7 +94,7 @@ def summarise(results: list[Result]) -> dict[str, Any]:
     return summary
 
 
-def _median_ratio(pairs: list[tuple[Result, Result]], name: str) -> float:
+def _median_ratio(pairs: list[tuple[Result, Result]], name: str) -> float | None:
     """The median over rounds of ``name`` of the worker over ``name`` of its baseline."""
     return median([getattr(w, name) / getattr(b, name) for w, b in pairs if getattr(b, name)])
 

@@ -10,6 +10,7 @@ deselected by default (``make test-cluster`` runs them).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from app.settings import RedisMode, Settings
+from tests.support.environment import setting_names_in, settings_from
 from tests.support.fake_groq import API_KEY, FakeGroq
 from tests.support.kafka_broker import TANSU_MISSING, TansuServer, find_tansu
 from tests.support.redis_cluster import RedisCluster
@@ -39,6 +41,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         in_cluster = callspec is not None and callspec.params.get("redis_mode") == "cluster"
         if in_cluster and not item.get_closest_marker("cluster_smoke"):
             item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_setting_from_the_shell() -> Iterator[None]:
+    """No test inherits a setting exported in the shell (``GROQ_RPM_LIMIT=1 make test``):
+    every setting-like name is removed from this process for the session, restored after.
+    A test that wants one sets it itself (``monkeypatch.setenv``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in setting_names_in(os.environ):
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -108,11 +121,16 @@ async def fake_groq() -> AsyncIterator[FakeGroq]:
         yield fake
     finally:
         await fake.stop()
+    # A script Groq could not answer (prose under strict json_schema, ...) is the test's bug.
+    assert not fake.script_errors, f"scripted answers Groq cannot give: {fake.script_errors}"
 
 
 @pytest.fixture
 def make_settings(redis_url: str, redis_mode: str) -> Callable[..., Settings]:
-    """Settings of a worker under test; keyword arguments override any of them."""
+    """Settings of a worker under test; keyword arguments override any of them.
+
+    Built from these values and the defaults only: a setting in the environment, even one
+    a test exported, never leaks in."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -129,7 +147,7 @@ def make_settings(redis_url: str, redis_mode: str) -> Callable[..., Settings]:
             "log_format": "json",
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return settings_from(**values)
 
     return make
 

@@ -13,7 +13,10 @@ the service's retries, breaker, sanitizer and metrics stay as they are. For each
    the ``x-ratelimit-*`` headers to the limiter, which tightens the shared state for
    every process at once;
 3. a 429 stops every process until its ``retry-after`` (then the error goes on to the
-   service, whose retry will wait in step 1 instead of hitting the provider again).
+   service, whose retry will wait in step 1 instead of hitting the provider again); a 413
+   (a call larger than the whole tokens-per-minute limit, which the limiter lets go when
+   the bucket is full: the provider's count decides) gives its reservation back, since
+   the provider refused it without charging it.
 
 A wait longer than ``pause_threshold`` (a daily limit, a long retry-after) is a *pause*:
 logged once, ``paused_for()`` says how long (readiness reads it through ``limiter_pause``),
@@ -40,7 +43,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
-from app.domain.errors import Postponed, TransientLLMError
+from app.domain.errors import PermanentLLMError, Postponed, TransientLLMError
 from app.domain.limits import (
     KINDS,
     LimitTable,
@@ -367,6 +370,12 @@ class RateLimitedLLM:
                     token_delta=-estimate,
                     lesson=lesson_from_retry_after(exc.retry_after, exc.headers),
                 )
+            raise
+        except PermanentLLMError as exc:
+            if exc.status == 413:
+                # Too large for the tokens-per-minute limit: refused at admission, charged
+                # nothing. Its reservation (a whole bucket) would hold every call for a minute.
+                await self._settle(model, token_delta=-estimate, lesson=RateLimitLesson())
             raise
         used = _used_tokens(completion)
         await self._settle(

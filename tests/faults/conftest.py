@@ -35,6 +35,9 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeGroqProcess]:
     process = FakeGroqProcess(latency=getattr(request.module, "FAKE_LATENCY", 0.3)).start()
     try:
         yield process
+        # A script Groq could not answer (see tests/support/fake_groq.py) is the test's bug.
+        errors = process.stats()["script_errors"]
+        assert not errors, f"scripted answers Groq cannot give: {errors}"
     finally:
         process.stop()
 

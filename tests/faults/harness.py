@@ -14,18 +14,24 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis as sync_redis
 
+from tests.support.environment import without_settings
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import free_port
 
-__all__ = ["FakeGroqProcess", "WorkerProcess", "events", "outcomes", "wait_until"]
+__all__ = ["FakeGroqProcess", "RedisClient", "WorkerProcess", "events", "outcomes", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
+
+# A test's synchronous Redis client: ``redis.Redis``, or ``redis.RedisCluster`` in the cluster
+# faults. Its replies are bytes (no decode_responses), which redis-py's annotations (unions of
+# every decoding; RedisCluster's methods untyped) cannot say, so tests read them as Any.
+RedisClient: TypeAlias = Any
 
 
 def wait_until(predicate: Any, *, within: float, step: float = 0.1, what: str = "condition") -> Any:
@@ -65,6 +71,7 @@ class FakeGroqProcess:
                 *self.limits,
             ],
             cwd=ROOT,
+            env=without_settings(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -121,12 +128,15 @@ class FakeGroqProcess:
 
 
 class WorkerProcess:
-    """``faststream run app:app`` in a subprocess, its output in a log file."""
+    """``faststream run app:app`` in a subprocess, its output in a log file.
+
+    Its environment is this process's without any setting (``without_settings``), plus the
+    settings given here: a setting exported in the shell never reaches the worker."""
 
     def __init__(self, redis_url: str, groq_url: str, *, worker_id: str, **env: Any) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"worker-{worker_id}-", suffix=".log")[1])
         self.env = {
-            **os.environ,
+            **without_settings(os.environ),
             "PYTHONPATH": str(ROOT),
             "REDIS_URL": redis_url,
             "GROQ_BASE_URL": groq_url,
@@ -154,7 +164,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         wait_until(
-            lambda: "consumer_group_ready" in self.log() or self.process.poll() is not None,  # type: ignore[union-attr]
+            lambda: "consumer_group_ready" in self.log() or self.process.poll() is not None,
             within=30,
             what="the worker to start",
         )
@@ -163,6 +173,16 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process runs no more code (what it already sent is still answered)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``: it carries on where it stopped."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, in-flight work is simply gone."""
@@ -182,9 +202,7 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
 
-def events(
-    client: sync_redis.Redis, count: int, *, start: int = 0, prefix: str = "evt"
-) -> list[str]:
+def events(client: RedisClient, count: int, *, start: int = 0, prefix: str = "evt") -> list[str]:
     """XADD ``count`` valid events in the gateway's wire format; returns their event ids."""
     ids = []
     pipe = client.pipeline(transaction=False)
@@ -212,7 +230,7 @@ def events(
     return ids
 
 
-def outcomes(client: sync_redis.Redis, event_ids: list[str]) -> dict[str, Any]:
+def outcomes(client: RedisClient, event_ids: list[str]) -> dict[str, Any]:
     """What became of each event, read from Redis only."""
     pipe = client.pipeline(transaction=False)
     for event_id in event_ids:

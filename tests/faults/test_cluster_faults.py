@@ -1,17 +1,22 @@
 """Fault tests on a Redis Cluster: real worker processes (``REDIS_MODE=cluster``).
 
-* kill -9 of a worker at a random moment of a busy drain (so at random points of the
-  cluster write sequence: claim, charge, store, index, announce, release, XACK), then a
-  restart: every event ends with exactly one insight, every index holds it, the tenant's
-  budget counter counts each event once, and no lease is left behind;
+* kill -9 of a worker in the middle of a write (insight stored, lease still held: the
+  write the cluster store resumes), at a random point of a busy drain; the other events in
+  flight are cut at whatever step they are (claim, charge, store, index, announce,
+  release, XACK). Then a restart: every event ends with exactly one insight, every index
+  holds it, the tenant's budget counter counts each event once, and no lease is left;
 * a slot migration (``redis-cli --cluster reshard``) of slots holding insight keys during
   a drain: the worker follows MOVED/ASK and loses nothing;
 * a primary killed (kill -9) and restarted during a drain: the worker waits it out and
   resumes.
 
-The default run kills once as soon as a write is in progress and once at the moment
-``FAST_SEEDS`` picks; ``make test-cluster`` (marker ``cluster``) runs ``LONG_SEEDS`` more
-(``-s`` prints how many writes each kill cut short).
+The default run kills once as soon as a write is in progress and once at the point of the
+drain ``FAST_SEEDS`` picks; ``make test-cluster`` (marker ``cluster``) runs ``LONG_SEEDS``
+more (``-s`` prints how many writes each kill cut short). Every kill must cut a write short:
+a kill between writes would not test the resumption, and a seed's blind moment misses one
+about as often as not. So the worker is frozen (SIGSTOP) when a write is seen in progress;
+frozen, it sends nothing more, so a write still in progress then is cut short by the kill;
+if none is, it is thawed and watched again.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ import pytest
 import redis as sync_redis
 
 from app.domain.keys import ClusterKeys, Keys
-from tests.faults.harness import GROUP, STREAM, WorkerProcess, events, outcomes, wait_until
+from tests.faults.harness import (
+    GROUP,
+    STREAM,
+    RedisClient,
+    WorkerProcess,
+    events,
+    outcomes,
+    wait_until,
+)
 from tests.support.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster_smoke]
@@ -34,6 +47,8 @@ FAKE_LATENCY = 0.02  # short model calls: a kill lands among writes, not only am
 FAST_SEEDS = [1]
 LONG_SEEDS = [seed for seed in range(1, 23) if seed not in FAST_SEEDS]
 EVENTS = 90  # under the agent list's 100: every event stays in by_agent:agent-a
+# Frozen, a worker sends nothing more; this is ample for Redis to answer what it had sent.
+FREEZE_SETTLE_SECONDS = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +77,12 @@ def start_worker(workers, cluster, fake, worker_id, **env) -> WorkerProcess:
     return worker
 
 
-def complete(client: sync_redis.RedisCluster, ids: list[str]) -> dict[str, Any] | None:
+def complete(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
     state = outcomes(client, ids)
     return state if len(state["insights"]) == len(ids) and state["pending"] == 0 else None
 
 
-def assert_every_event_written_once(client: sync_redis.RedisCluster, ids: list[str]) -> None:
+def assert_every_event_written_once(client: RedisClient, ids: list[str]) -> None:
     """One insight per event, every index complete, the budget exact, no lease left."""
     state = wait_until(lambda: complete(client, ids), within=90, what="every insight")
     assert state["dead"] == []
@@ -87,7 +102,7 @@ def assert_every_event_written_once(client: sync_redis.RedisCluster, ids: list[s
     assert announced == wanted  # each announced, at least once
 
 
-def writes_in_progress(client: sync_redis.RedisCluster, ids: list[str]) -> int:
+def writes_in_progress(client: RedisClient, ids: list[str]) -> int:
     """Events whose insight is stored while their lease is still held (W1 done, W4 not)."""
     pipe = client.pipeline(transaction=False)
     for event_id in ids:
@@ -99,21 +114,41 @@ def writes_in_progress(client: sync_redis.RedisCluster, ids: list[str]) -> int:
     )
 
 
+def kill_during_a_write(worker: WorkerProcess, client: RedisClient, ids: list[str]) -> int:
+    """SIGKILL ``worker`` while one of its writes is in progress; the writes it cut short.
+
+    A write seen in progress may be finished by the time a signal lands, so the worker is
+    frozen first and the writes counted again: frozen, it sends nothing more (what it sent
+    is answered within the settle time), so what is still in progress then is cut short.
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not writes_in_progress(client, ids):
+            continue
+        worker.freeze()
+        time.sleep(FREEZE_SETTLE_SECONDS)
+        if writes_in_progress(client, ids):
+            worker.kill()
+            return writes_in_progress(client, ids)
+        worker.thaw()
+    raise AssertionError("no write of the worker was ever in progress to be cut short")
+
+
 def kill_mid_drain_and_restart(client, cluster, fake, workers, *, seed: int | None = None) -> None:
-    """Kill the worker at a random moment (``seed``) or as soon as a write is in progress."""
+    """Kill the worker in a write: the first one (no ``seed``), or the first one after the
+    point of the drain ``seed`` picks; then a restart must complete every event, once."""
     ids = events(client, EVENTS)
     first = start_worker(workers, cluster, fake, "w-crash", worker_concurrency=16)
-    if seed is None:
-        wait_until(lambda: writes_in_progress(client, ids), within=60, step=0, what="a write")
-    else:
+    if seed is not None:
         rng = random.Random(seed)
         threshold = rng.randint(3, 40)
         wait_until(
             lambda: len(outcomes(client, ids)["insights"]) >= threshold, within=60, what="progress"
         )
         time.sleep(rng.uniform(0.0, 0.05))
-    first.kill()
-    print(f"seed {seed}: {writes_in_progress(client, ids)} write(s) cut short by the kill")
+    cut = kill_during_a_write(first, client, ids)
+    print(f"seed {seed}: {cut} write(s) cut short by the kill")
+    assert cut >= 1, "the kill cut no write short: the resumption went untested"
     start_worker(workers, cluster, fake, "w-crash", worker_concurrency=16)
     assert_every_event_written_once(client, ids)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from app.domain.keys import Keys
 from tests.faults.harness import (
     GROUP,
     STREAM,
+    RedisClient,
     WorkerProcess,
     events,
     outcomes,
@@ -32,7 +34,7 @@ def start_worker(workers, redis_server, fake, worker_id, **env) -> WorkerProcess
     return worker
 
 
-def all_enriched(client, ids):
+def all_enriched(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
     state = outcomes(client, ids)
     return state if len(state["insights"]) == len(ids) and state["pending"] == 0 else None
 

@@ -15,7 +15,14 @@ import urllib.request
 import pytest
 import redis as sync_redis
 
-from tests.faults.harness import STREAM, FakeGroqProcess, WorkerProcess, outcomes, wait_until
+from tests.faults.harness import (
+    STREAM,
+    FakeGroqProcess,
+    RedisClient,
+    WorkerProcess,
+    outcomes,
+    wait_until,
+)
 from tests.support.redis_server import free_port
 from tests.support.secret_table import ROWS
 
@@ -58,7 +65,7 @@ def test_no_secret_of_the_table_reaches_the_model_from_a_real_worker(redis_serve
     fake = FakeGroqProcess().start()
     port = free_port()
     worker = WorkerProcess(redis_server.url, fake.base_url, worker_id="scrub-1", metrics_port=port)
-    client = sync_redis.Redis.from_url(redis_server.url)
+    client: RedisClient = sync_redis.Redis.from_url(redis_server.url)
     try:
         worker.start()
         bodies = _events()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import redis as sync_redis
 
 from tests.faults.harness import (
     GROUP,
     STREAM,
+    RedisClient,
     WorkerProcess,
     events,
     outcomes,
@@ -21,11 +21,11 @@ FAKE_LATENCY = 0.0  # seconds per model answer (tests/faults/conftest.py)
 ARCHIVER = "archiver"
 
 
-def entry_ids(client: sync_redis.Redis) -> list[str]:
+def entry_ids(client: RedisClient) -> list[str]:
     return [entry_id.decode() for entry_id, _ in client.xrange(STREAM)]
 
 
-def not_acked_by(client: sync_redis.Redis, group: str, ids: list[str]) -> set[str]:
+def not_acked_by(client: RedisClient, group: str, ids: list[str]) -> set[str]:
     """Entries of ``ids`` that ``group`` has not acknowledged: pending in it, or unread."""
     info = next(g for g in client.xinfo_groups(STREAM) if g["name"].decode() == group)
     last = tuple(int(part) for part in info["last-delivered-id"].decode().split("-"))

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from app.bootstrap import Worker, build_worker
 from app.domain.events import AuditEvent
 from app.domain.text import as_text
-from app.settings import Settings
+from tests.support.environment import settings_from
 from tests.support.fakes import MemoryStore, ScriptedLLM
 
 STREAM = "acp:groq_queue"
@@ -146,8 +146,7 @@ class Harness:
     def __init__(self) -> None:
         self.store = MemoryStore()
         self.llm = ScriptedLLM()
-        config = Settings(  # type: ignore[call-arg]
-            _env_file=None,
+        config = settings_from(
             llm_provider="offline",
             worker_id="prop-worker",
             metrics_port=0,
@@ -176,14 +175,15 @@ class Harness:
         """Hand one entry to the subscriber and check it ended in exactly one outcome."""
         entry_id = f"{next(self._ids)}-0"
         before = self.seen()
-        await self.subscriber.process_message(
-            {
-                "type": "stream",
-                "channel": STREAM,
-                "message_ids": [entry_id.encode()],
-                "data": fields,
-            }
-        )
+        # A stream entry as FastStream reads it: with its message_ids, which FastStream's
+        # own UnifyRedisDict does not declare.
+        message: Any = {
+            "type": "stream",
+            "channel": STREAM,
+            "message_ids": [entry_id.encode()],
+            "data": fields,
+        }
+        await self.subscriber.process_message(message)
         after = self.seen()
         counted = {r: after.outcomes[r] - before.outcomes[r] for r in OUTCOMES}
         assert sum(counted.values()) == 1, counted

@@ -31,7 +31,8 @@ def store(redis_server: RedisServer, monkeypatch) -> Iterator[redis_sync.Redis]:
         client.close()
 
 
-def prepare(store: redis_sync.Redis) -> None:
+def prepare(store: redis_sync.Redis) -> float:
+    """Two requests waiting (the oldest since 90 s before the time returned), a batch."""
     now = time.time()
     store.zadd(Keys.LANE_WAITING, {"evt-1": now - 90, "evt-2": now - 10})
     store.hset(Keys.LANE_REQUESTS, mapping={"evt-1": "{}", "evt-2": "{}", "evt-3": "{}"})
@@ -44,14 +45,16 @@ def prepare(store: redis_sync.Redis) -> None:
     )
     store.hset(Keys.LANE_BATCHES, "lane-a", record.model_dump_json())
     store.set(Keys.LANE_LOCK, "w-1:abc", px=60_000)
+    return now
 
 
 def test_batch_list_shows_what_waits_each_batch_and_the_poller(store, capsys):
-    prepare(store)
+    prepared = prepare(store)
     assert main(["batch", "list", "--json"]) == 0
+    since = time.time() - prepared  # the list was made within this long of prepare()
     listed = json.loads(capsys.readouterr().out)
     assert listed["waiting"] == 2
-    assert 89 < listed["oldest_waiting_seconds"] < 120
+    assert 90 - 0.001 <= listed["oldest_waiting_seconds"] <= 90 + since + 0.001
     assert listed["lock_holder"] == "w-1:abc"
     assert [
         (b["lane_id"], b["batch_id"], b["state"], b["requests"]) for b in listed["batches"]

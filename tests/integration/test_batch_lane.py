@@ -57,7 +57,7 @@ def lane_worker(make_settings: Any, fake_groq: Any, **overrides: Any) -> Worker:
 
 
 def count(worker: Worker, result: str) -> float:
-    return worker.metrics.events_consumed.labels(result=result)._value.get()
+    return float(worker.metrics.events_consumed.labels(result=result)._value.get())
 
 
 async def until(predicate: Any, *, within: float = 15.0, what: str = "condition") -> None:
@@ -133,7 +133,7 @@ async def test_a_batch_is_submitted_when_the_oldest_request_has_waited_long_enou
 
 
 async def _waiting(redis: Any, n: int) -> bool:
-    return await redis.zcard(Keys.LANE_WAITING) == n
+    return bool(await redis.zcard(Keys.LANE_WAITING) == n)
 
 
 async def test_failed_lines_fall_back_to_the_online_lane(redis, fake_groq, make_settings):
@@ -200,7 +200,7 @@ async def test_an_event_the_model_refuses_online_after_the_batch_is_dead_lettere
 
 
 async def _dead_letters(redis: Any, n: int) -> bool:
-    return await redis.llen(Keys.DLQ) == n
+    return bool(await redis.llen(Keys.DLQ) == n)
 
 
 async def test_copies_of_a_waiting_event_are_duplicates_and_the_budget_is_exact(
@@ -304,7 +304,7 @@ async def _has_insight(redis: Any, event_id: str) -> bool:
 
 async def _batch_in_progress(worker: Worker) -> bool:
     gauge = worker.metrics.batch_lane_batches.labels(state="in_progress")
-    return gauge._value.get() == 1
+    return bool(gauge._value.get() == 1)
 
 
 def test_the_offline_batch_api_answers_like_a_batch():

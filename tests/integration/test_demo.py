@@ -33,13 +33,12 @@ from app.cli.demo.events import (
 )
 from app.cli.demo.server import NO_SERVER
 from app.domain.events import EVENT_ID_PATTERN, AuditEvent
-from app.settings import Settings
 from tests.integration.test_demo_server import bundled_valkey_server, processes_in, running_in
+from tests.support.environment import without_settings
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_BOUND_SECONDS = 120  # a bound on a hung demo, not a speed expectation
-SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 
 # -- running the command ------------------------------------------------------------------
@@ -47,8 +46,7 @@ SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 def demo_env(redis_url: str | None = None, **env: str) -> dict[str, str]:
     """This environment without any setting, plus ``env``; nothing answers at REDIS_URL."""
-    clean = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
-    return clean | {
+    return without_settings(os.environ) | {
         "REDIS_URL": redis_url or f"redis://127.0.0.1:{free_port()}/0",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONUNBUFFERED": "1",  # each line as it is printed, for the tests that signal
@@ -56,7 +54,9 @@ def demo_env(redis_url: str | None = None, **env: str) -> dict[str, str]:
     }
 
 
-def run_demo(*args: str, redis_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def run_demo(
+    *args: str, redis_url: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     """``python -m app.cli demo ARGS`` with no setting from this environment but ``env``."""
     return subprocess.run(
         [sys.executable, "-m", "app.cli", "demo", *args],
@@ -303,7 +303,7 @@ def test_readme_quotes_the_line_the_demo_prints_when_it_has_no_server_to_start()
     assert f"\n{line}\n" in readme
 
 
-def start_demo(*args: str, tmp: Path) -> subprocess.Popen:
+def start_demo(*args: str, tmp: Path) -> subprocess.Popen[str]:
     """The demo in a process group of its own, as a terminal's foreground job."""
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "demo", *args],
@@ -324,7 +324,7 @@ def ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def read_until(process: subprocess.Popen, pattern: str) -> str:
+def read_until(process: subprocess.Popen[str], pattern: str) -> str:
     """The demo's stdout up to the first line matching ``pattern``."""
     assert process.stdout is not None
     seen: list[str] = []
@@ -414,7 +414,8 @@ def test_demo_budget_puts_exactly_one_event_over_budget():
 @pytest.mark.integration
 def test_demo_uses_the_redis_at_redis_url_when_one_answers(redis_server: RedisServer):
     """A Redis answers at REDIS_URL: the insights and the dead letter are written there."""
-    client = redis_sync.Redis.from_url(redis_server.url)
+    # replies are bytes, which redis-py's annotations (every decoding at once) cannot say
+    client: Any = redis_sync.Redis.from_url(redis_server.url)
     client.flushdb()
     try:
         result = run_demo("--events", "8", redis_url=redis_server.url)

@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -30,6 +31,7 @@ from app.cli.demo.server import (
     find_server_binary,
     launch_server,
 )
+from tests.support.environment import without_settings
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -102,7 +104,8 @@ def wait_gone(pid: int, directory: str) -> bool:
 def test_launched_server_answers_persists_nothing_and_is_gone_with_its_directory(binary):
     """Inside the block: PING, no save, no AOF, its temp dir; after it: no process, no dir."""
     with launch_server(binary) as server:
-        client = Redis.from_url(server.url)
+        # replies are bytes, which redis-py's annotations (every decoding at once) cannot say
+        client: Any = Redis.from_url(server.url)
         try:
             assert client.ping()
             assert client.config_get("save") == {"save": ""}
@@ -141,7 +144,7 @@ def test_an_error_inside_the_block_still_stops_the_server_and_removes_its_direct
 def test_the_server_serves_the_stream_commands_and_scripts_the_worker_uses(binary):
     """XREADGROUP COUNT+BLOCK waits for an entry, claims, XPENDING, XINFO, MULTI, Lua errors."""
     with launch_server(binary) as server:
-        client = Redis.from_url(server.url, single_connection_client=True)
+        client: Any = Redis.from_url(server.url, single_connection_client=True)
         try:
             client.xgroup_create("s", "g", id="0", mkstream=True)
             with pytest.raises(ResponseError, match=r"^BUSYGROUP"):
@@ -310,7 +313,7 @@ def test_the_server_ends_when_the_process_that_launched_it_is_killed(binary, tmp
             ),
         ],
         cwd=ROOT,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env={**without_settings(os.environ), "TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         text=True,
     )

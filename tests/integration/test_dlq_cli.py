@@ -76,12 +76,13 @@ async def groq_worker(*args: str) -> int:
     return await asyncio.to_thread(main, list(args))
 
 
-async def stream_payloads(redis: Redis) -> list[dict[bytes, bytes]]:
+async def stream_payloads(redis: Any) -> list[dict[bytes, bytes]]:
     return [fields for _id, fields in await redis.xrange(STREAM)]
 
 
-async def dlq_raw(redis: Redis) -> list[bytes]:
-    return await redis.lrange(DLQ, 0, -1)
+async def dlq_raw(redis: Any) -> list[bytes]:
+    raw: list[bytes] = await redis.lrange(DLQ, 0, -1)
+    return raw
 
 
 def json_lines(out: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from tests.support.redis_server import free_port
 pytestmark = pytest.mark.integration
 
 FAST, DEEP = "openai/gpt-oss-20b", "openai/gpt-oss-120b"
+JSON_MODE_MODEL = "qwen/qwen3-32b"  # no json_schema on Groq: the worker asks for JSON mode
 DLQ = "acp:groq:dlq"
 PATHS = {"groq": "/openai/v1/chat/completions", "openai-compatible": "/v1/chat/completions"}
 
@@ -205,15 +206,28 @@ async def test_a_missing_deep_model_falls_back_to_the_fast_one(redis, fake_groq,
     assert record["fallback"] is True
 
 
-async def test_a_prose_answer_becomes_the_summary(redis, fake_groq, worker_settings):
-    """A server that ignores the JSON response format still yields an insight."""
-    fake_groq.script.append({"content": "The agent tried to upload a file; deny was right."})
+async def test_a_prose_answer_becomes_the_summary(redis, fake_groq, worker_settings, provider):
+    """Prose where JSON was asked still yields an insight: Groq in JSON mode refuses it
+    with 400 json_validate_failed (the prose in failed_generation); a compatible server
+    that ignores the response format answers it with a 200."""
+    prose = "The agent tried to upload a file; deny was right."
+    if provider == "groq":
+        # A model Groq serves in JSON mode: under gpt-oss's strict json_schema (constrained
+        # decoding) Groq could not have generated prose at all.
+        settings = worker_settings(groq_model_fast=JSON_MODE_MODEL)
+        fake_groq.script.append({"content": prose})
+    else:
+        settings = worker_settings()
+        fake_groq.script.append({"content": prose, "ignores_format": True})
     await xadd_raw(redis, event(1))
-    worker = build_worker(worker_settings())
+    worker = build_worker(settings)
     async with running(worker.app):
         await settle(redis, 1, worker.metrics)
     record = json.loads(await redis.get("acp:groq:insight:evt-1"))
     assert record["insight"]["summary"].startswith("The agent tried to upload a file")
+    assert fake_groq.stats.statuses == {400 if provider == "groq" else 200: 1}
+    if provider == "groq":
+        assert fake_groq.requests[0]["body"]["response_format"] == {"type": "json_object"}
 
 
 async def test_planted_secrets_in_the_answer_never_reach_redis(redis, fake_groq, worker_settings):

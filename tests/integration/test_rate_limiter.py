@@ -208,18 +208,19 @@ async def test_a_long_retry_after_pauses_consumption_instead_of_dead_lettering(
     redis, fake_groq: FakeGroq, make_settings
 ) -> None:
     """The provider blocks for 3 s (429, retry-after 3): events wait, then all are enriched."""
-    for n in range(3):
-        await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
-    fake_groq.block(3.0)
     worker = build_worker(blocked_worker_settings(make_settings, fake_groq, groq_rpm_limit=1000))
-    began = time.monotonic()
     async with running(worker.app):
         assert isinstance(worker.llm, RateLimitedLLM)
+        # The block starts with the worker already reading: the events meet it however
+        # long the worker took to start.
+        fake_groq.block(3.0)
+        for n in range(3):
+            await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
 
         async def paused() -> bool:
             return limiter_pause(worker.llm) > 0
 
-        await wait_for(paused, within=5, what="the limiter to pause")
+        await wait_for(paused, within=15, what="the limiter to pause")
         assert await redis.llen(DLQ) == 0
         paused_gauge = worker.metrics.registry.get_sample_value("acp_groq_limiter_paused_seconds")
         assert paused_gauge is not None
@@ -230,7 +231,10 @@ async def test_a_long_retry_after_pauses_consumption_instead_of_dead_lettering(
             return consumed(worker.metrics, "enriched") == 3 and pending == 0
 
         await wait_for(all_enriched, within=15, what="every event enriched after the block")
-    assert time.monotonic() - began >= 2.9
+    # on the fake's clock: each event's answered call came once the block was over
+    after_block = [r for r in fake_groq.requests if r["at"] >= fake_groq.blocked_until]
+    assert len(after_block) == 3
+    assert len(fake_groq.requests) - len(after_block) == fake_groq.stats.statuses[429]
     assert await redis.llen(DLQ) == 0
     for n in range(3):
         assert await redis.exists(f"acp:groq:insight:evt-{n}") == 1
@@ -247,17 +251,17 @@ async def test_without_the_limiter_the_same_block_dead_letters(
     redis, fake_groq: FakeGroq, make_settings
 ) -> None:
     """Control: no limits configured, the same 3 s block exhausts the attempts of every event."""
-    for n in range(3):
-        await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
-    fake_groq.block(3.0)
     worker = build_worker(blocked_worker_settings(make_settings, fake_groq))
     async with running(worker.app):
         assert not isinstance(worker.llm, RateLimitedLLM)
+        fake_groq.block(3.0)  # with the worker reading, as above
+        for n in range(3):
+            await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
 
         async def all_dead() -> bool:
             return bool(await redis.llen(DLQ) == 3)
 
-        await wait_for(all_dead, within=5, what="three dead letters")
+        await wait_for(all_dead, within=15, what="three dead letters")
     letters = [json.loads(x) for x in await redis.lrange(DLQ, 0, -1)]
     assert {letter["reason"] for letter in letters} == {"llm_exhausted"}
     assert fake_groq.stats.statuses[429] == 6  # 2 attempts x 3 events
@@ -267,22 +271,23 @@ async def test_a_paused_worker_leaves_the_backlog_in_the_stream(
     redis, fake_groq: FakeGroq, make_settings
 ) -> None:
     """Paused with 2 slots and a read-ahead of 2: at most 4 of 20 entries leave the stream."""
-    for n in range(20):
-        await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
-    fake_groq.block(3.0)
     worker = build_worker(
         blocked_worker_settings(
             make_settings, fake_groq, groq_rpm_limit=1000, worker_concurrency=2, read_batch_size=2
         )
     )
     async with running(worker.app):
+        fake_groq.block(6.0)  # with the worker reading, as above
+        for n in range(20):
+            await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
 
         async def paused() -> bool:
             return limiter_pause(worker.llm) > 0
 
-        await wait_for(paused, within=5, what="the limiter to pause")
+        await wait_for(paused, within=15, what="the limiter to pause")
         await asyncio.sleep(1.0)  # time enough to read everything, were anything read
         [group] = await redis.xinfo_groups(STREAM)
+        assert limiter_pause(worker.llm) > 0, "still paused: what was read, was read paused"
         assert group["pending"] <= 4
         assert group["lag"] >= 16
         assert await redis.llen(DLQ) == 0
@@ -292,3 +297,42 @@ async def test_a_paused_worker_leaves_the_backlog_in_the_stream(
 
         await wait_for(all_enriched, within=20, what="the backlog enriched after the pause")
     assert await redis.llen(DLQ) == 0
+
+
+async def test_a_call_over_the_tpm_limit_is_dead_lettered_and_holds_no_budget(
+    redis, fake_groq: FakeGroq, make_settings
+) -> None:
+    """A prompt plus output room over the whole TPM limit: Groq answers 413 (never admits
+    it), the event is dead-lettered after one request, and the limiter gives back the
+    bucket it reserved: the next event does not wait for tokens Groq never charged."""
+    tpm = 4000
+    fake_groq.tpm_limit = tpm
+    findings = [{"rule": f"rule-{n}", "detail": "x" * 400, "severity": "low"} for n in range(20)]
+    await redis.xadd(STREAM, {"payload": json.dumps(event(1) | {"findings": findings})})
+    await redis.xadd(STREAM, {"payload": json.dumps(event(2))})
+    worker = build_worker(
+        make_settings(
+            groq_base_url=fake_groq.base_url,
+            groq_tpm_limit=tpm,
+            groq_max_completion_tokens=2000,
+            worker_concurrency=1,
+            read_batch_size=1,
+        )
+    )
+    async with running(worker.app):
+
+        async def both_done() -> bool:
+            pending = (await redis.xpending(STREAM, GROUP))["pending"]
+            done = consumed(worker.metrics, "enriched") + consumed(worker.metrics, "dead_lettered")
+            return done == 2 and pending == 0
+
+        await wait_for(both_done, within=60, what="both events to reach an outcome")
+    [letter] = [json.loads(x) for x in await redis.lrange(DLQ, 0, -1)]
+    assert (letter["event_id"], letter["reason"]) == ("evt-1", "llm_permanent")
+    assert letter["error"].startswith("too_large (HTTP 413)")
+    assert await redis.exists("acp:groq:insight:evt-2") == 1
+    assert fake_groq.stats.statuses == {413: 1, 200: 1}
+    waited = worker.metrics.registry.get_sample_value(
+        "acp_groq_rate_limit_avoided_total", {"model": MODEL}
+    )
+    assert not waited  # the second call found its tokens there: nothing was held

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from app.adapters.redis_batch import GroupCommit
@@ -12,12 +15,21 @@ from app.adapters.redis_batch import GroupCommit
 pytestmark = pytest.mark.integration
 
 
+def queueing(command: Callable[[Pipeline], object]) -> Callable[[Pipeline], None]:
+    """A caller's queueing callback that queues one command (its reply comes from the batch)."""
+
+    def queue(pipe: Pipeline) -> None:
+        command(pipe)
+
+    return queue
+
+
 async def test_concurrent_submissions_share_one_round_trip(redis):
     """50 events submitting at once are sent in far fewer batches, replies kept apart."""
     batcher = GroupCommit(redis, transaction=True)
 
-    async def one(n: int) -> list:
-        def queue(pipe):
+    async def one(n: int) -> list[Any]:
+        def queue(pipe: Pipeline) -> None:
             pipe.set(f"k{n}", n)
             pipe.incrby("total", n)
 
@@ -36,8 +48,8 @@ async def test_one_callers_error_reply_is_its_own(redis):
     await redis.set("a-string", "x")
     batcher = GroupCommit(redis, transaction=True)
     bad, good = await asyncio.gather(
-        batcher.submit(lambda pipe: pipe.lpush("a-string", "y")),
-        batcher.submit(lambda pipe: pipe.set("fine", "1")),
+        batcher.submit(queueing(lambda pipe: pipe.lpush("a-string", "y"))),
+        batcher.submit(queueing(lambda pipe: pipe.set("fine", "1"))),
     )
     assert isinstance(bad[0], ResponseError)
     assert good == [True]
@@ -48,12 +60,12 @@ async def test_a_batch_aborted_by_one_caller_is_retried_caller_by_caller(redis):
     """A command refused at queue time (EXECABORT) fails its caller alone; others are written."""
     batcher = GroupCommit(redis, transaction=True)
 
-    async def broken():
-        return await batcher.submit(lambda pipe: pipe.execute_command("SET", "only-key"))
+    async def broken() -> list[Any]:
+        return await batcher.submit(queueing(lambda pipe: pipe.execute_command("SET", "only-key")))
 
     results = await asyncio.gather(
         broken(),
-        batcher.submit(lambda pipe: pipe.set("kept", "1")),
+        batcher.submit(queueing(lambda pipe: pipe.set("kept", "1"))),
         return_exceptions=True,
     )
     assert isinstance(results[0], ResponseError)
@@ -65,7 +77,7 @@ async def test_async_queueing_callbacks_are_awaited(redis):
     """A callback that must await (a FastStream publish) queues its command in order."""
     batcher = GroupCommit(redis, transaction=False)
 
-    async def queue(pipe):
+    async def queue(pipe: Pipeline) -> None:
         await asyncio.sleep(0)
         pipe.rpush("list", "from-async")
 

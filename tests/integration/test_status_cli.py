@@ -44,7 +44,7 @@ def letter(reason: str) -> str:
     return json.dumps({"entry_id": "1-0", "reason": reason, "error": "x", "attempts": 1})
 
 
-def prepare(store: redis_sync.Redis) -> list[str]:
+def prepare(store: Any) -> list[str]:
     """5 entries, 2 delivered to w-busy and not acked, w-idle with none, 4 dead letters."""
     ids = [store.xadd(STREAM, {"payload": json.dumps({"n": n})}).decode() for n in range(5)]
     store.xgroup_create(STREAM, GROUP, id="0")

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
+FAST = "openai/gpt-oss-20b"  # severity low
 
 
 def event(n: int, **overrides: Any) -> dict[str, Any]:
@@ -41,8 +42,17 @@ def event(n: int, **overrides: Any) -> dict[str, Any]:
 
 
 async def xadd_raw(redis: Any, body: dict[str, Any]) -> str:
-    entry_id = await redis.xadd(STREAM, {"payload": json.dumps(body)})
+    entry_id: bytes = await redis.xadd(STREAM, {"payload": json.dumps(body)})
     return entry_id.decode()
+
+
+async def wait_for(condition: Any, *, within: float = 15.0, what: str) -> None:
+    """Wait until ``condition()`` holds (``within`` bounds a hang, not a speed)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within}s")
+        await asyncio.sleep(0.02)
 
 
 async def settle(
@@ -226,12 +236,16 @@ async def test_trims_keep_the_newest_entries(redis, fake_groq, make_settings):
 
 
 async def test_concurrency_keeps_many_model_calls_in_flight(redis, fake_groq, make_settings):
-    """With WORKER_CONCURRENCY=16 and a 200 ms model, 16 calls are in flight at once."""
-    fake_groq.latency = 0.2
+    """With WORKER_CONCURRENCY=16 and a model that does not answer yet, 16 calls are in
+    flight at once, and never more."""
+    fake_groq.models[FAST] = {"hold": True}  # every call waits for release()
     for n in range(64):
         await xadd_raw(redis, event(n))
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, worker_concurrency=16))
     async with running(worker.app):
+        await wait_for(lambda: fake_groq.stats.in_flight >= 16, what="16 calls in flight")
+        assert fake_groq.stats.in_flight == 16
+        fake_groq.release()
         await settle(redis, 64, worker.metrics, within=30)
     assert fake_groq.stats.requests == 64
     assert fake_groq.stats.max_in_flight == 16
@@ -239,21 +253,21 @@ async def test_concurrency_keeps_many_model_calls_in_flight(redis, fake_groq, ma
 
 
 async def test_a_slow_call_does_not_hold_back_the_others(redis, fake_groq, make_settings):
-    """One 3 s answer: the 9 quick events behind it are written before it."""
-    fake_groq.script.append({"delay": 3.0})
+    """One answer that does not come: the 9 quick events behind it are written before it."""
+    fake_groq.script.append({"hold": True})  # the first call waits for release()
     for n in range(10):
         await xadd_raw(redis, event(n))
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, worker_concurrency=4))
+    enriched = worker.metrics.events_consumed.labels(result="enriched")
     async with running(worker.app):
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:
-            if worker.metrics.events_consumed.labels(result="enriched")._value.get() >= 9:
-                break
-            await asyncio.sleep(0.02)
-        assert worker.metrics.events_consumed.labels(result="enriched")._value.get() == 9
+        await wait_for(lambda: enriched._value.get() >= 9, what="the 9 quick events")
+        assert fake_groq.stats.in_flight == 1  # the slow one is still out
+        assert enriched._value.get() == 9
         written = await redis.exists(*[f"acp:groq:insight:evt-{n}" for n in range(10)])
         assert written == 9  # all but the slow one
+        fake_groq.release()
         await settle(redis, 10, worker.metrics)
+    assert enriched._value.get() == 10
 
 
 async def test_the_fixed_instructions_come_first_and_their_cache_is_counted(

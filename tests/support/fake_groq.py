@@ -7,28 +7,72 @@ compatible servers) with a JSON insight built from the prompt, after ``latency``
 
 Behaviour is scripted: ``script`` is a queue of actions consumed one per request
 (``{"status": 500}``, ``{"status": 429, "retry_after": 2}``, ``{"delay": 30}``,
-``{"content": "prose"}``, ``{"status": 400, "code": "json_validate_failed",
-"failed_generation": "..."}``, ``{"echo": true}``: a model that obeys whatever its prompt
-says as far as it can, answering with the whole user message as the summary and the
-system message as the recommendation); ``models`` maps a model name to a standing action for every
-request to it (``{"openai/gpt-oss-120b": {"status": 404, "code": "model_not_found"}}``).
-Every request is logged (model, messages, time), and the server tracks the most requests
-it ever had in flight at once.
+``{"hold": true}``: answer only once ``release()`` is called (in process), ``{"content":
+"prose"}``: what the model generates, ``{"status": 400, "code":
+"json_validate_failed", "failed_generation": "..."}``, ``{"echo": true}``: a model that
+obeys whatever its prompt says as far as it can, answering with the whole user message as
+the summary and the system message as the recommendation); ``models`` maps a model name to
+a standing action for every request to it (``{"openai/gpt-oss-120b": {"status": 404,
+"code": "model_not_found"}}``). Every request is logged (model, messages, time), and the
+server tracks the most requests it ever had in flight at once.
+
+What the model generates meets the request's ``response_format`` as Groq documents it
+(console.groq.com/docs/structured-outputs, a community report of the schema error):
+
+* ``{"type": "json_object"}`` (JSON mode): a generation that is not a JSON object is
+  refused with **400** ``json_validate_failed``, the generation in ``failed_generation``
+  (``"Failed to generate JSON. Please adjust your prompt. See 'failed_generation' for
+  more details."``). It is never a 200 with prose.
+* ``json_schema`` best effort (``strict`` false or absent, or a model without constrained
+  decoding): not JSON is the same 400; JSON that breaks the schema is a 400
+  ``json_validate_failed`` "Generated JSON does not match the expected schema ...
+  Error: jsonschema: ...". The fake checks the subset of JSON Schema the worker's schema
+  uses (type, required, additionalProperties false, enum).
+* ``json_schema`` with ``strict: true`` on ``openai/gpt-oss-*``: constrained decoding, which
+  Groq documents as never producing invalid JSON or breaking the schema. A scripted
+  generation that breaks it is therefore not something Groq can answer: the fake refuses
+  the *script* (400, type ``fake_script_error``) and records it in ``script_errors``,
+  which the test fixtures fail on. Script prose for JSON mode or best effort instead (or
+  the 400 itself). A generation cut short (``finish_reason: "length"``) is exempt: what was
+  decoded so far, possibly nothing, is what a reasoning model that ran out of room returns.
+* ``{"ignores_format": true}`` in an action, on ``/v1/chat/completions`` only: an
+  OpenAI-compatible server without JSON mode, which answers the generation as it is
+  (Groq always applies ``response_format``, so on Groq's path that is a script error too).
+  Without it, ``/v1/chat/completions`` follows the rules above: the fake is Groq on both.
+
+A scripted generation is answered whole, even past ``max_completion_tokens`` (Groq would
+cut it and say ``finish_reason: "length"``; script that when it matters).
 
 Rate limits, as Groq enforces them (optional): ``rpm_limit``/``tpm_limit`` give every model
-a requests and a tokens bucket that hold a minute's worth and refill continuously. A request
-that does not fit gets a 429 with ``retry-after`` (whole seconds); every answer carries the
-``x-ratelimit-*`` headers with the buckets' state (resets as Go durations, ``7.66s``). A
-request costs its prompt (1 token per 4 characters) plus its answer, reported in ``usage``.
+a requests and a tokens bucket that hold a minute's worth and refill continuously.
+
+* A request is metered when it is admitted: one request, and its prompt (1 token per 4
+  characters) plus the output room it asks for (``max_completion_tokens``, or
+  ``max_tokens``) are *reserved*. A request that does not fit now gets a **429** with
+  ``retry-after`` (whole seconds), type ``requests`` or ``tokens``. (Groq's docs do not
+  spell the reservation out; its 413s count ``max_completion_tokens`` in "Requested".)
+* A request whose prompt plus output room exceeds the whole tokens-per-minute limit can
+  never fit: it is refused with **413** (Groq's body: "Request too large for model ... on
+  tokens per minute (TPM): Limit N, Requested M, please reduce your message size and try
+  again ...", type ``tokens``, code ``rate_limit_exceeded``; the groq SDK raises a bare
+  ``APIStatusError`` for it), however full the bucket, never let through once.
+* When the answer is ready, the reservation is settled to what ``usage`` reports: prompt
+  (less its cached prefix, which Groq does not count) plus the tokens generated; the room
+  not used is given back. A scripted error gives back the whole reservation (nothing was
+  generated); a ``json_validate_failed`` is charged like an answer (the model generated it).
+  The ``x-ratelimit-*`` headers of every answer carry the buckets' state after that (resets
+  as Go durations, ``7.66s``).
+
 (Groq's ``-requests`` headers count the day; the fake's count its per-minute bucket, the
 one it enforces.) ``block(seconds)`` answers 429 to everything for that long, with the
 remaining time in ``retry-after``: a daily limit, reached.
 
 Run it on its own (fault tests, benchmarks): ``python -m tests.support.fake_groq --port N
-[--latency S] [--rpm N] [--tpm N]``; ``GET /_control/stats`` returns the counters,
-``GET /_control/requests`` the messages of every request received (with ``--record``),
-``POST /_control/script`` appends actions (``{"limits": {"rpm": N, "tpm": N}}`` sets the
-limits, ``{"block_seconds": S}`` blocks), ``POST /_control/reset`` clears them.
+[--latency S] [--rpm N] [--tpm N]``; ``GET /_control/stats`` returns the counters (and
+``script_errors``), ``GET /_control/requests`` the messages of every request received (with
+``--record``), ``POST /_control/script`` appends actions (``{"limits": {"rpm": N, "tpm":
+N}}`` sets the limits, ``{"block_seconds": S}`` blocks), ``POST /_control/reset`` clears
+them.
 """
 
 from __future__ import annotations
@@ -50,6 +94,28 @@ from tests.support.fake_batches import FakeBatches
 __all__ = ["FakeGroq"]
 
 API_KEY = "gsk_TESTfake0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
+
+# The headers of an answer when no limit is enforced (the values of a real answer).
+_UNMETERED_HEADERS = {
+    "x-ratelimit-limit-requests": "14400",
+    "x-ratelimit-limit-tokens": "250000",
+    "x-ratelimit-remaining-requests": "14399",
+    "x-ratelimit-remaining-tokens": "249840",
+    "x-ratelimit-reset-requests": "6s",
+    "x-ratelimit-reset-tokens": "38ms",
+}
+# Groq's json_validate_failed messages: JSON mode, and a schema not met (best effort).
+_JSON_FAILED = (
+    "Failed to generate JSON. Please adjust your prompt. See 'failed_generation' for more details."
+)
+_SCHEMA_FAILED = (
+    "Generated JSON does not match the expected schema. Please adjust your prompt. See "
+    "'failed_generation' for more details."
+)
+_NOT_JSON = "not a JSON object"
+# Models on which Groq decodes strict json_schema under constraint (its structured-outputs
+# page); on others strict is best effort.
+_CONSTRAINED_DECODING = ("openai/gpt-oss-",)
 
 
 @dataclass
@@ -75,10 +141,11 @@ class _Bucket:
         self.at = now
 
     def wait_for(self, cost: float) -> float:
-        return max(0.0, (min(cost, self.limit) - self.level) * 60.0 / self.limit)
+        """Seconds until ``cost`` units are there (never more than the limit: a 413's)."""
+        return max(0.0, (cost - self.level) * 60.0 / self.limit)
 
     def reset_in(self) -> float:
-        return (self.limit - self.level) * 60.0 / self.limit
+        return max(0.0, (self.limit - self.level) * 60.0 / self.limit)
 
 
 def _go_duration(seconds: float) -> str:
@@ -119,6 +186,9 @@ class FakeGroq:
         self.rpm_limit = rpm_limit
         self.tpm_limit = tpm_limit
         self.blocked_until = 0.0
+        # scripts Groq could not answer (see the module's docstring): a test's mistake
+        self.script_errors: list[str] = []
+        self._released = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._prefixes: set[tuple[str, str]] = set()
         self.batches = FakeBatches(self)
@@ -145,11 +215,12 @@ class FakeGroq:
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
+        self._released.set()  # nothing held outlives the server
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -159,6 +230,10 @@ class FakeGroq:
     def prompts(self) -> list[str]:
         """Every message text the server received, for allow-list assertions."""
         return [m.get("content", "") for r in self.requests for m in r["messages"]]
+
+    def release(self) -> None:
+        """Let the answers held by ``{"hold": true}`` go (and any held later)."""
+        self._released.set()
 
     def block(self, seconds: float) -> None:
         """Answer 429 to every request for ``seconds`` (retry-after: what is left)."""
@@ -172,6 +247,7 @@ class FakeGroq:
             "statuses": {str(k): v for k, v in self.stats.statuses.items()},
             "by_model": dict(self.stats.by_model),
             "cached_tokens": self.stats.cached_tokens,
+            "script_errors": list(self.script_errors),
         }
 
     # -- handlers -------------------------------------------------------------------
@@ -209,70 +285,160 @@ class FakeGroq:
                 429,
                 "Rate limit reached: requests per day (RPD)",
                 "rate_limit_exceeded",
+                error_type="requests",
                 retry_after=math.ceil(left),
                 headers={
                     "x-ratelimit-remaining-requests": "0",
                     "x-ratelimit-reset-requests": _go_duration(left),
                 },
             )
-        action = self.models.get(model) or (self.script.popleft() if self.script else {})
-        content = action.get("content")
-        if action.get("echo"):
-            content = json.dumps(_echo(body.get("messages", [])))
-        if content is None:
-            content = json.dumps(_insight_for(body.get("messages", [])))
         messages = body.get("messages", [])
-        usage = (
-            math.ceil(sum(len(str(m.get("content", ""))) for m in messages) / 4),
-            math.ceil(len(content) / 4),
-        )
-        limit_headers = {
-            "x-ratelimit-limit-requests": "14400",
-            "x-ratelimit-limit-tokens": "250000",
-            "x-ratelimit-remaining-requests": "14399",
-            "x-ratelimit-remaining-tokens": "249840",
-            "x-ratelimit-reset-requests": "6s",
-            "x-ratelimit-reset-tokens": "38ms",
-        }
-        if self.rpm_limit or self.tpm_limit:
-            refused, limit_headers = self._meter(model, sum(usage), limit_headers)
+        prompt_tokens = _tokens(sum(len(str(m.get("content", ""))) for m in messages))
+        reserved = prompt_tokens + _output_room(body)
+        metered = bool(self.rpm_limit or self.tpm_limit)
+        if self.tpm_limit and reserved > self.tpm_limit:
+            return self._error(
+                413,
+                f"Request too large for model `{model}` in organization `org_fake` service "
+                f"tier `on_demand` on tokens per minute (TPM): Limit {self.tpm_limit}, "
+                f"Requested {reserved}, please reduce your message size and try again. "
+                "Visit https://console.groq.com/docs/rate-limits for more information.",
+                "rate_limit_exceeded",
+                error_type="tokens",
+            )
+        if metered:
+            refused = self._admit(model, reserved)
             if refused is not None:
+                what, headers = refused
                 return self._error(
                     429,
-                    f"Rate limit reached for model `{model}`: {refused}",
+                    f"Rate limit reached for model `{model}`: {what}",
                     "rate_limit_exceeded",
-                    retry_after=limit_headers.pop("retry-after"),
-                    headers=limit_headers,
+                    error_type="tokens" if "TPM" in what else "requests",
+                    retry_after=headers.pop("retry-after"),
+                    headers=headers,
                 )
+        action = self.models.get(model) or (self.script.popleft() if self.script else {})
+        if action.get("hold"):
+            await self._released.wait()
         delay = float(action.get("delay", self.latency))
         if delay:
             await asyncio.sleep(delay)
         status = int(action.get("status", 200))
         if status != 200:
+            headers = self._settle(model, reserved, 0) if metered else {}
             return self._error(
                 status,
                 action.get("message", f"scripted error {status}"),
                 action.get("code"),
                 retry_after=action.get("retry_after"),
                 failed_generation=action.get("failed_generation"),
+                headers=headers,
             )
+        content = action.get("content")
+        if action.get("echo"):
+            content = json.dumps(_echo(messages))
+        if content is None:
+            content = json.dumps(_insight_for(messages))
+        finish_reason = action.get("finish_reason")
+        refusal = self._format_refusal(request.path, body, action, content, finish_reason)
+        if refusal is not None:
+            kind, message = refusal
+            if kind == "script":
+                self.script_errors.append(f"{model}: {message}")
+                if metered:
+                    self._settle(model, reserved, 0)
+                return self._error(
+                    400, message, "impossible_script", error_type="fake_script_error"
+                )
+            generated = prompt_tokens + _tokens(len(content))
+            return self._error(
+                400,
+                message,
+                "json_validate_failed",
+                failed_generation=content,
+                keep_empty_generation=True,
+                headers=self._settle(model, reserved, generated) if metered else {},
+            )
+        usage = (prompt_tokens, _tokens(len(content)))
+        answer = self.completion_body(model, messages, content, usage, finish_reason=finish_reason)
+        headers = dict(_UNMETERED_HEADERS)
+        if metered:
+            cached = answer["usage"]["prompt_tokens_details"]["cached_tokens"]
+            headers.update(self._settle(model, reserved, sum(usage) - cached))
         self._count(200)
-        return web.json_response(
-            self.completion_body(
-                model, messages, content, usage, finish_reason=action.get("finish_reason")
-            ),
-            headers=limit_headers,
-        )
+        return web.json_response(answer, headers=headers)
 
-    def _meter(
-        self, model: str, tokens: int, headers: dict[str, str]
-    ) -> tuple[str | None, dict[str, str]]:
-        """Charge one request of ``tokens`` to the model's buckets, or refuse it.
+    def _format_refusal(
+        self,
+        path: str,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        content: str,
+        finish_reason: str | None,
+    ) -> tuple[str, str] | None:
+        """Why Groq would not answer ``content`` as a 200 under the request's response
+        format: ``("json", message)`` for its 400 json_validate_failed, ``("script", why)``
+        for a generation Groq cannot produce at all; None when it answers it."""
+        groq_path = path.startswith("/openai/")
+        if action.get("ignores_format"):
+            if groq_path:
+                return "script", "Groq always applies response_format (ignores_format)"
+            return None
+        fmt = body.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind not in {"json_object", "json_schema"} or finish_reason == "length":
+            return None
+        generated = _json_object(content)
+        if kind == "json_object":
+            return None if generated is not None else ("json", _JSON_FAILED)
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        spec = spec if isinstance(spec, dict) else {}
+        problem = _NOT_JSON if generated is None else _schema_problem(generated, spec)
+        if problem is None:
+            return None
+        model = str(body.get("model", ""))
+        if spec.get("strict") is True and model.startswith(_CONSTRAINED_DECODING):
+            return "script", (
+                f"strict json_schema on {model} is constrained decoding: Groq cannot "
+                f"generate {content[:60]!r} ({problem})"
+            )
+        if generated is None:
+            return "json", _JSON_FAILED
+        return "json", f"{_SCHEMA_FAILED} Error: jsonschema: {problem}"
 
-        Returns (what was exceeded or None, the x-ratelimit headers after the decision).
+    def _admit(self, model: str, tokens: int) -> tuple[str, dict[str, str]] | None:
+        """Reserve one request and ``tokens`` of the model's buckets, or say why not.
+
+        Returns None when admitted, else (what was exceeded, the 429's headers).
         """
+        buckets = self._metered_buckets(model, tokens)
+        wait = max((bucket.wait_for(cost) for bucket, cost in buckets.values()), default=0.0)
+        if wait <= 0:
+            for bucket, cost in buckets.values():
+                bucket.level -= cost
+            return None
+        what = " and ".join(
+            f"{kind} per minute ({'RPM' if kind == 'requests' else 'TPM'}): "
+            f"Limit {bucket.limit}, Requested {cost}"
+            for kind, (bucket, cost) in buckets.items()
+            if bucket.wait_for(cost) > 0
+        )
+        headers = {**_UNMETERED_HEADERS, **self._limit_headers(buckets)}
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return what, headers
+
+    def _settle(self, model: str, reserved: int, used: int) -> dict[str, str]:
+        """Settle an admitted request's reservation to the tokens it used; the headers."""
+        buckets = self._metered_buckets(model, 0)
+        if "tokens" in buckets:
+            bucket = buckets["tokens"][0]
+            bucket.level = min(float(bucket.limit), bucket.level + reserved - used)
+        return self._limit_headers(buckets)
+
+    def _metered_buckets(self, model: str, tokens: int) -> dict[str, tuple[_Bucket, int]]:
+        """The model's limited buckets, refilled to now, with what ``tokens`` would cost."""
         now = time.monotonic()
-        headers = dict(headers)
         costs = {"requests": (self.rpm_limit, 1), "tokens": (self.tpm_limit, tokens)}
         buckets: dict[str, tuple[_Bucket, int]] = {}
         for kind, (limit, cost) in costs.items():
@@ -282,24 +448,16 @@ class FakeGroq:
                 )
                 bucket.refill(now)
                 buckets[kind] = (bucket, cost)
-        wait = max((bucket.wait_for(cost) for bucket, cost in buckets.values()), default=0.0)
-        refused = None
-        if wait > 0:
-            refused = " and ".join(
-                f"{kind} per minute ({'RPM' if kind == 'requests' else 'TPM'}): "
-                f"limit {bucket.limit}"
-                for kind, (bucket, cost) in buckets.items()
-                if bucket.wait_for(cost) > 0
-            )
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
-        else:
-            for bucket, cost in buckets.values():
-                bucket.level -= min(cost, bucket.limit)
+        return buckets
+
+    @staticmethod
+    def _limit_headers(buckets: dict[str, tuple[_Bucket, int]]) -> dict[str, str]:
+        headers = {}
         for kind, (bucket, _cost) in buckets.items():
             headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
             headers[f"x-ratelimit-reset-{kind}"] = _go_duration(bucket.reset_in())
-        return refused, headers
+        return headers
 
     def _count(self, status: int) -> None:
         self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
@@ -310,15 +468,17 @@ class FakeGroq:
         message: str,
         code: str | None,
         *,
+        error_type: str = "invalid_request_error",
         retry_after: float | str | None = None,
         failed_generation: str | None = None,
+        keep_empty_generation: bool = False,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         self._count(status)
-        error: dict[str, Any] = {"message": message, "type": "invalid_request_error"}
+        error: dict[str, Any] = {"message": message, "type": error_type}
         if code:
             error["code"] = code
-        if failed_generation:
+        if failed_generation or (keep_empty_generation and failed_generation is not None):
             error["failed_generation"] = failed_generation
         headers = dict(headers or {})
         if retry_after is not None:
@@ -404,12 +564,75 @@ class FakeGroq:
         self.script.clear()
         self.models.clear()
         self.requests.clear()
+        self.script_errors.clear()
         self.stats = _Stats()
         self._buckets.clear()
         self._prefixes.clear()
         self.batches.reset()
         self.blocked_until = 0.0
         return web.json_response({"ok": True})
+
+
+def _tokens(chars: int) -> int:
+    """Tokens of a text of ``chars`` characters, as the fake counts them (1 per 4)."""
+    return math.ceil(chars / 4)
+
+
+def _output_room(body: dict[str, Any]) -> int:
+    """The output tokens a request asks room for (Groq's name, or OpenAI's older one)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """``text`` as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "object": dict,
+    "array": list,
+    "boolean": bool,
+    "integer": int,
+    "number": (int, float),
+}
+
+
+def _schema_problem(value: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """What in ``value`` breaks the schema of a ``json_schema`` response format (the
+    subset the worker's schema uses), in Groq's words; None when it is met."""
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        return None
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    missing = [name for name in schema.get("required", []) if name not in value]
+    if missing:
+        return f"'' does not validate with /required: missing properties: {missing}"
+    if schema.get("additionalProperties") is False:
+        extra = sorted(set(value) - set(properties))
+        if extra:
+            return (
+                f"'' does not validate with /additionalProperties: additionalProperties "
+                f"{extra} not allowed"
+            )
+    for name, rule in properties.items():
+        if name not in value or not isinstance(rule, dict):
+            continue
+        expected = _JSON_TYPES.get(str(rule.get("type")))
+        if expected is not None and not isinstance(value[name], expected):
+            return f"'/{name}' does not validate with /properties/{name}/type"
+        if "enum" in rule and value[name] not in rule["enum"]:
+            return f"'/{name}' does not validate with /properties/{name}/enum"
+    return None
 
 
 def _facts(messages: list[dict[str, Any]]) -> dict[str, Any]:

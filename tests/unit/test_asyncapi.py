@@ -26,6 +26,7 @@ from app.domain.insights import DeadLetter, DeadLetterReason, InsightCreated
 from app.domain.keys import Keys
 from app.handlers.wire import decode_entry, entry_parser
 from app.settings import Settings
+from tests.support.environment import without_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "asyncapi"
@@ -45,7 +46,8 @@ ODD_ENVIRONMENT = {
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return json.loads((COMMITTED / "asyncapi.json").read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads((COMMITTED / "asyncapi.json").read_text(encoding="utf-8"))
+    return loaded
 
 
 def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def test_committed_document_is_what_faststream_docs_gen_writes_in_any_environmen
     result = subprocess.run(
         [sys.executable, "-m", "faststream", "docs", "gen", *flags, "app:app", "-o", str(out)],
         cwd=ROOT,
-        env={**os.environ, **ODD_ENVIRONMENT},
+        env={**without_settings(os.environ), **ODD_ENVIRONMENT},
         capture_output=True,
         text=True,
         timeout=120,

@@ -41,7 +41,7 @@ def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def load_all(path: Path) -> list[Any]:
+def load_all(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 
 
@@ -77,8 +77,8 @@ def test_env_example_values_are_valid_and_the_defaults_but_the_offline_provider(
     no_settings_env,
 ):
     """Loaded as an env file, the values validate and equal the defaults (LLM_PROVIDER aside)."""
-    example = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    example = Settings(_env_file=ENV_EXAMPLE)
+    defaults = Settings(_env_file=None)
 
     assert example.llm_provider is LLMProvider.OFFLINE  # `docker compose up` needs no key
     assert example.groq_api_key is None  # no secret in the repository
@@ -94,7 +94,8 @@ def test_env_example_values_are_valid_and_the_defaults_but_the_offline_provider(
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load(COMPOSE)
+    loaded: dict[str, Any] = load(COMPOSE)
+    return loaded
 
 
 def test_compose_has_redis_worker_producer_and_prometheus(compose):
@@ -249,6 +250,7 @@ def secret() -> dict[str, Any]:
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -114,10 +115,11 @@ def test_an_unknown_risk_is_unknown_not_an_error():
     assert insight.risk is Risk.UNKNOWN
 
 
-def _facts(user: str) -> dict:
+def _facts(user: str) -> dict[str, Any]:
     """The JSON between the delimiters, parsed."""
     body = user.split("<event>\n", 1)[1].rsplit("\n</event>", 1)[0]
-    return json.loads(body)
+    facts: dict[str, Any] = json.loads(body)
+    return facts
 
 
 def _maximal_event(text: str = "x") -> AuditEvent:

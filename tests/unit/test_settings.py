@@ -40,7 +40,7 @@ def clean_env(monkeypatch):
 
 def test_defaults_are_the_contracts():
     """Every contract default holds when nothing is set."""
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert str(settings.redis_url) == "redis://localhost:6379/0"
     assert settings.insight_stream == "acp:groq_queue"
     assert settings.insight_group == "acp_insights_consumer_group"
@@ -134,7 +134,7 @@ def test_groq_without_a_key_refuses_to_start():
     from app.bootstrap import build_llm
 
     with pytest.raises(SettingsError, match="GROQ_API_KEY"):
-        build_llm(Settings(_env_file=None))  # type: ignore[call-arg]
+        build_llm(Settings(_env_file=None))
 
 
 def test_a_pid_placeholder_in_worker_id_makes_names_unique_per_process(monkeypatch):
@@ -147,7 +147,7 @@ def test_a_pid_placeholder_in_worker_id_makes_names_unique_per_process(monkeypat
 
 def test_prompt_scrubbing_defaults_mask_personal_data_under_a_12000_char_ceiling():
     """PROMPT_REDACT_PII defaults to true and MAX_PROMPT_CHARS to 12000."""
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.prompt_redact_pii is True
     assert settings.max_prompt_chars == 12_000
 
@@ -168,7 +168,7 @@ def test_max_prompt_chars_accepts_its_range_ends(monkeypatch, value):
 
 def test_stream_retention_defaults_to_acked_keeping_the_newest_100000():
     """The contract's retention defaults, and a modest trim interval."""
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.stream_retention is RetentionMode.ACKED
     assert settings.stream_keep_entries == 100_000
     assert settings.stream_trim_interval_seconds == 30
