@@ -16,7 +16,11 @@ import httpx
 from app.adapters.chat_completions import clean_message, completion, error_answer
 from app.domain.errors import TransientLLMError
 from app.domain.ports import Completion, CompletionRequest
-from app.domain.routing import is_reasoning_model, supports_json_schema
+from app.domain.routing import (
+    is_reasoning_model,
+    supports_json_schema,
+    supports_strict_json_schema,
+)
 
 __all__ = ["GroqLLM", "chat_body", "transport_error"]
 
@@ -46,7 +50,11 @@ def chat_body(request: CompletionRequest) -> dict[str, Any]:
     if request.json_schema is not None and supports_json_schema(request.model):
         params["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": "insight", "schema": request.json_schema, "strict": True},
+            "json_schema": {
+                "name": "insight",
+                "schema": request.json_schema,
+                "strict": supports_strict_json_schema(request.model),
+            },
         }
     else:
         params["response_format"] = {"type": "json_object"}

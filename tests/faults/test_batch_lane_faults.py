@@ -51,7 +51,7 @@ def assert_once_each(client: sync_redis.Redis, fake: FakeGroqProcess, ids: list[
     assert sorted(submitted) == sorted(ids)  # every request in exactly one batch
     assert client.xlen("acp:groq:insights:stream") == len(ids)  # each insight written once
     assert fake.stats()["requests"] == 0  # nothing needed the online lane
-    assert int(client.get(Keys.rate_limit("acme"))) == len(ids)  # each event charged once
+    assert client.get(Keys.rate_limit("acme")) == str(len(ids)).encode()  # each charged once
     assert client.scard(Keys.charged("acme")) == len(ids)
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import redis as sync_redis
 
 from app.domain.keys import Keys
 from tests.faults.harness import (
@@ -39,9 +40,9 @@ def all_enriched(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
     return state if len(state["insights"]) == len(ids) and state["pending"] == 0 else None
 
 
-def assert_charged_once(client, ids):
+def assert_charged_once(client: sync_redis.Redis, ids: list[str]) -> None:
     """The tenant's budget counted each event once, redelivered or not."""
-    assert int(client.get(Keys.rate_limit("acme"))) == len(ids)
+    assert client.get(Keys.rate_limit("acme")) == str(len(ids)).encode()
     assert client.scard(Keys.charged("acme")) == len(ids)
 
 

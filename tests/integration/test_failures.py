@@ -89,6 +89,15 @@ def api_errors(worker: Worker, error_type: str) -> float:
     return worker.metrics.api_errors.labels(error_type=error_type)._value.get()
 
 
+async def wait_for(condition: Callable[[], bool], *, what: str, within: float = 15.0) -> None:
+    """Wait until ``condition()`` holds (bounded)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 async def settle(redis: Any, worker: Worker, outcomes: int, within: float = 15.0) -> None:
     """Wait until the worker counted ``outcomes`` outcomes and nothing is pending."""
     deadline = time.monotonic() + within
@@ -628,16 +637,21 @@ async def test_a_decommissioned_model_raises_a_configuration_alarm(
 
 
 async def test_a_prose_answer_becomes_the_summary(redis, fake_groq: FakeGroq, make_settings):
-    """Plain prose instead of JSON: enriched, the prose is the summary, risk `unknown`."""
+    """A best-effort model writes prose: Groq's 400 carries it, the worker keeps it as the
+    summary, risk `unknown` (gpt-oss's strict schema cannot produce prose at all)."""
     prose = "The agent tried to upload a file with curl; the gateway denied it."
     fake_groq.script.append({"content": prose})
     await xadd_event(redis, event(1))
-    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
+    kimi = "moonshotai/kimi-k2-instruct"
+    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, groq_model_fast=kimi))
     async with running(worker.app):
         await settle(redis, worker, 1)
     record = await insight(redis, "evt-1")
     assert record["insight"] == {"summary": prose, "risk": "unknown", "recommendation": ""}
     assert consumed(worker, "enriched") == 1
+    sent = fake_groq.requests[0]["body"]["response_format"]
+    assert (sent["type"], sent["json_schema"]["strict"]) == ("json_schema", False)
+    assert fake_groq.stats.statuses == {400: 1}
 
 
 async def test_a_json_validate_failure_with_a_generation_is_still_an_insight(
@@ -850,7 +864,7 @@ async def test_a_tenant_over_its_budget_is_rate_limited_not_dead_lettered(
 @pytest.mark.cluster_smoke
 async def test_concurrent_events_never_exceed_the_budget(redis, fake_groq: FakeGroq, make_settings):
     """20 events of one tenant in flight at once, budget 5: exactly 5 model requests."""
-    fake_groq.latency = 0.3
+    fake_groq.script.extend({"hold": True} for _ in range(8))  # answered once all 8 wait
     for n in range(20):
         await xadd_event(redis, event(n, tenant_id="acme"))
     for n in range(3):
@@ -863,8 +877,10 @@ async def test_concurrent_events_never_exceed_the_budget(redis, fake_groq: FakeG
         )
     )
     async with running(worker.app):
+        await wait_for(lambda: fake_groq.stats.in_flight == 8, what="8 calls in flight")
+        fake_groq.release()
         await settle(redis, worker, 23)
-    assert fake_groq.stats.max_in_flight > 1  # the calls really overlapped
+    assert fake_groq.stats.max_in_flight == 8  # the calls really overlapped, no more
     assert fake_groq.stats.requests == 8  # 5 of acme, 3 of globex
     assert worker.metrics.rate_limited.labels(tenant_id="acme")._value.get() == 15
     assert worker.metrics.rate_limited.labels(tenant_id="globex")._value.get() == 0

@@ -180,6 +180,15 @@ async def test_best_effort_json_schema_refuses_what_breaks_it(
     assert body["failed_generation"] == generation
 
 
+async def test_strict_json_schema_is_refused_on_a_model_without_constrained_decoding(
+    fake_groq: FakeGroq, client: groq.AsyncGroq
+):
+    """strict: true on kimi-k2 (best effort only on Groq) is a 400, before any generation."""
+    with pytest.raises(groq.BadRequestError) as refused:
+        await chat(client, model="moonshotai/kimi-k2-instruct", response_format=strict_schema())
+    assert "strict" in refused.value.body["error"]["message"]  # type: ignore[index]
+
+
 async def test_strict_json_schema_on_gpt_oss_answers_what_meets_it(
     fake_groq: FakeGroq, client: groq.AsyncGroq
 ):

@@ -23,9 +23,11 @@ What the model generates meets the request's ``response_format`` as Groq documen
   refused with **400** ``json_validate_failed``, the generation in ``failed_generation``
   (``"Failed to generate JSON. Please adjust your prompt. See 'failed_generation' for
   more details."``). It is never a 200 with prose.
-* ``json_schema`` best effort (``strict`` false or absent, or a model without constrained
-  decoding): not JSON is the same 400; JSON that breaks the schema is a 400
-  ``json_validate_failed`` "Generated JSON does not match the expected schema ...
+* ``json_schema`` with ``strict: true`` on a model without constrained decoding (Groq has
+  it on ``openai/gpt-oss-*`` only): **400** ``invalid_request_error``, nothing generated.
+* ``json_schema`` best effort (``strict`` false or absent): not JSON is the same 400; JSON
+  that breaks the schema is a 400 ``json_validate_failed`` "Generated JSON does not match
+  the expected schema ...
   Error: jsonschema: ...". The fake checks the subset of JSON Schema the worker's schema
   uses (type, required, additionalProperties false, enum).
 * ``json_schema`` with ``strict: true`` on ``openai/gpt-oss-*``: constrained decoding, which
@@ -114,8 +116,16 @@ _SCHEMA_FAILED = (
 )
 _NOT_JSON = "not a JSON object"
 # Models on which Groq decodes strict json_schema under constraint (its structured-outputs
-# page); on others strict is best effort.
+# page); on others it refuses strict.
 _CONSTRAINED_DECODING = ("openai/gpt-oss-",)
+
+
+def _asks_strict(body: dict[str, Any], model: str) -> bool:
+    """A strict ``json_schema`` asked of a model without constrained decoding."""
+    fmt = body.get("response_format")
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+    strict = isinstance(spec, dict) and spec.get("strict") is True
+    return strict and not model.startswith(_CONSTRAINED_DECODING)
 
 
 @dataclass
@@ -279,6 +289,12 @@ class FakeGroq:
             )
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Invalid API Key", "invalid_api_key")
+        if request.path.startswith("/openai/") and _asks_strict(body, model):
+            # Groq: strict mode (constrained decoding) is on a few models only; elsewhere a
+            # request for it is refused, before any token is counted.
+            return self._error(
+                400, f"`strict` structured outputs are not supported by model `{model}`", None
+            )
         left = self.blocked_until - time.monotonic()
         if left > 0:
             return self._error(

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.dead_letters import build_dead_letter, entry_size
-from app.domain.insights import DeadLetterReason
+from app.domain.insights import DeadLetter, DeadLetterReason
 
 LIMIT = 262_144
 BOUND = 32 * 1024  # what docs/operations.md promises of an oversize entry's letter
 
 
-def letter(fields, **known):
+def letter(fields: Mapping[bytes, bytes], **known: Any) -> DeadLetter:
     return build_dead_letter(
         entry_id="1795573200000-0",
         stream="acp:groq_queue",
