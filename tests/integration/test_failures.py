@@ -74,7 +74,7 @@ def minimal_event(n: int | str, **overrides: Any) -> dict[str, Any]:
 
 
 async def xadd(redis: Any, fields: dict[Any, Any]) -> str:
-    return (await redis.xadd(STREAM, fields)).decode()
+    return str((await redis.xadd(STREAM, fields)).decode())
 
 
 async def xadd_event(redis: Any, body: dict[str, Any]) -> str:
@@ -82,11 +82,11 @@ async def xadd_event(redis: Any, body: dict[str, Any]) -> str:
 
 
 def consumed(worker: Worker, result: str) -> float:
-    return worker.metrics.events_consumed.labels(result=result)._value.get()
+    return float(worker.metrics.events_consumed.labels(result=result)._value.get())
 
 
 def api_errors(worker: Worker, error_type: str) -> float:
-    return worker.metrics.api_errors.labels(error_type=error_type)._value.get()
+    return float(worker.metrics.api_errors.labels(error_type=error_type)._value.get())
 
 
 async def wait_for(condition: Callable[[], bool], *, what: str, within: float = 15.0) -> None:
@@ -138,6 +138,13 @@ async def dead_letters(redis: Any) -> list[dict[str, Any]]:
 async def insight(redis: Any, event_id: str) -> dict[str, Any] | None:
     raw = await redis.get(f"acp:groq:insight:{event_id}")
     return json.loads(raw) if raw is not None else None
+
+
+async def stored(redis: Any, event_id: str) -> dict[str, Any]:
+    """The insight of ``event_id``, which must exist."""
+    record = await insight(redis, event_id)
+    assert record is not None, f"no insight for {event_id}"
+    return record
 
 
 async def pending(redis: Any) -> int:
@@ -268,7 +275,7 @@ async def test_an_invalid_entry_is_dead_lettered_and_the_next_event_enriched(
     # the valid event after it went through, and it made the only model request
     assert consumed(worker, "enriched") == 1
     assert fake_groq.stats.requests == 1
-    assert (await insight(redis, "evt-good"))["tenant_id"] == "acme"
+    assert (await stored(redis, "evt-good"))["tenant_id"] == "acme"
     assert good_id not in [letter["entry_id"]]
     # an id that breaks its pattern never becomes part of a key (no "zz" in any key name)
     assert not [key for key in await all_keys(redis) if b"zz" in key]
@@ -453,7 +460,7 @@ async def test_a_server_error_then_success_is_enriched_on_the_second_attempt(
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
     async with running(worker.app):
         await settle(redis, worker, 1)
-    record = await insight(redis, "evt-1")
+    record = await stored(redis, "evt-1")
     assert record is not None
     assert record["attempts"] == 2
     assert fake_groq.stats.requests == 2
@@ -475,7 +482,7 @@ async def test_a_429_waits_for_retry_after_before_the_next_attempt(
     assert fake_groq.stats.statuses == {429: 1, 200: 1}
     assert api_errors(worker, "rate_limit") == 1
     assert consumed(worker, "enriched") == 1
-    assert (await insight(redis, "evt-1"))["attempts"] == 2
+    assert (await stored(redis, "evt-1"))["attempts"] == 2
 
 
 async def test_timeouts_are_transient_and_counted(redis, fake_groq: FakeGroq, make_settings):
@@ -505,7 +512,7 @@ async def test_a_timeout_then_an_answer_is_enriched(redis, fake_groq: FakeGroq, 
     async with running(worker.app):
         await settle(redis, worker, 1)
     assert api_errors(worker, "timeout") == 1
-    assert (await insight(redis, "evt-1"))["attempts"] == 2
+    assert (await stored(redis, "evt-1"))["attempts"] == 2
 
 
 async def test_retrying_one_event_does_not_stall_the_others(
@@ -521,7 +528,7 @@ async def test_retrying_one_event_does_not_stall_the_others(
 
     def agent_of(request: dict[str, Any]) -> str:
         user = request["messages"][1]["content"]
-        return json.loads(user[user.index("{") : user.rindex("}") + 1])["agent_name"]
+        return str(json.loads(user[user.index("{") : user.rindex("}") + 1])["agent_name"])
 
     first = fake_groq.requests[0]
     retried = agent_of(first)
@@ -531,7 +538,7 @@ async def test_retrying_one_event_does_not_stall_the_others(
     assert len(others) == 10
     # all ten were asked, and answered, while the retried one waited
     assert all(first["at"] < r["at"] < again[0]["at"] for r in others)
-    records = [await insight(redis, f"evt-{n}") for n in range(11)]
+    records = [await stored(redis, f"evt-{n}") for n in range(11)]
     slow = next(r for r in records if r["attempts"] == 2)
     assert all(r["created_at"] < slow["created_at"] for r in records if r is not slow)
     assert consumed(worker, "enriched") == 11
@@ -646,7 +653,7 @@ async def test_a_prose_answer_becomes_the_summary(redis, fake_groq: FakeGroq, ma
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, groq_model_fast=kimi))
     async with running(worker.app):
         await settle(redis, worker, 1)
-    record = await insight(redis, "evt-1")
+    record = await stored(redis, "evt-1")
     assert record["insight"] == {"summary": prose, "risk": "unknown", "recommendation": ""}
     assert consumed(worker, "enriched") == 1
     sent = fake_groq.requests[0]["body"]["response_format"]
@@ -667,7 +674,7 @@ async def test_a_json_validate_failure_with_a_generation_is_still_an_insight(
     async with running(worker.app):
         await settle(redis, worker, 1)
     assert fake_groq.stats.requests == 1
-    record = await insight(redis, "evt-1")
+    record = await stored(redis, "evt-1")
     assert record["insight"]["summary"] == generation
     assert record["insight"]["risk"] == "unknown"
     assert await redis.llen(DLQ) == 0
@@ -720,20 +727,20 @@ async def test_planted_secrets_and_raw_echoes_never_reach_redis(
     async with running(worker.app):
         await settle(redis, worker, 1)
 
-    record = await insight(redis, "evt-1")
+    record = await stored(redis, "evt-1")
     assert record["insight"]["risk"] == "critical"
     assert REDACTED in record["insight"]["summary"]
     assert record["insight"]["recommendation"] == (
         f"Rotate password={placeholder('password')} and check {REDACTED}."
     )
-    stored = json.dumps(record)
+    kept = json.dumps(record)
     published = repr(await redis.xrange("acp:groq:insights:stream"))
     assert "evt-1" in published
     for name, secret in PLANTED.items():
-        assert secret not in stored, name
+        assert secret not in kept, name
         assert secret not in published, name
     for echo in (raw_input, tool_cmd):
-        assert echo not in stored
+        assert echo not in kept
         assert echo not in published
 
 
@@ -745,7 +752,7 @@ async def test_output_over_max_output_chars_is_capped(redis, fake_groq: FakeGroq
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url, max_output_chars=120))
     async with running(worker.app):
         await settle(redis, worker, 1)
-    text = (await insight(redis, "evt-1"))["insight"]
+    text = (await stored(redis, "evt-1"))["insight"]
     assert len(text["summary"]) + len(text["recommendation"]) <= 120
     assert text["summary"].startswith("word word")
     assert text["summary"].endswith("…")
@@ -764,7 +771,7 @@ async def test_a_missing_deep_model_falls_back_to_the_fast_one(
     async with running(worker.app):
         await settle(redis, worker, 1)
     assert fake_groq.stats.by_model == {DEEP: 1, FAST: 1}
-    record = await insight(redis, "evt-1")
+    record = await stored(redis, "evt-1")
     assert record["model"] == FAST
     assert record["fallback"] is True
     assert worker.metrics.fallbacks._value.get() == 1
@@ -783,7 +790,7 @@ async def test_a_failing_deep_model_falls_back_within_max_attempts(
         await settle(redis, worker, 1)
     # GROQ_MAX_ATTEMPTS (3) per event in total: two on deep, the last one on fast
     assert fake_groq.stats.by_model == {DEEP: 2, FAST: 1}
-    record = await insight(redis, "evt-1")
+    record = await stored(redis, "evt-1")
     assert record["model"] == FAST
     assert record["fallback"] is True
     assert record["attempts"] == 3
