@@ -40,15 +40,15 @@ from app.domain.prompt import InsightPrompt
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import event_routes
 from app.handlers.recovery import PendingRecovery
-from app.operations.heap import freeze_startup_heap, thaw_heap
 from app.operations.http import OperationsServer, start_operations
-from app.operations.logs import configure_logging, get_logger
-from app.operations.metrics import Metrics
+from app.runtime.heap import freeze_startup_heap, thaw_heap
+from app.runtime.logs import configure_logging, get_logger
+from app.runtime.metrics import Metrics
+from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
 from app.service.insights import InsightService
 from app.service.lane_runner import TICK_SECONDS, LaneRunner
 from app.service.model_calls import ModelCaller
-from app.service.state import WorkerState
 from app.settings import LLMProvider, RedisMode, Settings, SettingsError, load_settings
 
 __all__ = [

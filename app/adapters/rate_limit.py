@@ -57,11 +57,11 @@ from app.domain.limits import (
     lesson_from_retry_after,
 )
 from app.domain.ports import LLM, Completion, CompletionRequest
-from app.service.state import wait_or_timeout
+from app.runtime.state import wait_or_timeout
 
 if TYPE_CHECKING:
     from app.adapters.redis_clients import RedisClient
-    from app.operations.metrics import Metrics
+    from app.runtime.metrics import Metrics
 
 __all__ = [
     "Grant",

@@ -55,13 +55,13 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from app.domain.keys import Keys
 from app.domain.retention import GroupState, StreamId, TrimPlan, plan_trim
-from app.operations.logs import get_logger
-from app.service.state import wait_or_timeout
+from app.runtime.logs import get_logger
+from app.runtime.state import wait_or_timeout
 from app.settings import RetentionMode
 
 if TYPE_CHECKING:
     from app.adapters.redis_clients import RedisClient
-    from app.operations.metrics import Metrics
+    from app.runtime.metrics import Metrics
     from app.settings import Settings
 
 __all__ = ["Snapshot", "StepResult", "StreamRetention", "read_groups", "start_retention"]

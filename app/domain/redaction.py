@@ -2,7 +2,7 @@
 
 What goes to the model (the prompt scrubber, ``app.domain.prompt``) and what comes back
 from it (the output sanitizer, ``app.domain.sanitize``) and what goes to a log line
-(``app.operations.logs``) are scrubbed with the same rules. Each match becomes a typed
+(``app.runtime.logs``) are scrubbed with the same rules. Each match becomes a typed
 placeholder an analyst can read (``[redacted:aws_access_key]``), so an insight can still
 say "an AWS key was exposed"; a placeholder passes every rule unchanged, so scrubbing twice changes
 nothing and counts nothing.

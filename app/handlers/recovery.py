@@ -41,8 +41,8 @@ from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import REDIS_UNREACHABLE, says_not_now
 from app.adapters.redis_replies import as_text
 from app.domain.ports import Received
+from app.runtime.state import WorkerState, wait_or_timeout
 from app.service.insights import InsightService
-from app.service.state import WorkerState, wait_or_timeout
 from app.settings import Settings
 
 __all__ = ["PendingRecovery"]

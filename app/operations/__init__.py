@@ -1,1 +1,2 @@
-"""What operators see of a worker: the HTTP port (/metrics, health), metrics, logs."""
+"""The operations HTTP port: /metrics, /health/live and /health/ready, and the gauges it
+samples from Redis. An entrypoint, like the handlers: it may use the adapters below it."""

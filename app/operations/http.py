@@ -44,11 +44,11 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from app.adapters import inspect
 from app.adapters.dlq import dlq_size
 from app.adapters.rate_limit import limiter_pause
-from app.operations.logs import get_logger
+from app.runtime.logs import get_logger
 
 if TYPE_CHECKING:
     from app.adapters.redis_clients import RedisClient
-    from app.operations.metrics import Metrics
+    from app.runtime.metrics import Metrics
     from app.settings import Settings
 
 __all__ = [

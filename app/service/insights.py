@@ -43,10 +43,10 @@ from app.domain.prompt import InsightPrompt, build_insight_prompt, parse_insight
 from app.domain.routing import choose_model
 from app.domain.sanitize import echo_candidates, sanitize_insight
 from app.domain.text import as_text
-from app.operations.metrics import Labelled, Metrics
+from app.runtime.metrics import Labelled, Metrics
+from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
 from app.service.model_calls import Answer, ModelCaller
-from app.service.state import WorkerState
 from app.settings import Settings
 
 __all__ = ["InsightService", "PublishCreated", "decode_fields", "utc_now"]

@@ -34,10 +34,10 @@ import structlog
 from app.domain.batch import BatchRecord, BatchState, LaneRequest, pack
 from app.domain.errors import LLMError, PermanentLLMError, Postponed
 from app.domain.ports import BatchAPI, BatchStatus, Completion
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
+from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
 from app.service.insights import InsightService
-from app.service.state import WorkerState
 from app.settings import Settings
 
 __all__ = ["LaneRunner"]

@@ -27,8 +27,8 @@ from app.domain.breaker import BreakerState, CircuitBreaker
 from app.domain.errors import LLMError, PermanentLLMError, Postponed, TransientLLMError
 from app.domain.ports import LLM, Completion, CompletionRequest
 from app.domain.prompt import INSIGHT_JSON_SCHEMA
-from app.operations.metrics import Labelled, Metrics
-from app.service.state import WorkerState
+from app.runtime.metrics import Labelled, Metrics
+from app.runtime.state import WorkerState
 from app.settings import Settings
 
 __all__ = ["Answer", "ModelCaller"]

@@ -20,7 +20,7 @@ from app.client import InvalidEvent, publish_event
 from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetter, InsightCreated, InsightRecord
 from app.domain.keys import Keys
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
 from tests.conftest import running
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.adapters.faststream_workarounds import ensure_group
 from app.bootstrap import Worker, build_worker
 from app.operations.http import OperationsServer, breaker_check, redis_group_check, start_operations
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
 from tests.conftest import running
 from tests.support.redis_server import RedisServer, free_port
 

@@ -26,7 +26,7 @@ from app.adapters.rate_limit import (
 from app.adapters.redis_clients import connect_redis
 from app.bootstrap import build_llm, build_worker
 from app.domain.limits import LimitTable, ModelLimits, RateLimitLesson
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
 from app.settings import RedisMode
 from tests.conftest import running
 from tests.support.fake_groq import FakeGroq

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from app.adapters.retention import StreamRetention
 from app.bootstrap import build_worker
 from app.operations.http import GroupSampler
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
 from tests.conftest import running
 from tests.support.redis_server import free_port
 

@@ -13,7 +13,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.bootstrap import build_worker
 from app.domain.insights import InsightCreated
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
 from tests.conftest import broker_for, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
@@ -91,7 +91,7 @@ async def test_backlog_written_before_first_start_is_processed(redis, fake_groq,
 async def test_the_startup_heap_is_frozen_while_running_and_thawed_at_stop(
     redis, fake_groq, make_settings
 ):
-    """Full collections skip what start-up built (app/operations/heap.py): frozen before the
+    """Full collections skip what start-up built (app/runtime/heap.py): frozen before the
     first event is read, given back to the collector when the worker stops."""
     gc.unfreeze()  # whatever an earlier test in this process left
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))

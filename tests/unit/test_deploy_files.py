@@ -704,7 +704,7 @@ def test_hpa_targets_the_deployment_by_its_real_name(hpa, deployment):
 def test_hpa_scales_on_the_exported_lag_gauge_served_by_the_adapter_rule(hpa):
     """An External AverageValue target on acp_groq_group_lag of the scrape job, and the
     adapter rule serves exactly that name from that gauge."""
-    from app.operations.metrics import Metrics
+    from app.runtime.metrics import Metrics
 
     exported = {metric.name for metric in Metrics().registry.collect()}
     (metric,) = hpa["spec"]["metrics"]

@@ -30,7 +30,7 @@ from app.domain.limits import (
     parse_go_duration,
 )
 from app.domain.ports import Completion, CompletionRequest
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
 from tests.support.fakes import ScriptedLLM
 
 MODEL = "openai/gpt-oss-20b"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from app.operations.logs import configure_logging, get_logger
+from app.runtime.logs import configure_logging, get_logger
 
 # Shaped like no known credential, so only the explicit secrets list can catch it.
 KEY = "k3y-Zm9vYmFyYmF6cXV4LXNlY3JldA-7731"

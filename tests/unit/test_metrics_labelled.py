@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from app.operations.metrics import Labelled, Metrics
+from app.runtime.metrics import Labelled, Metrics
 
 
 def test_cached_children_count_in_the_registry_under_the_same_labels() -> None:

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from app.domain.errors import PermanentLLMError, TransientLLMError
-from app.operations.metrics import Metrics
+from app.runtime.metrics import Metrics
+from app.runtime.state import WorkerState
 from app.service.model_calls import ModelCaller
-from app.service.state import WorkerState
 from app.settings import Settings
 from tests.support.fakes import ScriptedLLM
 
