@@ -25,6 +25,7 @@ from app.adapters.faststream_workarounds import (
     ensure_group,
 )
 from app.adapters.inspect import group_info
+from app.adapters.redis_claims import RedisClaims
 from app.adapters.redis_clients import RedisClient, connect_redis
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_errors import says_not_now
@@ -321,8 +322,9 @@ def build_worker(
         build_prompt=build_prompt,
     )
     broker.context.set_global("service", service)
+    claims = RedisClaims(redis, settings.insight_stream, settings.insight_group, settings.worker_id)
     recovery = PendingRecovery(
-        redis, settings, subscriber=routes.subscriber, service=service, state=state
+        claims, settings, subscriber=routes.subscriber, service=service, state=state
     )
 
     app = FastStream(
