@@ -118,6 +118,14 @@ _TOKEN_RULES: tuple[_Rule, ...] = (
         re.compile(r"\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"),
     ),
     _Rule("npm_token", ("npm_",), re.compile(r"\bnpm_[A-Za-z0-9]{36}\b")),
+    # An id of 17 characters (too short to judge by its shape) and 64 hex digits (shaped
+    # like a SHA-256, which an analyst keeps): the one held-out format of issue #21 that
+    # the rules for keys of unknown format cannot see.
+    _Rule(
+        "airtable_token",
+        ("pat",),
+        re.compile(r"\bpat[A-Za-z0-9]{14}\.[0-9a-f]{64}\b"),
+    ),
     _Rule(
         "jwt",
         ("eyJ",),
