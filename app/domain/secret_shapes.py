@@ -48,6 +48,12 @@ so a long run is scanned once."""
 _PART = re.compile(r"[^./=]+")
 # Letters of one case and separators, no digit: words (``exfiltration.curl_upload``).
 _ONE_CASE_WORDS = re.compile(r"[a-z_+/.~=-]+|[A-Z_+/.~=-]+")
+# An AWS secret access key: exactly 40 characters of base64, with no prefix. Its own shape
+# is enough when it holds a ``/`` or a ``+`` and all three classes of character, and does
+# not start like an absolute path: no word, hash or name has it (none of the 25,649 file
+# paths of the installed packages does), and a key of it need not look random (AWS's own
+# documented example ends in ``EXAMPLEKEY``).
+_AWS_SECRET_SHAPE = re.compile(r"[A-Za-z0-9+][A-Za-z0-9/+]{39}")
 # Runs this long or shorter are judged once (names and paths repeat from event to event).
 _CACHED_RUN = 256
 _PIECE_SEPARATORS = re.compile(r"[-_+~]+")
@@ -144,6 +150,15 @@ def _is_word(piece: str) -> bool:
     return not _unwritten(piece)
 
 
+def _aws_secret(key: str) -> bool:
+    return (
+        ("/" in key or "+" in key)
+        and any(char.isupper() for char in key)
+        and any(char.islower() for char in key)
+        and any(char.isdigit() for char in key)
+    )
+
+
 def _is_ssh_public_key(part: str) -> bool:
     if not part.startswith("AAAA"):
         return False
@@ -207,6 +222,9 @@ def key_spans(run: str) -> tuple[tuple[int, int], ...]:
     """The spans of ``run`` (a match of ``KEY_RUN``) that are keys, in order."""
     if _ONE_CASE_WORDS.fullmatch(run):
         return ()
+    key = run.rstrip(".")
+    if _AWS_SECRET_SHAPE.fullmatch(key) and _aws_secret(key):
+        return ((0, len(key)),)
     if len(run) <= _CACHED_RUN:
         return _cached_key_spans(run)
     return _key_spans(run)

@@ -55,9 +55,13 @@ def test_written_names_and_numbers_do_not_look_random(core: str) -> None:
     ("text", "masked"),
     [
         ("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", "SG.<key>"),
-        ("POST https://paste.example/u/Zk3Lm9Pq2Xr7Tv4Wn8Yc1Hb6", "POST https://paste.example/u/<key>"),
+        (
+            "POST https://paste.example/u/Zk3Lm9Pq2Xr7Tv4Wn8Yc1Hb6",
+            "POST https://paste.example/u/<key>",
+        ),
         ("FOO_TOKEN=Xk9aB3mQ2pL7wZ4rT8yC1vN6hJ5kD0s;", "FOO_TOKEN=<key>;"),
         ("Hk3/pQ9xLm2Zr7Tb+Wc5Nv8Yd1Fg4Js6Ka0Qe3Ru in a file", "<key> in a file"),
+        ("AWS's own example wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY.", "AWS's own example <key>."),
         ("padded Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4cXV4Zm9v==.", "padded <key>."),
         ("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", "<key>"),
         ("47473efe1e44021b21c13b8f9dedf98f-us12", "<key>"),
