@@ -91,8 +91,9 @@ _SCATTERED_DIGIT_RUNS = 3
 
 
 def _entropy(text: str) -> float:
+    """Shannon entropy, bits per character."""
     n = len(text)
-    return -sum(count / n * math.log2(count / n) for count in Counter(text).values())
+    return math.log2(n) - sum(count * math.log2(count) for count in Counter(text).values()) / n
 
 
 def _chunks(text: str) -> list[str]:
@@ -107,16 +108,14 @@ def _digit_runs(chunks: list[str]) -> int:
 def _unwritten(text: str) -> bool:
     """Mixed-case text not made of words (the chunk tests of ``looks_random``)."""
     chunks = _chunks(text)
+    if len(text) < _MEAN_CHUNK * len(chunks) or _digit_runs(chunks) >= _SCATTERED_DIGIT_RUNS:
+        return True  # what most random strings fail first: cheaper than counting words
     words = sum(
         len(chunk)
         for chunk in chunks
         if len(chunk) >= 3 and not chunk[0].isdigit() and not _VOWELS.isdisjoint(chunk)
     )
-    return (
-        words < _WORD_SHARE * len(text)
-        or len(text) < _MEAN_CHUNK * len(chunks)
-        or _digit_runs(chunks) >= _SCATTERED_DIGIT_RUNS
-    )
+    return words < _WORD_SHARE * len(text)
 
 
 def looks_random(core: str) -> bool:
@@ -194,28 +193,25 @@ def _hex_token(pieces: list[str]) -> bool | None:
     return _HEX_ID_WORDS.isdisjoint(words)
 
 
-def _part_kind(part: str) -> _Part:
+def _judge(part: str) -> tuple[_Part, str]:
+    """The part's kind, and the letters and digits of its pieces that are not words (its
+    hex among them), which are judged with its neighbours'."""
     pieces = [piece for piece in _PIECE_SEPARATORS.split(part) if piece]
     if not pieces or _is_ssh_public_key(part) or _names_a_hash(part):
-        return _Part.WORDS
-    if all(_HEX.fullmatch(piece) for piece in pieces):
-        return _Part.HEX
+        return _Part.WORDS, ""
+    hexes = [_HEX.fullmatch(piece) is not None for piece in pieces]
+    if all(hexes):
+        return _Part.HEX, "".join(pieces)
     token = _hex_token(pieces)
-    if token:
-        return _Part.TOKEN
-    if token is False or all(_is_word(piece) for piece in pieces):
-        return _Part.WORDS
-    return _Part.OTHER
-
-
-def _core(parts: list[str]) -> str:
-    """The letters and digits of the pieces that are not words."""
-    return "".join(
-        piece
-        for part in parts
-        for piece in _PIECE_SEPARATORS.split(part)
-        if piece and (_HEX.fullmatch(piece) or not _is_word(piece))
+    if token is not None:
+        return (_Part.TOKEN if token else _Part.WORDS), ""
+    words = [_is_word(piece) for piece in pieces]
+    if all(words):
+        return _Part.WORDS, ""
+    core = "".join(
+        p for p, is_hex, word in zip(pieces, hexes, words, strict=True) if is_hex or not word
     )
+    return _Part.OTHER, core
 
 
 def key_spans(run: str) -> tuple[tuple[int, int], ...]:
@@ -237,28 +233,27 @@ def _cached_key_spans(run: str) -> tuple[tuple[int, int], ...]:
 
 def _key_spans(run: str) -> tuple[tuple[int, int], ...]:
     parts = [(match.start(), match.end(), match.group()) for match in _PART.finditer(run)]
-    kinds: list[_Part] = []
+    judged: list[tuple[_Part, str]] = []
     for _, _, text in parts:
-        if kinds and _names_a_hash(parts[len(kinds) - 1][2]):
+        if judged and _names_a_hash(parts[len(judged) - 1][2]):
             # what follows a digest's name is the digest, whatever its encoding
-            kinds += [_Part.WORDS] * (len(parts) - len(kinds))
+            judged += [(_Part.WORDS, "")] * (len(parts) - len(judged))
             break
-        kinds.append(_part_kind(text))
+        judged.append(_judge(text))
     spans: list[tuple[int, int]] = []
     first = 0
     while first < len(parts):
-        if kinds[first] is _Part.WORDS:
+        if judged[first][0] is _Part.WORDS:
             first += 1
             continue
         last = first
-        while last + 1 < len(parts) and kinds[last + 1] is not _Part.WORDS:
+        while last + 1 < len(parts) and judged[last + 1][0] is not _Part.WORDS:
             last += 1
-        group = kinds[first : last + 1]
-        if _Part.TOKEN in group or (
-            _Part.OTHER in group
-            and len(core := _core([text for _, _, text in parts[first : last + 1]]))
-            >= MIN_KEY_CHARS
-            and looks_random(core)
+        group = judged[first : last + 1]
+        kinds = {kind for kind, _ in group}
+        core = "".join(core for _, core in group)
+        if _Part.TOKEN in kinds or (
+            _Part.OTHER in kinds and len(core) >= MIN_KEY_CHARS and looks_random(core)
         ):
             end = parts[last][1]
             if last == len(parts) - 1:  # base64 padding goes with the key
