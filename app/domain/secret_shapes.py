@@ -83,8 +83,10 @@ _MIN_ENTROPY = 3.0
 # Share of a string's characters in word-like chunks (three letters or more, with a vowel)
 # under which it is not made of words, and the mean chunk length under which it is cut
 # into too many pieces to be an identifier. Measured on random strings of key alphabets
-# (caught: 99.4% of base62 from 20 characters, 99.9% from 64) against the identifiers,
-# paths and names of the Python packages this worker installs (none caught).
+# (10,000 of each length, caught: base62 98.3% at 20 characters, 99.6% at 24, 99.9% at
+# 40; lower case and digits 89.6% at 20, 99.5% at 32; letters alone, both cases, 85% to
+# 96%) against the identifiers, paths and names of the Python packages this worker
+# installs (none of 15,278 caught).
 _WORD_SHARE = 0.6
 _MEAN_CHUNK = 2.8
 _SCATTERED_DIGIT_RUNS = 3
