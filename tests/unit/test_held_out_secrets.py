@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.domain.events import AuditEvent
 from app.domain.prompt import build_insight_prompt
@@ -92,3 +94,24 @@ def test_scrubbing_a_format_twice_changes_nothing_and_counts_nothing(row: Format
     assert redact(scrubbed, found=again) == scrubbed
     assert again == {}
     assert sum(found.values()) == len(PLACEHOLDER.findall(scrubbed))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    row=st.sampled_from(FORMATS),
+    before=st.text(max_size=120),
+    after=st.text(max_size=120),
+    gap=st.sampled_from([" ", "\n", "\t", " : ", ". ", "\n\n", '"', "'"]),
+)
+def test_a_planted_credential_never_survives_whatever_text_surrounds_it(
+    row: Format, before: str, after: str, gap: str
+) -> None:
+    """Arbitrary text around a planted credential: gone from the scrubbed text, the
+    model's answer and the prompt."""
+    text = f"{before}{gap}{row.text}{gap}{after}"
+    for cleaned in (
+        redact(text),
+        sanitize_text(text),
+        build_insight_prompt(_event(findings=[{"rule": "r", "detail": text[:2000]}])).user,
+    ):
+        assert row.value not in cleaned
