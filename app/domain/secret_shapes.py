@@ -16,8 +16,10 @@ A run is cut into parts at ``.``, ``/`` and ``=`` (where a path, a domain, a dot
   short word glued to 24 hex digits or more it is a vendor token (``shpat_<hex>``,
   ``dapi<hex>``, ``<hex>-us12``), unless the word names a digest (``sha256-``, ``0x``).
 * Neighbouring parts that are neither are judged together, with the hex parts between
-  them (``pat<base62>.<hex>``, ``<base64>/<base64>``): their letters and digits, 20 or more,
-  are a key when they look random (``looks_random``).
+  them (``<base64>/<base64>``, the three parts of a Discord token): their letters and
+  digits, 20 or more, are a key when they look random (``looks_random``).
+* A run of exactly 40 characters of base64 with a ``/`` or a ``+``, both cases and digits
+  is an AWS secret access key, random-looking or not.
 
 The parts of a run that are not a key stay, so ``SG.[redacted:generic_secret]`` and
 ``https://paste.example/[redacted:generic_secret]`` still name the vendor and the host.
@@ -60,9 +62,10 @@ _PIECE_SEPARATORS = re.compile(r"[-_+~]+")
 _CHUNK = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _VOWELS = frozenset("aeiouyAEIOUY")
 _HEX = re.compile(r"[0-9a-fA-F]+")
-# A short word glued to a long hex body: Twilio ``SK<hex>``, Databricks ``dapi<hex>``.
-_GLUED_HEX = re.compile(r"([A-Za-z0-9]{0,7}[G-Zg-z])([0-9a-fA-F]{24,})")
+# Hex this long is a body (a key's, a digest's), not a word that happens to be hex.
 _LONG_HEX = 24
+# A short word glued to a long hex body: Twilio ``SK<hex>``, Databricks ``dapi<hex>``.
+_GLUED_HEX = re.compile(rf"([A-Za-z0-9]{{0,7}}[G-Zg-z])([0-9a-fA-F]{{{_LONG_HEX},}})")
 # Names of hash functions: what follows them (``sha256-<hex>``, ``sha384-<base64>``,
 # ``sha256=<base64>``) is a digest, an indicator an analyst needs, in any encoding.
 _HASH_NAMES = frozenset(
@@ -152,6 +155,7 @@ def _is_word(piece: str) -> bool:
 
 
 def _aws_secret(key: str) -> bool:
+    """Of the 40 characters of ``_AWS_SECRET_SHAPE``: base64's own, and every class."""
     return (
         ("/" in key or "+" in key)
         and any(char.isupper() for char in key)
@@ -161,6 +165,8 @@ def _aws_secret(key: str) -> bool:
 
 
 def _is_ssh_public_key(part: str) -> bool:
+    """Base64 whose first bytes are a length and an SSH key type: an ``authorized_keys``
+    entry's body, public."""
     if not part.startswith("AAAA"):
         return False
     try:
@@ -234,6 +240,7 @@ def _cached_key_spans(run: str) -> tuple[tuple[int, int], ...]:
 
 
 def _key_spans(run: str) -> tuple[tuple[int, int], ...]:
+    """Each part judged, then each group of neighbouring parts that are not words."""
     parts = [(match.start(), match.end(), match.group()) for match in _PART.finditer(run)]
     judged: list[tuple[_Part, str]] = []
     for _, _, text in parts:
