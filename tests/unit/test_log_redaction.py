@@ -10,8 +10,9 @@ import structlog
 
 from app.runtime.logs import configure_logging, get_logger
 
-# Shaped like no known credential, so only the explicit secrets list can catch it.
-KEY = "k3y-Zm9vYmFyYmF6cXV4LXNlY3JldA-7731"
+# Shaped like no credential (words, as a passphrase is), so only the explicit secrets list
+# can catch it: the rules for keys of unknown format would catch a random-looking one.
+KEY = "correct-horse-battery-staple-7731"
 
 
 @pytest.fixture

@@ -30,7 +30,11 @@ _EXPECT = re.compile(r"\[expect ([a-z_,]+)\] (.*)")
 KNOWN_FALSE_POSITIVES = {
     # a GCP service account's address: shaped like an email, names a machine identity
     "service account reader@billing-prod.iam.gserviceaccount.com used from a new IP",
+    # a mail's Message-ID: shaped like an email too
+    "email message id CAJd2yH4xq8@mail.example.com threaded",
 }
+# The share of ordinary texts the rules may change (README: "False positives, measured").
+MAX_FALSE_POSITIVE_RATE = 0.01
 
 
 def _event(**fields: Any) -> AuditEvent:
@@ -198,12 +202,14 @@ def _corpus() -> list[tuple[str, set[str]]]:
 
 
 def test_ordinary_finding_texts_pass_unchanged_but_for_the_known_false_positives() -> None:
-    """At least 200 ordinary texts: only the known false positives change (README's rate)."""
+    """At least 300 ordinary texts, hashes, ids, addresses and names among them: only the
+    known false positives change, at most 1% of them (README's rate)."""
     ordinary = [text for text, kinds in _corpus() if not kinds]
-    assert len(ordinary) >= 200
+    assert len(ordinary) >= 300
     changed = {text for text in ordinary if redact(text) != text}
     assert changed == KNOWN_FALSE_POSITIVES
     rate = len(changed) / len(ordinary)
+    assert rate <= MAX_FALSE_POSITIVE_RATE
     print(f"false positives: {len(changed)} of {len(ordinary)} ({rate:.1%})")
 
 
