@@ -70,9 +70,18 @@ def summarise(results: list[Result]) -> dict[str, Any]:
         for variant, entry in variants.items():
             if not variant.startswith("worker"):
                 continue
+            if variant.startswith("worker@"):
+                continue  # --against REV's code: the tree's worker is compared with it
             # worker/c64/p2 (two processes, 32 each) is compared with bare/c64
             rest = re.sub(r"/p\d+", "", variant.removeprefix("worker"))
             ratios = {}
+            for twin in (v for v in variants if v.startswith("worker@")):
+                if twin.split("/", 1)[-1] == variant.split("/", 1)[-1]:
+                    pairs = _paired(results, scenario, variant, twin)
+                    if pairs:
+                        ratios[f"vs_{twin}"] = {
+                            name: _median_ratio(pairs, name) for name in _RATIO_FIELDS
+                        }
             for base in ("bare", "naive"):
                 base_variant = base + (rest if base != "naive" else "")
                 if scenario == "latency" and base == "naive":
@@ -82,16 +91,13 @@ def summarise(results: list[Result]) -> dict[str, Any]:
                 pairs = _paired(results, scenario, variant, base_variant)
                 if pairs:
                     ratios[f"vs_{base_variant}"] = {
-                        name: _median_ratio(pairs, name)
-                        for name in (
-                            "events_per_s",
-                            "cpu_ms_per_event",
-                            "rss_peak_mb",
-                            "round_trips_per_event",
-                        )
+                        name: _median_ratio(pairs, name) for name in _RATIO_FIELDS
                     }
             entry["ratios"] = ratios
     return summary
+
+
+_RATIO_FIELDS = ("events_per_s", "cpu_ms_per_event", "rss_peak_mb", "round_trips_per_event")
 
 
 def _median_ratio(pairs: list[tuple[Result, Result]], name: str) -> float | None:
@@ -146,6 +152,9 @@ COLUMNS: dict[str, list[_Column]] = {
         ("ev/s vs bare", lambda e: _ratio(e, "bare", "events_per_s")),
         ("ev/s vs naive", lambda e: _ratio(e, "naive", "events_per_s")),
         ("CPU/ev vs bare", lambda e: _ratio(e, "bare", "cpu_ms_per_event")),
+        ("ev/s vs @REV", lambda e: _ratio(e, "worker@", "events_per_s")),
+        ("CPU/ev vs @REV", lambda e: _ratio(e, "worker@", "cpu_ms_per_event")),
+        ("RT/ev vs @REV", lambda e: _ratio(e, "worker@", "round_trips_per_event")),
     ],
     "latency": [
         *_COMMON_HEAD,
@@ -159,6 +168,7 @@ COLUMNS: dict[str, list[_Column]] = {
         ("runs ok", lambda e: f"{e['ok']}/{e['runs']}"),
         ("ev/s vs bare", lambda e: _ratio(e, "bare", "events_per_s")),
         ("ev/s vs naive", lambda e: _ratio(e, "naive", "events_per_s")),
+        ("ev/s vs @REV", lambda e: _ratio(e, "worker@", "events_per_s")),
     ],
     "memory": [
         *_COMMON_HEAD,

@@ -30,10 +30,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import asdict
@@ -55,6 +58,7 @@ def measure_all(
     runs: int,
     logs_dir: Path,
     code_dir: Path = ROOT,
+    other_code: Path | None = None,
 ) -> tuple[list[Result], dict[str, str]]:
     """Every round of every scenario, then the profiles; printed as they come."""
     results: list[Result] = []
@@ -64,7 +68,8 @@ def measure_all(
             for spec in scenario_specs(scenario, impls, args.quick, args):
                 if spec.extra and round_no > 1 and not args.extras_every_round:
                     continue
-                result = measure(spec, round_no, logs_dir, args.keep_logs, code_dir)
+                code = other_code if spec.code and other_code is not None else code_dir
+                result = measure(spec, round_no, logs_dir, args.keep_logs, code)
                 results.append(result)
                 status = "ok" if result.ok else f"FAILED: {result.error}"
                 extra = f" {result.of_ideal * 100:.1f}% of ideal" if result.of_ideal else ""
@@ -97,10 +102,21 @@ def measure_all(
     return results, profiles
 
 
-def snapshot_code(stamp: str) -> tuple[Path, str]:
-    """Copy ``app/`` aside, so that every run of this benchmark measures the same code."""
-    target = RESULTS / f"snapshot-{stamp}"
-    shutil.copytree(ROOT / "app", target / "app", ignore=shutil.ignore_patterns("__pycache__"))
+def snapshot_code(stamp: str, revision: str | None = None) -> tuple[Path, str]:
+    """Copy ``app/`` aside, so that every run of this benchmark measures the same code:
+    the tree's, or that of git ``revision`` (``--against``)."""
+    target = RESULTS / f"snapshot-{stamp}{'-' + revision if revision else ''}"
+    if revision is None:
+        shutil.copytree(ROOT / "app", target / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        target.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "app"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
     digest = hashlib.sha256()
     for path in sorted((target / "app").rglob("*.py")):
         digest.update(path.relative_to(target).as_posix().encode())
@@ -192,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep every implementation's log")
     parser.add_argument(
+        "--against",
+        metavar="REV",
+        default=None,
+        help="also measure the worker as it was at git revision REV, each measurement of "
+        "the worker next to its twin on REV's code, in every round (before and after a "
+        "change, in one run)",
+    )
+    parser.add_argument(
         "--no-snapshot",
         action="store_true",
         help="run the worker from the tree as it is (default: from a copy of app/ taken at start)",
@@ -222,11 +246,24 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    other_code = None
+    if args.against:
+        args.against = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", args.against],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        other_code, other_digest = snapshot_code(stamp, args.against)
+        info["code"]["against"] = {"revision": args.against, "app_sha256": other_digest}
     try:
-        results, profiles = measure_all(args, scenarios, impls, runs, logs_dir, code_dir)
+        results, profiles = measure_all(
+            args, scenarios, impls, runs, logs_dir, code_dir, other_code
+        )
     finally:
-        if code_dir != ROOT:
-            shutil.rmtree(code_dir, ignore_errors=True)
+        for path in (code_dir, other_code):
+            if path is not None and path != ROOT:
+                shutil.rmtree(path, ignore_errors=True)
     summary = summarise([r for r in results if r.round > 0])
     scrub = prompt_scrub.measure()
     payload = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -40,10 +40,11 @@ class Spec:
     extra: bool = False  # a side variant, measured in the first round only
     processes: int = 1  # worker only: `faststream run app:app --workers N`
     redis_mode: str = "standalone"  # or "cluster" (python -m bench --redis-mode cluster)
+    code: str = ""  # worker only: the git revision measured (--against), "" for the tree
 
     @property
     def variant(self) -> str:
-        parts = [self.impl]
+        parts = [f"{self.impl}@{self.code}" if self.code else self.impl]
         if self.impl != "naive":  # events in flight in all (each of N processes: 1/N)
             parts.append(f"c{self.concurrency * self.processes}")
         if self.processes > 1:
@@ -108,6 +109,14 @@ def scenario_specs(
     for spec in specs:
         spec.fake = args.fake
         spec.redis_mode = args.redis_mode
+    against = getattr(args, "against", None)
+    if against:  # each worker measurement again, on the code of that revision, next to it
+        paired: list[Spec] = []
+        for spec in specs:
+            paired.append(spec)
+            if spec.impl == "worker":
+                paired.append(replace(spec, code=against))
+        specs = paired
     if args.worker_processes > 1:
         # The same concurrency in all (the ideal unchanged), spread over the processes.
         for spec in specs:
