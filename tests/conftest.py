@@ -162,9 +162,11 @@ def broker_for(settings: Settings) -> RedisBroker:
 
 @contextlib.asynccontextmanager
 async def running(app: Any) -> AsyncIterator[Any]:
-    """Start a FastStream app in this loop (hooks included) and stop it on exit."""
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
+    """Run a FastStream app in this loop as ``faststream run`` does (its lifespan, hooks
+    and broker), and stop it on exit."""
+    async with app.lifespan_context():
+        await app.start()
+        try:
+            yield app
+        finally:
+            await app.stop()

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from app.domain.errors import LLMError
 from app.domain.insights import DeadLetter, DeadLetterReason
 from app.domain.text import as_text
 
@@ -24,6 +25,7 @@ __all__ = [
     "EXCERPT_TOTAL_BYTES",
     "build_dead_letter",
     "entry_size",
+    "llm_failure_reason",
 ]
 
 # Of an entry over the limit, in bytes of the letter's JSON: one field's excerpt, and all of
@@ -31,6 +33,12 @@ __all__ = [
 EXCERPT_BYTES = 4_096
 EXCERPT_TOTAL_BYTES = 16_384
 ERROR_CHARS = 2_000  # of the error text
+
+
+def llm_failure_reason(exc: LLMError) -> DeadLetterReason:
+    """Why an event the model did not answer is dead-lettered: transient errors until the
+    attempts ran out, or a refusal another attempt could not change."""
+    return DeadLetterReason.LLM_EXHAUSTED if exc.transient else DeadLetterReason.LLM_PERMANENT
 
 
 def entry_size(fields: Mapping[Any, Any]) -> int:

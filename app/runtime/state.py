@@ -21,8 +21,10 @@ async def wait_or_timeout(event: asyncio.Event, seconds: float) -> bool:
 
 @dataclass(slots=True)
 class WorkerState:
-    """The stop signal and the entries that failed here, shared by service and recovery.
+    """The start and stop signals and the entries that failed here, shared by the event
+    path and the recovery loop.
 
+    ``started`` is set once the broker runs (the background loops wait for it).
     ``stopping`` is set when the worker begins to shut down: no new model call starts, the
     claim loop stops, a call waiting on a rate limit is postponed. ``failed`` holds the
     entries whose processing raised (a bug, not an outcome): the recovery loop leaves them
@@ -31,6 +33,7 @@ class WorkerState:
     their writes again.
     """
 
+    started: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failed: set[str] = field(default_factory=set)
     # Why Redis refuses the event path's writes right now (``OOM``, ``READONLY``,

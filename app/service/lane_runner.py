@@ -14,7 +14,7 @@ The holder:
    request and submits none twice without need;
 3. **follows** submitted batches every ``GROQ_BATCH_POLL_SECONDS``; a finished one
    (completed, expired, cancelled, failed) is collected: each request still in the lane is
-   written through ``InsightService.complete_deferred`` with the batch's answer, or asked
+   written through ``BatchLane.complete`` with the batch's answer, or asked
    online when the batch has none for it. A request leaves the lane only in the
    transaction of its insight or dead letter, so collecting again after a crash writes
    only what was not written.
@@ -37,7 +37,6 @@ from app.domain.ports import BatchAPI, BatchStatus, Completion
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
-from app.service.insights import InsightService
 from app.settings import Settings
 
 __all__ = ["LaneRunner"]
@@ -56,7 +55,6 @@ class LaneRunner:
         *,
         lane: BatchLane,
         api: BatchAPI,
-        service: InsightService,
         metrics: Metrics,
         state: WorkerState,
         lag: Callable[[], Awaitable[int | None]],
@@ -68,7 +66,6 @@ class LaneRunner:
         self._lane = lane
         self._store = lane.store
         self._api = api
-        self._service = service
         self._metrics = metrics
         self._state = state
         self._lag = lag
@@ -265,7 +262,7 @@ class LaneRunner:
                 if not isinstance(answer, Completion):
                     reason = "failed_line" if request.event_id in answers else "unanswered"
                     self._metrics.batch_lane_fallbacks.labels(reason=reason).inc()
-                await self._service.complete_deferred(request, answer)
+                await self._lane.complete(request, answer)
 
         # Every request's step ends before the batch is looked at again: a failure of one
         # (Redis away) must not leave others running while the next tick collects anew.

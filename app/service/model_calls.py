@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -44,6 +45,18 @@ class Answer:
     model: str
     attempts: int
     fallback: bool
+
+    def facts(self) -> dict[str, Any]:
+        """What the event's log line says of the answer."""
+        completion = self.completion
+        return {
+            "model": self.model,
+            "attempts": self.attempts,
+            "fallback": self.fallback,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "cached_tokens": completion.cached_tokens,
+        }
 
 
 class _ProbeFailed(Exception):

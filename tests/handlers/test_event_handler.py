@@ -48,7 +48,7 @@ def wired(make_settings):
 async def test_a_valid_event_is_enriched_written_published_and_acked(wired):
     """The subscriber validates the event, the service writes it, InsightCreated is published."""
     worker, store, llm, created = wired
-    async with TestRedisBroker(worker.broker) as broker:
+    async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(), stream=STREAM)
     assert list(store.insights) == ["evt-1"]
     record = json.loads(store.insights["evt-1"])
@@ -64,7 +64,7 @@ async def test_an_invalid_event_is_dead_lettered_without_a_model_call(wired):
     """A schema violation never reaches the handler body: it becomes a dead letter."""
     worker, store, llm, created = wired
     assert created == []
-    async with TestRedisBroker(worker.broker) as broker:
+    async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(severity="apocalyptic"), stream=STREAM)
     letters = store.letters()
     assert len(letters) == 1
@@ -80,7 +80,7 @@ async def test_an_invalid_event_is_dead_lettered_without_a_model_call(wired):
 async def test_a_json_array_is_dead_lettered_as_not_an_object(wired):
     """A payload that is JSON but not an object is invalid, and says so."""
     worker, store, llm, _ = wired
-    async with TestRedisBroker(worker.broker) as broker:
+    async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish([1, 2, 3], stream=STREAM)
     assert llm.requests == []
     assert store.letters()[0]["reason"] == "invalid"
@@ -91,7 +91,7 @@ async def test_a_permanent_llm_error_is_dead_lettered_as_llm_permanent(wired):
     """A 400 from the model ends the event with reason llm_permanent after one attempt."""
     worker, store, llm, created = wired
     llm.script.append(PermanentLLMError("bad_request", "nope", status=400))
-    async with TestRedisBroker(worker.broker) as broker:
+    async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(), stream=STREAM)
     assert [letter["reason"] for letter in store.letters()] == ["llm_permanent"]
     assert len(llm.requests) == 1
@@ -101,7 +101,7 @@ async def test_a_permanent_llm_error_is_dead_lettered_as_llm_permanent(wired):
 async def test_a_redelivered_event_is_a_duplicate(wired):
     """The same event twice: one model call, the second outcome is duplicate."""
     worker, store, llm, _ = wired
-    async with TestRedisBroker(worker.broker) as broker:
+    async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(), stream=STREAM)
         await broker.publish(event(), stream=STREAM)
     assert len(llm.requests) == 1

@@ -218,12 +218,15 @@ def harness_loop() -> Iterator[tuple[Harness, asyncio.AbstractEventLoop]]:
     """A harness and the event loop it runs in, for the whole of one hypothesis test."""
     loop = asyncio.new_event_loop()
     harness = Harness()
+    path = harness.worker.event_path()
     testing = TestRedisBroker(harness.worker.broker)
+    loop.run_until_complete(path.__aenter__())
     loop.run_until_complete(testing.__aenter__())
     try:
         yield harness, loop
     finally:
         loop.run_until_complete(testing.__aexit__(None, None, None))
+        loop.run_until_complete(path.__aexit__(None, None, None))
         loop.close()
 
 

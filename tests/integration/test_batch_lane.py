@@ -237,9 +237,9 @@ async def test_two_workers_race_for_the_poller_and_every_request_goes_once(
     await publish(redis, [event(n) for n in range(20)])
     first = lane_worker(make_settings, fake_groq, worker_id="w-1")
     second = lane_worker(make_settings, fake_groq, worker_id="w-2")
-    async with running(first.app), running(second.app):
+    async with first.running() as one, second.running() as two:
         await until(lambda: all_written(redis, 20), what="every insight", within=30)
-        runners = [first.lane_runner, second.lane_runner]
+        runners = [one.lane_runner, two.lane_runner]
         assert sum(1 for runner in runners if runner and runner.holding) == 1
     submitted = fake_groq.batches.submitted_ids()
     assert sorted(submitted) == sorted(f"evt-{n}" for n in range(20))
@@ -336,11 +336,11 @@ async def test_a_cancelled_batch_falls_back_online(redis, fake_groq, make_settin
     fake_groq.batches.hold = True
     await publish(redis, [event(n) for n in range(5)])
     worker = lane_worker(make_settings, fake_groq)
-    async with running(worker.app):
+    async with worker.running() as live:
         await until(lambda: _batch_in_progress(worker), what="the batch in progress")
         (batch_id,) = fake_groq.batches.batches
-        assert worker.batch_api is not None
-        status = await worker.batch_api.cancel(batch_id)
+        assert live.batch_api is not None
+        status = await live.batch_api.cancel(batch_id)
         assert status.status == "cancelling"
         await until(lambda: all_written(redis, 5), what="every insight")
     assert {r["lane"] for r in await insights(redis, 5) if r} == {"online"}
@@ -373,9 +373,9 @@ async def test_with_the_lane_off_and_empty_no_runner_starts(redis, fake_groq, ma
     """GROQ_BATCH_SEVERITIES empty and nothing in the lane: the worker is as before."""
     await publish(redis, [event(0)])
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
-    async with running(worker.app):
+    async with worker.running() as live:
         await until(lambda: _has_insight(redis, "evt-0"), what="the insight")
-        assert worker.lane_runner is None
+        assert live.lane_runner is None
     assert json.loads(await redis.get(Keys.insight("evt-0")))["lane"] == "online"
     assert await redis.exists(Keys.LANE_LOCK) == 0
 

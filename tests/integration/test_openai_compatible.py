@@ -250,9 +250,9 @@ async def test_the_shared_limiter_wraps_either_provider(redis, fake_groq, worker
     for n in range(3):
         await xadd_raw(redis, event(n))
     worker = build_worker(worker_settings(groq_rpm_limit=100))
-    async with running(worker.app):
+    async with worker.running() as live:
         await settle(redis, 3, worker.metrics)
-        assert isinstance(worker.llm, RateLimitedLLM)
+        assert isinstance(live.llm, RateLimitedLLM)
     allowance = worker.metrics.registry.get_sample_value(
         "acp_groq_limiter_allowance", {"model": FAST, "kind": "tpm"}
     )

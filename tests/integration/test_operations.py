@@ -93,8 +93,8 @@ async def start_operations_of(worker: Worker, **options: Any) -> OperationsServe
         worker.redis,
         worker.metrics,
         subscriber_running=lambda: worker.broker.running,
-        breaker_open=worker.model.breaker_open,
-        llm=worker.llm,
+        breaker_open=lambda: False,  # a worker not started: its breaker is closed
+        llm=None,  # and it has no model yet
         redis_refusal=lambda: worker.state.redis_refusal,
         **options,
     )
@@ -159,10 +159,9 @@ async def test_metrics_over_http_count_each_outcome_of_a_scripted_run(
             groq_model_deep="deep-broken",
         )
     )
-    async with running(worker.app):
+    async with worker.running() as live:
         await settle(redis, 6, worker.metrics)
-        assert worker.operations is not None
-        await worker.operations.sample_now()
+        await live.operations.sample_now()
         status, content_type, text = await get(port, "/metrics")
 
     assert status == 200
@@ -194,7 +193,7 @@ async def test_ready_follows_redis_while_live_stays_up(fake_groq, make_settings)
         worker = build_worker(
             make_settings(redis_url=server.url, groq_base_url=fake_groq.base_url, metrics_port=port)
         )
-        async with running(worker.app):
+        async with worker.running() as running_worker:
             body = await wait_for_status(port, "/health/ready", 200, within=10)
             assert body["checks"]["redis_group"] == {"ok": True, "detail": "ok"}
             assert body["checks"]["subscriber"]["ok"] is True
@@ -207,8 +206,7 @@ async def test_ready_follows_redis_while_live_stays_up(fake_groq, make_settings)
             assert live_status == 200
             assert json.loads(live)["status"] == "alive"
             # the sampler keeps trying through the outage instead of dying
-            assert worker.operations is not None
-            sampler = worker.operations.sampler
+            sampler = running_worker.operations.sampler
             sampler.interval = 0.1
             failures = worker.metrics.redis_errors.labels(operation="sample")
             deadline = time.monotonic() + 10
@@ -330,9 +328,8 @@ async def test_a_port_in_use_moves_the_server_to_the_next_free_one(redis, make_s
 async def test_metrics_port_zero_serves_nothing(redis, make_settings):
     """METRICS_PORT=0: the worker runs without an HTTP server."""
     worker = build_worker(make_settings(metrics_port=0, llm_provider="offline"))
-    async with running(worker.app):
-        assert worker.operations is not None
-        assert worker.operations.port is None
+    async with worker.running() as live:
+        assert live.operations.port is None
 
 
 async def test_unknown_lag_is_nan_not_zero(redis, make_settings):

@@ -209,8 +209,8 @@ async def test_a_long_retry_after_pauses_consumption_instead_of_dead_lettering(
 ) -> None:
     """The provider blocks for 3 s (429, retry-after 3): events wait, then all are enriched."""
     worker = build_worker(blocked_worker_settings(make_settings, fake_groq, groq_rpm_limit=1000))
-    async with running(worker.app):
-        assert isinstance(worker.llm, RateLimitedLLM)
+    async with worker.running() as live:
+        assert isinstance(live.llm, RateLimitedLLM)
         # The block starts with the worker already reading: the events meet it however
         # long the worker took to start.
         fake_groq.block(3.0)
@@ -218,7 +218,7 @@ async def test_a_long_retry_after_pauses_consumption_instead_of_dead_lettering(
             await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
 
         async def paused() -> bool:
-            return limiter_pause(worker.llm) > 0
+            return limiter_pause(live.llm) > 0
 
         await wait_for(paused, within=15, what="the limiter to pause")
         assert await redis.llen(DLQ) == 0
@@ -244,7 +244,7 @@ async def test_a_long_retry_after_pauses_consumption_instead_of_dead_lettering(
         "acp_groq_rate_limit_responses_total", {"model": MODEL}
     )
     assert received == fake_groq.stats.statuses[429]
-    assert limiter_pause(worker.llm) == 0.0
+    assert limiter_pause(live.llm) == 0.0
 
 
 async def test_without_the_limiter_the_same_block_dead_letters(
@@ -252,8 +252,8 @@ async def test_without_the_limiter_the_same_block_dead_letters(
 ) -> None:
     """Control: no limits configured, the same 3 s block exhausts the attempts of every event."""
     worker = build_worker(blocked_worker_settings(make_settings, fake_groq))
-    async with running(worker.app):
-        assert not isinstance(worker.llm, RateLimitedLLM)
+    async with worker.running() as live:
+        assert not isinstance(live.llm, RateLimitedLLM)
         fake_groq.block(3.0)  # with the worker reading, as above
         for n in range(3):
             await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
@@ -276,18 +276,18 @@ async def test_a_paused_worker_leaves_the_backlog_in_the_stream(
             make_settings, fake_groq, groq_rpm_limit=1000, worker_concurrency=2, read_batch_size=2
         )
     )
-    async with running(worker.app):
+    async with worker.running() as live:
         fake_groq.block(6.0)  # with the worker reading, as above
         for n in range(20):
             await redis.xadd(STREAM, {"payload": json.dumps(event(n))})
 
         async def paused() -> bool:
-            return limiter_pause(worker.llm) > 0
+            return limiter_pause(live.llm) > 0
 
         await wait_for(paused, within=15, what="the limiter to pause")
         await asyncio.sleep(1.0)  # time enough to read everything, were anything read
         [group] = await redis.xinfo_groups(STREAM)
-        assert limiter_pause(worker.llm) > 0, "still paused: what was read, was read paused"
+        assert limiter_pause(live.llm) > 0, "still paused: what was read, was read paused"
         assert group["pending"] <= 4
         assert group["lag"] >= 16
         assert await redis.llen(DLQ) == 0

@@ -113,11 +113,11 @@ async def test_an_open_breaker_holds_new_events_in_the_stream(redis, fake_groq, 
             breaker_cooldown_seconds=0.5,
         )
     )
-    async with running(worker.app):
+    async with worker.running() as live:
         deadline = time.monotonic() + 10
-        while not worker.model.breaker_open() and time.monotonic() < deadline:
+        while not live.model.breaker_open() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert worker.model.breaker_open()
+        assert live.model.breaker_open()
         await asyncio.sleep(1.5)  # outage goes on: probes fail, nothing floods the DLQ
         dead_during_outage = await redis.llen("acp:groq:dlq")
         assert dead_during_outage <= 4  # only the events in flight when it opened

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bootstrap import Worker
+from app.bootstrap import Running, Worker
 from app.cli.demo.events import SampleEntry
 from app.cli.demo.server import LaunchedServer
 from app.domain.insights import DeadLetter, Outcome
@@ -43,6 +43,7 @@ class DemoRun:
     run_id: str
     entries: list[SampleEntry]
     worker: Worker | None = None
+    live: Running | None = None  # what the worker runs, once started
     entry_ids: list[str] = field(default_factory=list)
 
     @property

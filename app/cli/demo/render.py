@@ -224,8 +224,8 @@ def keys_table(counts: KeyCounts, run: DemoRun, results: Sequence[EventResult]) 
 
 
 def print_footer(console: Console, run: DemoRun, *, keep_running: bool) -> None:
-    if keep_running and run.worker is not None:
-        operations = run.worker.operations
+    if keep_running and run.live is not None:
+        operations = run.live.operations
         also = f" and the demo's {run.server.name}" if run.server is not None else ""
         console.print(
             f"\nThe worker keeps running as consumer {run.settings.worker_id}; Ctrl-C stops "
@@ -233,7 +233,7 @@ def print_footer(console: Console, run: DemoRun, *, keep_running: bool) -> None:
         )
         console.print(f"  REDIS_URL={run.redis_url} groq-worker status")
         console.print(f"  REDIS_URL={run.redis_url} groq-worker dlq list")
-        if operations is not None and operations.port is not None:
+        if operations.port is not None:
             console.print(f"  curl http://127.0.0.1:{operations.port}/metrics   (/health/ready)")
     elif run.server is not None:
         servers = (

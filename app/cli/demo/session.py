@@ -97,8 +97,7 @@ async def run_demo(
             run.worker = build_worker(run.settings, lane_tick_seconds=0.2)
         render.print_header(console, run, chosen.description)
         if run.worker is not None:
-            await run.worker.app.start()
-            stack.push_async_callback(run.worker.app.stop)
+            run.live = await stack.enter_async_context(run.worker.running())
         # A Ctrl-C that met a Redis reply is lost under Python 3.11: raised here, after each
         # step that talks to Redis (and in follow's loop), instead of never.
         raise_lost_cancel()

@@ -1,0 +1,170 @@
+"""The units one event goes through (``app/service/``), wired to this worker's store.
+
+Built when the app starts (the model provider may need the running loop), and put where
+the handlers find it: the service in the broker's context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import RedisCluster
+
+from app.adapters.redis_cluster_store import RedisClusterInsightStore
+from app.adapters.redis_lane import RedisLaneStore
+from app.adapters.redis_store import RedisInsightStore
+from app.bootstrap.providers import build_llm
+from app.domain.batch import LanePolicy
+from app.domain.breaker import CircuitBreaker
+from app.domain.insights import InsightCreated, InsightRecord
+from app.domain.ports import LLM, InsightStore
+from app.domain.prompt import build_insight_prompt
+from app.handlers.events import EventRoutes
+from app.runtime.metrics import Metrics
+from app.runtime.state import WorkerState
+from app.service.batch_lane import BatchLane
+from app.service.dead_letters import DeadLetters
+from app.service.insights import InsightService
+from app.service.model_calls import ModelCaller
+from app.service.prompting import Prompter
+from app.service.reports import Reports
+from app.service.spend import Spend
+from app.service.store_steps import StoreSteps
+from app.service.writing import InsightWriter
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.bootstrap.worker import Worker
+
+__all__ = ["EventPath", "serve_events"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventPath:
+    """The model and the units an event goes through, the service in the broker's context."""
+
+    llm: LLM
+    model: ModelCaller
+    service: InsightService
+    lane: BatchLane | None
+
+
+@contextlib.asynccontextmanager
+async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
+    """The model provider and the event path, the service put where the handlers find it
+    (the broker's context); no I/O. The provider is closed on exit."""
+    settings, state = worker.settings, worker.state
+    llm = worker.fakes.llm or build_llm(
+        settings, redis=worker.redis, metrics=worker.metrics, stopping=state.stopping
+    )
+    try:
+        model = build_model_caller(settings, llm, worker.metrics, state)
+        service, lane = build_event_path(worker, model)
+        worker.broker.context.set_global("service", service)
+        yield EventPath(llm, model, service, lane)
+    finally:
+        await llm.aclose()
+
+
+def build_model_caller(
+    settings: Settings, llm: LLM, metrics: Metrics, state: WorkerState
+) -> ModelCaller:
+    breaker = CircuitBreaker(
+        threshold=settings.breaker_failure_threshold, cooldown=settings.breaker_cooldown_seconds
+    )
+    return ModelCaller(settings, llm=llm, metrics=metrics, state=state, breaker=breaker)
+
+
+def build_event_path(worker: Worker, model: ModelCaller) -> tuple[InsightService, BatchLane | None]:
+    """The units one event goes through (``app/service/``), wired to this worker's store."""
+    settings, metrics, state = worker.settings, worker.metrics, worker.state
+    store = worker.fakes.store or build_store(worker)
+    steps = StoreSteps(metrics, state)
+    reports = Reports(metrics)
+    letters = DeadLetters(
+        store,
+        steps,
+        metrics,
+        max_event_bytes=settings.max_event_bytes,
+        dlq_max_entries=settings.dlq_max_entries,
+    )
+    writer = InsightWriter(
+        store,
+        steps,
+        publish_created=partial(_publish, worker.routes),
+        spend=Spend(settings.groq_price_table, metrics),
+        metrics=metrics,
+        max_output_chars=settings.max_output_chars,
+        redact_pii=settings.prompt_redact_pii,
+    )
+    build_prompt = worker.fakes.build_prompt or partial(
+        build_insight_prompt,
+        redact_pii=settings.prompt_redact_pii,
+        max_chars=settings.max_prompt_chars,
+    )
+    lane = build_lane(worker, model, writer, letters, reports, steps)
+    service = InsightService(
+        settings,
+        store=store,
+        steps=steps,
+        prompter=Prompter(build_prompt, metrics),
+        model=model,
+        writer=writer,
+        letters=letters,
+        reports=reports,
+        metrics=metrics,
+        state=state,
+        lane=lane,
+    )
+    return service, lane
+
+
+def build_store(worker: Worker) -> InsightStore:
+    """The insight store of the mode: one script per step on one Redis, single-slot steps
+    on a cluster."""
+    dlq_max = worker.settings.dlq_max_entries
+    if isinstance(worker.redis, RedisCluster):
+        announce = partial(_announce, worker.routes)
+        return RedisClusterInsightStore(worker.redis, announce=announce, dlq_max_entries=dlq_max)
+    return RedisInsightStore(worker.redis, dlq_max_entries=dlq_max)
+
+
+def build_lane(
+    worker: Worker,
+    model: ModelCaller,
+    writer: InsightWriter,
+    letters: DeadLetters,
+    reports: Reports,
+    steps: StoreSteps,
+) -> BatchLane | None:
+    """The batch lane, wired even when off (no event takes it) so that requests a previous
+    configuration left there are still answered. Not in a cluster: its steps span slots
+    (the settings refuse the lane with REDIS_MODE=cluster)."""
+    settings = worker.settings
+    if isinstance(worker.redis, RedisCluster):
+        return None
+    return BatchLane(
+        LanePolicy(settings.groq_batch_severities, settings.groq_batch_when_lag_above),
+        RedisLaneStore(worker.redis, dlq_max_entries=settings.dlq_max_entries),
+        model=model,
+        writer=writer,
+        letters=letters,
+        reports=reports,
+        steps=steps,
+        max_completion_tokens=settings.groq_max_completion_tokens,
+        reasoning_effort=settings.groq_reasoning_effort,
+    )
+
+
+async def _publish(routes: EventRoutes, created: InsightCreated, pipeline: Any) -> Any:
+    # No pipeline (cluster mode): FastStream publishes on its own connection.
+    return await routes.insights.publish(created, pipeline=pipeline)
+
+
+async def _announce(routes: EventRoutes, record: InsightRecord) -> Any:
+    """InsightCreated for a stored record (a cluster write resumed after a crash)."""
+    return await _publish(routes, InsightCreated.announcing(record), None)
