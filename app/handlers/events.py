@@ -6,7 +6,7 @@ which decides everything else and acks the entry with its writes. An entry that 
 valid event never reaches it: ``InvalidEvent`` or pydantic's ``ValidationError`` goes to
 ``dead_letter_invalid`` instead. ``event_routes`` declares both with the stream, group and
 consumer of this process's settings; the service arrives through the broker's context
-(``broker.context.set_global("service", ...)`` in ``app/bootstrap.py``).
+(``broker.context.set_global("service", ...)`` in ``app/bootstrap/event_path.py``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from app.domain.events import Severity
@@ -215,3 +217,22 @@ def test_the_batch_lane_and_cluster_mode_together_stop_the_worker_naming_both(mo
         load_settings()
     assert "GROQ_BATCH_SEVERITIES" in str(info.value)
     assert "REDIS_MODE=cluster" in str(info.value)
+
+
+def test_every_sections_checks_run_in_the_settings():
+    """A check of one section is not shadowed by another section's of the same name."""
+    from app.settings import sections
+
+    composed = Settings.__pydantic_decorators__
+    for section in Settings.__mro__[1:]:
+        if getattr(section, "__module__", "") != sections.__name__:
+            continue
+        mine = section.__pydantic_decorators__
+        for kind in ("field_validators", "model_validators"):
+            for name, decorator in getattr(mine, kind).items():
+                used = getattr(composed, kind)[name].func
+                assert _function(used) is _function(decorator.func), (section, name)
+
+
+def _function(method: Any) -> Any:
+    return getattr(method, "__func__", method)
