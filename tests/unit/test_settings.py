@@ -227,7 +227,7 @@ def test_every_sections_checks_run_in_the_settings():
     for section in Settings.__mro__[1:]:
         if getattr(section, "__module__", "") != sections.__name__:
             continue
-        mine = section.__pydantic_decorators__
+        mine = getattr(section, "__pydantic_decorators__")  # noqa: B009 (a class of the MRO)
         for kind in ("field_validators", "model_validators"):
             for name, decorator in getattr(mine, kind).items():
                 used = getattr(composed, kind)[name].func
