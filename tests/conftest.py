@@ -146,6 +146,8 @@ def make_settings(redis_url: str, redis_mode: str) -> Callable[..., Settings]:
             "read_block_ms": 50,
             "log_format": "json",
         }
+        if redis_mode == "cluster":  # the scheduler does not run in a cluster yet
+            values["event_order"] = "fifo"
         values.update(overrides)
         return settings_from(**values)
 

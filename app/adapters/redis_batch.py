@@ -14,6 +14,7 @@ trip through the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,10 +50,20 @@ class GroupCommit:
         self._redis = redis
         self._transaction = transaction
         self._prelude = prelude
+        self._scripts: list[str] = []
         self._max_batch = max_batch
         self._jobs: list[_Job] = []
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0  # how many round trips were made (for benchmarks and tests)
+
+    def load(self, script: str) -> str:
+        """Have every batch open with ``SCRIPT LOAD`` of ``script`` (idempotent, and cheap
+        next to sending its body with every call): an ``EVALSHA`` of it can then never meet
+        a Redis that restarted empty (NOSCRIPT), which inside MULTI/EXEC would fail the
+        script and still run the rest of the transaction. Returns its SHA-1."""
+        if script not in self._scripts:
+            self._scripts.append(script)
+        return hashlib.sha1(script.encode()).hexdigest()
 
     async def submit(self, queue: QueueCommands) -> list[Any]:
         """Queue ``queue``'s commands in the next batch; its own replies come back."""
@@ -96,6 +107,8 @@ class GroupCommit:
     async def _run(self, batch: list[_Job]) -> None:
         self.batches += 1
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
+            for script in self._scripts:
+                pipe.script_load(script)
             if self._prelude is not None:
                 self._prelude(pipe)
             start = len(pipe)

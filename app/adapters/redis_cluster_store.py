@@ -57,7 +57,7 @@ from app.domain.keys import (
     ClusterKeys,
     Keys,
 )
-from app.domain.ports import Admission, DeadLettered, EntryRef, Publish
+from app.domain.ports import Admission, DeadLettered, EntryRef, Publish, ScheduleRequest
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterPipeline, RedisCluster
@@ -210,8 +210,16 @@ class RedisClusterInsightStore:
     # -- admission ----------------------------------------------------------------------
 
     async def admit(
-        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+        self,
+        *,
+        event_id: str,
+        tenant_id: str,
+        budget: int,
+        entry: EntryRef | None = None,
+        schedule: ScheduleRequest | None = None,
     ) -> Admission:
+        if schedule is not None:  # the settings refuse EVENT_ORDER=priority in a cluster
+            raise ValueError("the scheduler does not run on a Redis Cluster")
         verdict = await self._claim(event_id, tenant_id, entry, stale="")
         if verdict[0] == "held":
             assert entry is not None

@@ -8,7 +8,7 @@ transactions (``RedisInsightStore``): one round trip for whatever a batch asks.
 
 from __future__ import annotations
 
-import hashlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,10 +23,11 @@ from app.domain.keys import (
     BUDGET_WINDOW_SECONDS,
     DLQ_MAX_ENTRIES,
     INSIGHT_TTL_SECONDS,
+    SCHEDULED_HOLD_SECONDS,
     TIMELINE_KEEP,
     Keys,
 )
-from app.domain.ports import Admission, DeadLettered, EntryRef, Publish
+from app.domain.ports import Admission, DeadLettered, EntryRef, Publish, ScheduleRequest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RedisInsightStore",
+    "end_in",
     "push_letter",
     "pushed",
     "raise_errors",
@@ -61,6 +63,14 @@ __all__ = [
 # set beside the tenant's counter (expiring with it), and a delivery of a counted event
 # (a redelivery after a crash, a claim by another worker, a copy after its holder was
 # dead-lettered) is admitted without counting it again.
+#
+# EVENT_ORDER=priority (ARGV[8] is the severity): an admitted event runs now only if this
+# process has a free model slot for it (ARGV[9]) and no event of its severity or a more
+# urgent one waits in the scheduler; otherwise it is scheduled, in this same script: its
+# job kept, queued behind its tenant's waiting events of its severity, its tenant given a
+# place among that severity's tenants if it had none (app/domain/scheduling.py), its
+# lease set to 'sched' (a copy arriving meanwhile is a duplicate) and its entry acked.
+# Nothing is acknowledged without its job kept, and nothing is charged twice.
 _ADMIT = """
 local owner = redis.call('GET', KEYS[2])
 if owner then
@@ -78,7 +88,7 @@ else
 end
 if ARGV[5] ~= '' then
   local holder = redis.call('GET', KEYS[4])
-  if holder == 'lane' then return 'duplicate' end
+  if holder == 'lane' or holder == 'sched' then return 'duplicate' end
   if holder and holder ~= ARGV[5] then
     local held = redis.pcall('XPENDING', KEYS[5], ARGV[6], holder, holder, 1)
     if type(held) == 'table' and held.err == nil and #held > 0 then return 'duplicate' end
@@ -93,6 +103,29 @@ if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 0 then
   redis.call('SADD', KEYS[6], ARGV[7])
   if redis.call('TTL', KEYS[6]) < 0 then
     redis.call('PEXPIRE', KEYS[6], redis.call('PTTL', KEYS[3]))
+  end
+end
+if ARGV[8] ~= '' then
+  local wait = ARGV[9] ~= '1'
+  local severities = {'critical', 'high', 'medium', 'low'}
+  for r = 1, tonumber(ARGV[10]) + 1 do
+    if wait then break end
+    wait = redis.call('ZCARD', ARGV[15] .. 'since:' .. severities[r]) > 0
+  end
+  if wait then
+    local tenants = ARGV[15] .. 'tenants:' .. ARGV[8]
+    redis.call('HSET', KEYS[7], ARGV[7], ARGV[13])
+    local queue = ARGV[15] .. 'queue:' .. ARGV[8] .. ':' .. ARGV[1]
+    redis.call('RPUSH', queue, ARGV[12] .. ' ' .. ARGV[7])
+    redis.call('ZADD', ARGV[15] .. 'since:' .. ARGV[8], ARGV[14], ARGV[7])
+    if not redis.call('ZSCORE', tenants, ARGV[1]) then
+      local now = tonumber(redis.call('HGET', ARGV[15] .. 'clock', ARGV[8]) or '0')
+      redis.call('ZADD', tenants, now + tonumber(ARGV[12]), ARGV[1])
+    end
+    redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[11])
+    redis.call('SET', KEYS[4], 'sched', 'EX', ARGV[11])
+    redis.pcall('XACK', KEYS[5], ARGV[6], ARGV[5])
+    return 'scheduled'
   end
 end
 if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3]) end
@@ -116,21 +149,20 @@ redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
 redis.call('LREM', KEYS[5], 0, ARGV[3])
 redis.call('LPUSH', KEYS[5], ARGV[3])
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+if ARGV[9] ~= '' then
+  -- an event the scheduler handed out: its entry was acked then; its job ends here
+  redis.call('HDEL', KEYS[6], ARGV[9])
+  redis.call('ZREM', KEYS[7], ARGV[9])
+  redis.call('HDEL', KEYS[8], ARGV[9])
+  redis.call('HDEL', KEYS[9], ARGV[9])
+  return 1
+end
 local acked = redis.pcall('XACK', KEYS[6], ARGV[7], ARGV[8])
 if type(acked) == 'table' and acked.err and not string.find(acked.err, '^NOGROUP') then
   return acked
 end
 return 1
 """
-
-
-_ADMIT_SHA = hashlib.sha1(_ADMIT.encode()).hexdigest()
-_WRITE_SHA = hashlib.sha1(_WRITE.encode()).hexdigest()
-
-
-def _load_scripts(pipe: Pipeline) -> None:
-    pipe.script_load(_ADMIT)
-    pipe.script_load(_WRITE)
 
 
 @asynccontextmanager
@@ -175,6 +207,18 @@ def push_letter(pipe: Pipeline | ClusterPipeline, letter_json: str, max_entries:
     pipe.ltrim(Keys.DLQ, 0, max_entries - 1)
 
 
+def end_in(pipe: Pipeline | ClusterPipeline, entry: EntryRef) -> None:
+    """Queue the end of ``entry`` with its outcome's writes: its XACK, or, for an event the
+    scheduler handed out (acked when it was scheduled), the removal of its job."""
+    if entry.job:
+        pipe.hdel(Keys.SCHED_JOBS, entry.job)
+        pipe.zrem(Keys.SCHED_RUNNING, entry.job)
+        pipe.hdel(Keys.SCHED_DELIVERIES, entry.job)
+        pipe.hdel(Keys.SCHED_OWNERS, entry.job)
+    else:
+        pipe.xack(entry.stream, entry.group, entry.entry_id)
+
+
 def pushed(length: Any, max_entries: int) -> DeadLettered:
     """What a ``push_letter`` did, from the LPUSH's reply (the length before the trim)."""
     length = int(length)
@@ -192,23 +236,30 @@ class RedisInsightStore:
     """
 
     def __init__(self, redis: Redis, *, dlq_max_entries: int = DLQ_MAX_ENTRIES) -> None:
-        self._redis = redis
+        self.redis = redis
         self._dlq_max = dlq_max_entries
-        # Each batch opens with SCRIPT LOAD of both scripts (idempotent, and cheap next to
-        # sending a script's body with every event): EVALSHA can then never meet a Redis
-        # that restarted empty (NOSCRIPT), which inside MULTI/EXEC would fail the script
-        # and still run the rest of the transaction.
-        self._batch = GroupCommit(redis, transaction=True, prelude=_load_scripts)
+        # One transaction for whatever the events of a pass of the loop ask (the scheduler
+        # joins it too: ``commit``); its scripts are loaded at the start of each.
+        self.commit = GroupCommit(redis, transaction=True)
+        self._admit_sha = self.commit.load(_ADMIT)
+        self._write_sha = self.commit.load(_WRITE)
 
     @property
     def round_trips(self) -> int:
         """Transactions sent so far (admissions and writes), for benchmarks and tests."""
-        return self._batch.batches
+        return self.commit.batches
 
     async def admit(
-        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+        self,
+        *,
+        event_id: str,
+        tenant_id: str,
+        budget: int,
+        entry: EntryRef | None = None,
+        schedule: ScheduleRequest | None = None,
     ) -> Admission:
-        """The verdict on one delivery; ``entry`` (the delivered entry) enables the lease."""
+        """The verdict on one delivery; ``entry`` (the delivered entry) enables the lease,
+        ``schedule`` lets an event that cannot run now wait in the scheduler."""
         keys = [
             Keys.insight(event_id),
             Keys.owner(event_id),
@@ -216,8 +267,9 @@ class RedisInsightStore:
             Keys.lease(event_id),
             entry.stream if entry else "",
             Keys.charged(tenant_id),
+            Keys.SCHED_JOBS,
         ]
-        args: list[str | int] = [
+        args: list[str | int | float] = [
             tenant_id,
             budget,
             INSIGHT_TTL_SECONDS,
@@ -226,12 +278,25 @@ class RedisInsightStore:
             entry.group if entry else "",
             event_id,
         ]
+        if schedule is not None:
+            args += [
+                schedule.severity,
+                int(schedule.may_run),
+                schedule.rank,
+                SCHEDULED_HOLD_SECONDS,
+                schedule.cost,
+                schedule.job_json,
+                int(time.time() * 1000),
+                Keys.SCHED,
+            ]
+        else:
+            args.append("")
 
         def queue(pipe: Pipeline) -> None:
-            pipe.evalsha(_ADMIT_SHA, len(keys), *keys, *args)
+            pipe.evalsha(self._admit_sha, len(keys), *keys, *args)
 
         async with unavailable_as_domain_error("admit"):
-            (verdict,) = await self._batch.submit(queue)
+            (verdict,) = await self.commit.submit(queue)
             if isinstance(verdict, Exception):  # the script's error reply
                 raise verdict
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
@@ -253,7 +318,10 @@ class RedisInsightStore:
             Keys.TIMELINE,
             Keys.by_tenant(tenant_id),
             Keys.by_agent(agent_id),
-            entry.stream,
+            Keys.SCHED_JOBS if entry.job else entry.stream,
+            Keys.SCHED_RUNNING,
+            Keys.SCHED_DELIVERIES,
+            Keys.SCHED_OWNERS,
         ]
         args: list[str | int | float] = [
             record_json,
@@ -264,32 +332,33 @@ class RedisInsightStore:
             AGENT_LIST_KEEP,
             entry.group,
             entry.entry_id,
+            entry.job or "",
         ]
 
         async def queue(pipe: Pipeline) -> None:
-            pipe.evalsha(_WRITE_SHA, len(keys), *keys, *args)
+            pipe.evalsha(self._write_sha, len(keys), *keys, *args)
             await publish(pipe)
 
         async with unavailable_as_domain_error("write_insight"):
-            raise_errors(await self._batch.submit(queue))
+            raise_errors(await self.commit.submit(queue))
 
     async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:
         """Push the dead letter (the DLQ capped) and XACK its entry together."""
 
         def queue(pipe: Pipeline) -> None:
             push_letter(pipe, letter_json, self._dlq_max)
-            pipe.xack(entry.stream, entry.group, entry.entry_id)
+            end_in(pipe, entry)
 
         async with unavailable_as_domain_error("dead_letter"):
-            length, *_ = raise_errors(await self._batch.submit(queue))
+            length, *_ = raise_errors(await self.commit.submit(queue))
         return pushed(length, self._dlq_max)
 
     async def deliveries(self, entry: EntryRef) -> int:
-        return await times_delivered(self._redis, entry)
+        return await times_delivered(self.redis, entry)
 
     async def ack(self, entry: EntryRef) -> None:
         def queue(pipe: Pipeline) -> None:
-            pipe.xack(entry.stream, entry.group, entry.entry_id)
+            end_in(pipe, entry)
 
         async with unavailable_as_domain_error("ack"):
-            raise_errors(await self._batch.submit(queue))
+            raise_errors(await self.commit.submit(queue))

@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_lane import RedisLaneStore
+from app.adapters.redis_scheduler import RedisScheduler
 from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap.providers import build_llm
 from app.domain.batch import LanePolicy
@@ -23,14 +24,17 @@ from app.domain.breaker import CircuitBreaker
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, InsightStore
 from app.domain.prompt import build_insight_prompt
+from app.domain.scheduling import EventOrder, TenantWeights
 from app.handlers.events import EventRoutes
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
+from app.service.dispatch import Dispatcher, Slots
 from app.service.insights import InsightService
 from app.service.model_calls import ModelCaller
 from app.service.prompting import Prompter
+from app.service.rejections import Rejections
 from app.service.reports import Reports
 from app.service.spend import Spend
 from app.service.store_steps import StoreSteps
@@ -45,27 +49,30 @@ __all__ = ["EventPath", "serve_events"]
 
 @dataclass(frozen=True, slots=True)
 class EventPath:
-    """The model and the units an event goes through, the service in the broker's context."""
+    """The model and the units an event goes through (the service and the rejections in
+    the broker's context, where the handlers find them)."""
 
     llm: LLM
     model: ModelCaller
     service: InsightService
+    rejections: Rejections
     lane: BatchLane | None
+    dispatcher: Dispatcher | None  # EVENT_ORDER=priority
 
 
 @contextlib.asynccontextmanager
 async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
-    """The model provider and the event path, the service put where the handlers find it
-    (the broker's context); no I/O. The provider is closed on exit."""
+    """The model provider and the event path, put where the handlers find it; no I/O. The
+    provider is closed on exit."""
     settings, state = worker.settings, worker.state
     llm = worker.fakes.llm or build_llm(
         settings, redis=worker.redis, metrics=worker.metrics, stopping=state.stopping
     )
     try:
-        model = build_model_caller(settings, llm, worker.metrics, state)
-        service, lane = build_event_path(worker, model)
-        worker.broker.context.set_global("service", service)
-        yield EventPath(llm, model, service, lane)
+        path = build_event_path(worker, build_model_caller(settings, llm, worker.metrics, state))
+        worker.broker.context.set_global("service", path.service)
+        worker.broker.context.set_global("rejections", path.rejections)
+        yield path
     finally:
         await llm.aclose()
 
@@ -79,10 +86,11 @@ def build_model_caller(
     return ModelCaller(settings, llm=llm, metrics=metrics, state=state, breaker=breaker)
 
 
-def build_event_path(worker: Worker, model: ModelCaller) -> tuple[InsightService, BatchLane | None]:
+def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     """The units one event goes through (``app/service/``), wired to this worker's store."""
     settings, metrics, state = worker.settings, worker.metrics, worker.state
     store = worker.fakes.store or build_store(worker)
+    dispatcher = build_dispatcher(worker, store)
     steps = StoreSteps(metrics, state)
     reports = Reports(metrics)
     letters = DeadLetters(
@@ -119,8 +127,39 @@ def build_event_path(worker: Worker, model: ModelCaller) -> tuple[InsightService
         metrics=metrics,
         state=state,
         lane=lane,
+        dispatcher=dispatcher,
+        weights=TenantWeights(settings.tenant_weights),
     )
-    return service, lane
+    rejections = Rejections(
+        letters,
+        reports,
+        stream=settings.insight_stream,
+        group=settings.insight_group,
+        max_deliveries=settings.max_deliveries,
+    )
+    return EventPath(model.llm, model, service, rejections, lane, dispatcher)
+
+
+def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:
+    """EVENT_ORDER=priority: this process's model slots, fed by the scheduler in Redis
+    (its picks ride in the store's transactions). None in the stream's order, or with a
+    store of a test that has no scheduler."""
+    settings = worker.settings
+    if settings.event_order is not EventOrder.PRIORITY or not isinstance(store, RedisInsightStore):
+        return None
+    scheduler = RedisScheduler(
+        store.redis,
+        commit=store.commit,
+        consumer=settings.worker_id,
+        idle_seconds=settings.claim_idle_seconds,
+    )
+    return Dispatcher(
+        scheduler,
+        Slots(settings.worker_concurrency),
+        worker.state,
+        idle_seconds=settings.claim_idle_seconds,
+        max_deliveries=settings.max_deliveries,
+    )
 
 
 def build_store(worker: Worker) -> InsightStore:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from app.adapters.faststream_workarounds import ensure_group
@@ -21,14 +22,16 @@ from app.adapters.redis_claims import RedisClaims
 from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import says_not_now
 from app.adapters.retention import start_retention
-from app.bootstrap.event_path import serve_events
+from app.bootstrap.event_path import EventPath, serve_events
 from app.bootstrap.providers import build_batch_api
 from app.domain.ports import LLM, BatchAPI
 from app.handlers.recovery import PendingRecovery
 from app.operations.http import OperationsServer, start_operations
 from app.runtime.heap import freeze_startup_heap, thaw_heap
 from app.runtime.logs import get_logger
+from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
+from app.service.dispatch import Dispatcher
 from app.service.insights import InsightService
 from app.service.lane_runner import LaneRunner
 from app.service.model_calls import ModelCaller
@@ -91,7 +94,7 @@ async def start(worker: Worker, *, process_index: int = 0) -> AsyncIterator[Runn
             ),
             settings,
             subscriber=worker.routes.subscriber,
-            service=service,
+            rejections=path.rejections,
             state=state,
         )
         await recovery.prepare()
@@ -99,8 +102,10 @@ async def start(worker: Worker, *, process_index: int = 0) -> AsyncIterator[Runn
         batch_api, lane_runner = await build_lane_runner(worker, lane, service)
         if batch_api is not None:
             stack.push_async_callback(batch_api.aclose)
-        tasks = background_tasks(worker, recovery, lane_runner)
+        tasks = background_tasks(worker, path, recovery, lane_runner)
         stack.push_async_callback(_cancel, tasks)
+        if path.dispatcher is not None:  # after the broker drained: the jobs running here
+            stack.push_async_callback(_drain, path.dispatcher, state, settings)
         # Last, before the subscriber reads: what exists now lives as long as the process.
         log.debug("startup_heap_frozen", objects=freeze_startup_heap())
         yield Running(llm, model, service, operations, recovery, lane, lane_runner, batch_api)
@@ -137,21 +142,30 @@ async def build_lane_runner(
 
 
 def background_tasks(
-    worker: Worker, recovery: PendingRecovery, lane_runner: LaneRunner | None
+    worker: Worker, path: EventPath, recovery: PendingRecovery, lane_runner: LaneRunner | None
 ) -> list[asyncio.Task[Any]]:
     """The loops beside the subscriber; each starts once the broker runs."""
     started = worker.state.started
 
-    async def once_started(loop: Callable[[], Any]) -> None:
-        await started.wait()
-        await loop()
+    def once_started(loop: Callable[[], Awaitable[Any]], name: str) -> asyncio.Task[Any]:
+        async def run() -> None:
+            await started.wait()
+            await loop()
+
+        return asyncio.create_task(run(), name=name)
 
     tasks = [
-        asyncio.create_task(once_started(recovery.run), name="pending-recovery"),
+        once_started(recovery.run, "pending-recovery"),
         start_retention(worker.redis, worker.settings, worker.metrics),
     ]
+    if path.dispatcher is not None:
+        dispatcher = path.dispatcher
+        tasks.append(once_started(partial(dispatcher.run, path.service.process_job), "dispatch"))
+        tasks.append(
+            once_started(partial(dispatcher.keep, path.rejections.give_up_job), "scheduler-upkeep")
+        )
     if lane_runner is not None:
-        tasks.append(asyncio.create_task(once_started(lane_runner.run), name="batch-lane"))
+        tasks.append(once_started(lane_runner.run, "batch-lane"))
     return tasks
 
 
@@ -204,6 +218,13 @@ async def _hand_back(recovery: PendingRecovery) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(_HAND_BACK_SECONDS):
             await recovery.hand_back()
+
+
+async def _drain(dispatcher: Dispatcher, state: WorkerState, settings: Settings) -> None:
+    # Within what SHUTDOWN_TIMEOUT_SECONDS leaves once the broker drained its handlers.
+    given = await dispatcher.drain(state.left_of(settings.shutdown_timeout_seconds))
+    if given:
+        log.info("jobs_handed_back", jobs=given, note="back in the scheduler, no delivery counted")
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

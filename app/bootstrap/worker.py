@@ -27,7 +27,7 @@ from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.lane_runner import TICK_SECONDS
 from app.service.prompting import BuildPrompt
-from app.settings import RedisMode, Settings, load_settings
+from app.settings import RedisMode, Settings, SettingsError, load_settings
 
 __all__ = ["Fakes", "Worker", "build_worker", "create_app", "package_version"]
 
@@ -64,7 +64,7 @@ class Worker:
             # Signals, not state: the background tasks wait for the first, and no new
             # claim or model call starts after the second (before the broker drains).
             after_startup=[self.state.started.set],
-            on_shutdown=[self.state.stopping.set],
+            on_shutdown=[self.state.stop],
             specification=WorkerAsyncAPI(
                 title="acp-groq-worker",
                 version=package_version(),
@@ -111,6 +111,8 @@ def build_worker(
     """The worker's app and parts; ``llm``/``store``/``metrics``/``batch_api``/
     ``build_prompt`` replace the real ones in tests."""
     settings = settings if settings is not None else load_settings()
+    if refusal := settings.scheduler_refusal():
+        raise SettingsError(refusal)
     if configure_logs:
         configure_logging(
             level=settings.log_level, fmt=settings.log_format, secrets=secrets(settings)

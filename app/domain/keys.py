@@ -12,6 +12,7 @@ __all__ = [
     "DLQ_MAX_ENTRIES",
     "INSIGHT_STREAM_MAXLEN",
     "INSIGHT_TTL_SECONDS",
+    "SCHEDULED_HOLD_SECONDS",
     "TIMELINE_KEEP",
     "ClusterKeys",
     "Keys",
@@ -23,6 +24,9 @@ TIMELINE_KEEP = 10_000
 AGENT_LIST_KEEP = 100
 INSIGHT_STREAM_MAXLEN = 10_000
 DLQ_MAX_ENTRIES = 100_000  # the default of the setting DLQ_MAX_ENTRIES
+# How long an event waiting in the scheduler keeps its id owned and its lease: longer than
+# any backlog is drained (the job itself has no TTL: it stays until its outcome is written).
+SCHEDULED_HOLD_SECONDS = 8 * 86_400
 
 
 class Keys:
@@ -33,6 +37,16 @@ class Keys:
     LANE_WAITING = "acp:groq:batch:waiting"  # ZSET event_id, score = recorded (epoch s)
     LANE_BATCHES = "acp:groq:batch:batches"  # HASH lane batch id -> batch record JSON
     LANE_LOCK = "acp:groq:batch:lock"  # the one worker submitting and polling
+
+    # The scheduler of EVENT_ORDER=priority (internal; app/adapters/redis_scheduler.py). One
+    # hash tag: every key in one slot, so each step is one script on a Redis Cluster too.
+    SCHED = "{acp:groq:sched}:"  # the prefix of every key below (scripts build the rest)
+    SCHED_JOBS = SCHED + "jobs"  # HASH event_id -> the waiting or running job (JSON)
+    SCHED_RUNNING = SCHED + "running"  # ZSET event_id -> when its lease was last renewed (ms)
+    SCHED_OWNERS = SCHED + "owners"  # HASH event_id -> the consumer (WORKER_ID) running it
+    SCHED_DELIVERIES = SCHED + "deliveries"  # HASH event_id -> times handed to a slot
+    SCHED_LATER = SCHED + "later"  # ZSET event_id -> when it waits again (ms): a retry later
+    SCHED_CLOCK = SCHED + "clock"  # HASH severity -> virtual time (the last tag served)
 
     TIMELINE = "acp:groq:insights:timeline"
     INSIGHTS_STREAM = "acp:groq:insights:stream"
@@ -70,6 +84,21 @@ class Keys:
     def lease(event_id: str) -> str:
         """The stream entry enriching an event right now (internal; see ``_ADMIT``)."""
         return f"acp:groq:lease:{event_id}"
+
+    @staticmethod
+    def sched_tenants(severity: str) -> str:
+        """The tenants with events of ``severity`` waiting, by the tag of their next one."""
+        return f"{Keys.SCHED}tenants:{severity}"
+
+    @staticmethod
+    def sched_queue(severity: str, tenant_id: str) -> str:
+        """A tenant's waiting events of ``severity``, oldest first (``<cost> <event_id>``)."""
+        return f"{Keys.SCHED}queue:{severity}:{tenant_id}"
+
+    @staticmethod
+    def sched_since(severity: str) -> str:
+        """The waiting events of ``severity`` by when they were scheduled (ms)."""
+        return f"{Keys.SCHED}since:{severity}"
 
     @staticmethod
     def retention_lock(stream: str) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from app.domain.scheduling import Handed, WaitingStats
 
 __all__ = [
     "LLM",
@@ -24,6 +27,8 @@ __all__ = [
     "LaneStore",
     "Publish",
     "Received",
+    "ScheduleRequest",
+    "Scheduler",
 ]
 
 
@@ -65,7 +70,8 @@ class LLM(Protocol):
 
 
 class Admission(StrEnum):
-    ADMITTED = "admitted"
+    ADMITTED = "admitted"  # charged; this delivery goes on to the model now
+    SCHEDULED = "scheduled"  # charged, and waits in the scheduler (its entry acked)
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     RATE_LIMITED = "rate_limited"
@@ -73,11 +79,29 @@ class Admission(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EntryRef:
-    """Where an entry lives, so that its XACK can join the writes of its event."""
+    """Where an event came from, so that its end (the XACK, or the end of its job in the
+    scheduler) can join the writes of its outcome.
+
+    ``job`` is set for an event handed out by the scheduler: its entry was acknowledged
+    when it was scheduled, and its end removes the job (the event id) instead.
+    """
 
     stream: str
     group: str
     entry_id: str
+    job: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRequest:
+    """EVENT_ORDER=priority: what the admission needs to decide whether the event runs now
+    or waits in the scheduler, and to schedule it."""
+
+    may_run: bool  # a model slot of this process is free for it
+    severity: str
+    rank: int  # 0 for critical ... 3 for low
+    cost: float  # 1 / its tenant's weight
+    job_json: str  # the Job, as the scheduler keeps it
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +132,17 @@ class InsightStore(Protocol):
     """What the service needs from the insight store (a fake implements it for tests)."""
 
     async def admit(
-        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
-    ) -> Admission: ...
+        self,
+        *,
+        event_id: str,
+        tenant_id: str,
+        budget: int,
+        entry: EntryRef | None = None,
+        schedule: ScheduleRequest | None = None,
+    ) -> Admission:
+        """The verdict on one delivery; with ``schedule``, an admitted event that cannot
+        run now is scheduled (``SCHEDULED``: charged, its entry acked, in one step)."""
+        ...
 
     async def write_insight(
         self,
@@ -131,6 +164,40 @@ class InsightStore(Protocol):
 
     async def deliveries(self, entry: EntryRef) -> int:
         """How many times the entry was delivered (1 when it is not pending)."""
+        ...
+
+
+# -- the scheduler (EVENT_ORDER=priority) ------------------------------------------------
+
+
+class Scheduler(Protocol):
+    """Where events wait for a free model slot, in the order of ``app.domain.scheduling``
+    (Redis in production). Events are scheduled by ``InsightStore.admit``; a job ends in
+    the transaction of its outcome (``EntryRef.job``)."""
+
+    async def pick(self, wanted: int) -> list[Handed]:
+        """Up to ``wanted`` waiting jobs, most urgent first, each now running under a lease."""
+        ...
+
+    async def refresh(self, event_ids: Sequence[str]) -> None:
+        """Mark these running jobs alive."""
+        ...
+
+    async def reap(self, *, max_deliveries: int, limit: int = 500) -> list[Handed]:
+        """Requeue jobs not marked alive for long (their worker died) or whose retry is due;
+        the poison ones back."""
+        ...
+
+    async def later(self, event_id: str, delay_seconds: float) -> bool:
+        """A running job waits ``delay_seconds`` before it is handed out again."""
+        ...
+
+    async def reclaim_own(self) -> int:
+        """At start: the jobs still running under this consumer's name go back at once."""
+        ...
+
+    async def stats(self, *, top: int = 5) -> WaitingStats:
+        """What waits, by severity, and the tenants with the most waiting."""
         ...
 
 

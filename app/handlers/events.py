@@ -5,7 +5,8 @@
 which decides everything else and acks the entry with its writes. An entry that is not a
 valid event never reaches it: ``InvalidEvent`` or pydantic's ``ValidationError`` goes to
 ``dead_letter_invalid`` instead. ``event_routes`` declares both with the stream, group and
-consumer of this process's settings; the service arrives through the broker's context
+consumer of this process's settings; the service and the rejections arrive through the
+broker's context
 (``broker.context.set_global("service", ...)`` in ``app/bootstrap/event_path.py``).
 """
 
@@ -31,12 +32,14 @@ from app.domain.keys import INSIGHT_STREAM_MAXLEN, Keys
 from app.handlers import asyncapi
 from app.handlers.wire import decode_entry, entry_parser, received
 from app.service.insights import InsightService
+from app.service.rejections import Rejections
 from app.settings import Settings
 
 __all__ = ["EventRoutes", "dead_letter_invalid", "event_routes", "handle_audit_event"]
 
 Message = Annotated[RedisStreamMessage, EventLoopContext("message")]
 Service = Annotated[InsightService, EventLoopContext("service")]
+RejectionsOf = Annotated[Rejections, EventLoopContext("rejections")]
 
 
 async def handle_audit_event(event: AuditEvent, message: Message, service: Service) -> None:
@@ -44,13 +47,13 @@ async def handle_audit_event(event: AuditEvent, message: Message, service: Servi
     await service.process(event, received(message))
 
 
-async def dead_letter_invalid(exc: Exception, message: Message, service: Service) -> None:
+async def dead_letter_invalid(exc: Exception, message: Message, rejections: RejectionsOf) -> None:
     """Dead-letter an entry that is not a valid event, with the reason (``invalid``)."""
     if isinstance(exc, ValidationError):
         error = rejected_event(describe_validation_error(exc), _json_or_none(message))
     else:
         error = exc if isinstance(exc, InvalidEvent) else InvalidEvent(str(exc))
-    await service.reject(received(message), error)
+    await rejections.reject(received(message), error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ def event_routes(settings: Settings) -> EventRoutes:
             max_records=settings.read_count,
             polling_interval=settings.read_block_ms,
         ),
-        max_workers=settings.worker_concurrency,
+        max_workers=settings.handlers,
         ack_policy=AckPolicy.MANUAL,
         # The contract has no replies: FastStream would publish one to any ``reply_to`` a
         # stream writer put in a message's envelope, wherever it points.

@@ -38,7 +38,7 @@ from app.adapters.redis_claims import RedisClaims
 from app.domain.ports import Received
 from app.domain.text import as_text
 from app.runtime.state import WorkerState, wait_or_timeout
-from app.service.insights import InsightService
+from app.service.rejections import Rejections
 from app.settings import Settings
 
 __all__ = ["PendingRecovery"]
@@ -62,12 +62,12 @@ class PendingRecovery:
         settings: Settings,
         *,
         subscriber: _Subscriber,
-        service: InsightService,
+        rejections: Rejections,
         state: WorkerState,
     ) -> None:
         self._claims = claims
         self._subscriber = subscriber
-        self._service = service
+        self._rejections = rejections
         self._state = state
         self._stopping = state.stopping
         self._read_count = settings.read_count
@@ -179,7 +179,7 @@ class PendingRecovery:
             if times > self._max_deliveries:
                 payload = fields.get(b"payload")
                 entry = Received(entry_text, fields, payload, "payload" if payload else None)
-                await self._service.give_up(entry, deliveries=times)
+                await self._rejections.give_up(entry, deliveries=times)
                 continue
             await self._subscriber.consume_one(
                 {

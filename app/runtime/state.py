@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 __all__ = ["WorkerState", "wait_or_timeout"]
@@ -35,10 +36,23 @@ class WorkerState:
 
     started: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping_since: float | None = None  # time.monotonic() when the stop began
     failed: set[str] = field(default_factory=set)
     # Why Redis refuses the event path's writes right now (``OOM``, ``READONLY``,
     # ``ConnectionError``...), None while it accepts them: readiness reports it.
     redis_refusal: str | None = None
+
+    def stop(self) -> None:
+        """The worker begins to shut down."""
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+        self.stopping.set()
+
+    def left_of(self, budget: float) -> float:
+        """What is left of ``budget`` seconds counted from the start of the stop."""
+        if self.stopping_since is None:
+            return budget
+        return max(0.0, budget - (time.monotonic() - self.stopping_since))
 
     async def pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the worker starts stopping; True if it is."""

@@ -11,24 +11,34 @@
    (``InsightWriter``: one transaction with the entry's acknowledgement);
 5. **report** it (``Reports``: the outcome counted and the canonical line).
 
-What cannot be an insight becomes a dead letter (``DeadLetters``). Every Redis step waits
+With ``EVENT_ORDER=priority`` the admission (1) also decides when: the event goes on at
+once if this process has a free model slot for it and nothing as urgent waits; otherwise
+it waits in the scheduler, and ``process_job`` takes it from step 2 when the
+``Dispatcher`` hands it to a free slot, most urgent first, tenants served in turn.
+
+What cannot be an insight becomes a dead letter (``DeadLetters``; entries that are not events
+and poison ones: ``Rejections``). Every Redis step waits
 Redis out (``StoreSteps``): a result in hand is never thrown away.
 """
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from app.domain.dead_letters import llm_failure_reason
-from app.domain.errors import InvalidEvent, LLMError, Postponed, ScrubFailed
+from app.domain.errors import LLMError, Postponed, ScrubFailed
 from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetterReason, Outcome
-from app.domain.ports import Admission, EntryRef, InsightStore, Received
+from app.domain.ports import Admission, EntryRef, InsightStore, Received, ScheduleRequest
 from app.domain.routing import choose_model
+from app.domain.scheduling import Handed, TenantWeights, schedule_request
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
+from app.service.dispatch import Dispatcher
 from app.service.model_calls import ModelCaller
 from app.service.prompting import Prompter
 from app.service.reports import Report, Reports
@@ -58,7 +68,10 @@ class InsightService:
         metrics: Metrics,
         state: WorkerState,
         lane: BatchLane | None = None,
+        dispatcher: Dispatcher | None = None,
+        weights: TenantWeights | None = None,
     ) -> None:
+        """``dispatcher``: EVENT_ORDER=priority (None: the stream's order)."""
         self._settings = settings
         self._store = store
         self._steps = steps
@@ -68,6 +81,8 @@ class InsightService:
         self._letters = letters
         self._reports = reports
         self._lane = lane
+        self._dispatcher = dispatcher
+        self._weights = weights or TenantWeights()
         self._in_flight = metrics.in_flight
         self._rate_limited = metrics.rate_limited
         self._state = state
@@ -86,12 +101,14 @@ class InsightService:
         or when the event went to the batch lane (acked; its outcome comes with its answer).
         """
         entry = self.entry(received.entry_id)
+        slots = self._dispatcher.slots if self._dispatcher is not None else None
+        slot = slots is not None and slots.try_take()
         self._in_flight.inc()
         self._state.failed.discard(entry.entry_id)
         try:
             with self._reports.about(event.event_id, event.tenant_id, entry.entry_id):
-                report = await self._enrich(event, entry, received, self._reports.now())
-                if report is None:  # waits in the batch lane; its outcome comes with it
+                report = await self._enrich(event, entry, received, self._reports.now(), slot)
+                if report is None:  # waits in the batch lane or the scheduler
                     return None
                 return self._reports.finish(report, agent_id=event.agent_id)
         except Postponed:
@@ -102,50 +119,68 @@ class InsightService:
             raise
         finally:
             self._in_flight.dec()
+            if slot and slots is not None:
+                slots.give_back()
 
-    async def reject(self, received: Received, error: InvalidEvent) -> Outcome:
-        """Dead-letter an entry that is not a valid event (reason ``invalid``)."""
-        started = self._reports.now()
-        entry = self.entry(received.entry_id)
-        with self._reports.about(error.event_id, error.tenant_id, entry.entry_id):
-            letter = self._letters.letter(
-                entry,
-                received,
-                DeadLetterReason.INVALID,
-                error.error,
-                event_id=error.event_id,
-                tenant_id=error.tenant_id,
-            )
-            await self._letters.push(entry, letter)
-            report = Report(
-                Outcome.DEAD_LETTERED, started, {"reason": "invalid", "error": letter.error}
-            )
-            return self._reports.finish(report)
-
-    async def give_up(self, received: Received, *, deliveries: int) -> Outcome:
-        """Dead-letter an entry delivered more than MAX_DELIVERIES times (a poison entry)."""
-        started = self._reports.now()
-        entry = self.entry(received.entry_id)
-        error = (
-            f"delivered {deliveries} times (MAX_DELIVERIES={self._settings.max_deliveries}): "
-            "it kept crashing or timing out its workers"
-        )
-        with self._reports.about(None, None, entry.entry_id):
-            letter = self._letters.letter(
-                entry, received, DeadLetterReason.MAX_DELIVERIES, error, deliveries=deliveries
-            )
-            await self._letters.push(entry, letter)
-            report = Report(Outcome.DEAD_LETTERED, started, {"reason": "max_deliveries"})
-            return self._reports.finish(report, deliveries=deliveries)
+    async def process_job(self, handed: Handed) -> Outcome:
+        """An event the scheduler handed to a free slot: on from its prompt (it was
+        admitted and charged when it was scheduled). ``Postponed`` when the worker began
+        stopping before its model call (the dispatcher gives it back)."""
+        job = handed.job
+        waited = max(0.0, time.time() - job.scheduled_at)
+        started = self._reports.now() - waited
+        event = AuditEvent.model_validate_json(job.payload)
+        entry = job.entry(self._settings.insight_stream, self._settings.insight_group)
+        received = job.received()
+        self._in_flight.inc()
+        try:
+            with self._reports.about(event.event_id, event.tenant_id, entry.entry_id):
+                report = await self._answer(
+                    event, entry, received, started, deliveries=handed.deliveries
+                )
+                assert report is not None  # a job never takes the batch lane
+                report.fields["waited_ms"] = round(waited * 1000, 1)
+                return self._reports.finish(report, agent_id=event.agent_id)
+        finally:
+            self._in_flight.dec()
 
     # -- the path of a valid event --------------------------------------------------
 
     async def _enrich(
-        self, event: AuditEvent, entry: EntryRef, received: Received, started: float
+        self, event: AuditEvent, entry: EntryRef, received: Received, started: float, slot: bool
     ) -> Report | None:
-        admission = await self._admit(event, entry)
+        lane = self._lane is not None and self._lane.takes(event.severity)
+        schedule = None if lane else self._schedule(event, received, may_run=slot)
+        admission = await self._admit(event, entry, schedule)
+        if admission is Admission.SCHEDULED:
+            assert self._dispatcher is not None
+            self._dispatcher.wake()
+            return None
         if admission is not Admission.ADMITTED:
             return await self._refused(admission, event, entry, received, started)
+        return await self._answer(event, entry, received, started, lane=lane)
+
+    def _schedule(
+        self, event: AuditEvent, received: Received, *, may_run: bool
+    ) -> ScheduleRequest | None:
+        """EVENT_ORDER=priority: what the admission needs to schedule the event."""
+        if self._dispatcher is None:
+            return None
+        cost = self._weights.cost(event.tenant_id)
+        return schedule_request(event, received, cost=cost, may_run=may_run, now=time.time())
+
+    async def _answer(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        received: Received,
+        started: float,
+        *,
+        lane: bool = False,
+        deliveries: int | None = None,
+    ) -> Report | None:
+        """From an admitted event to its report: route, prompt, then defer it to the batch
+        lane or answer it and write its insight."""
         settings = self._settings
         model = choose_model(
             event.severity,
@@ -156,8 +191,8 @@ class InsightService:
         try:
             prompt = self._prompter.prompt(event)
         except ScrubFailed as failure:
-            return await self._unscrubbable(event, entry, received, started, failure)
-        if self._lane is not None and self._lane.takes(event.severity):
+            return await self._unscrubbable(event, entry, received, started, failure, deliveries)
+        if lane and self._lane is not None:
             return await self._lane.defer(event, entry, received.fields, model, prompt, started)
         try:
             answer = await self._model.answer(model, prompt.system, prompt.user)
@@ -177,12 +212,18 @@ class InsightService:
             Outcome.ENRICHED, started, {**answer.facts(), "redactions": prompt.redaction_count}
         )
 
-    async def _admit(self, event: AuditEvent, entry: EntryRef) -> Admission:
+    async def _admit(
+        self, event: AuditEvent, entry: EntryRef, schedule: ScheduleRequest | None
+    ) -> Admission:
         budget = self._settings.insight_budget_per_hour_per_tenant
         return await self._steps.until_done(
             "admit",
             lambda: self._store.admit(
-                event_id=event.event_id, tenant_id=event.tenant_id, budget=budget, entry=entry
+                event_id=event.event_id,
+                tenant_id=event.tenant_id,
+                budget=budget,
+                entry=entry,
+                schedule=schedule,
             ),
         )
 
@@ -213,12 +254,14 @@ class InsightService:
         received: Received,
         started: float,
         failure: ScrubFailed,
+        deliveries: int | None,
     ) -> Report:
         """Scrubbing raised: the event is retried by redelivery (a fixed worker may take
         it), and dead-lettered ``scrub_failed`` on its MAX_DELIVERIES-th delivery."""
-        deliveries = await self._steps.until_done(
-            "deliveries", lambda: self._store.deliveries(entry)
-        )
+        if deliveries is None:  # an entry of the stream: its count is in the group's list
+            deliveries = await self._steps.until_done(
+                "deliveries", lambda: self._store.deliveries(entry)
+            )
         log.error(
             "prompt_scrub_failed",
             error_type=failure.cause_type,

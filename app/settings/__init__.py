@@ -16,6 +16,7 @@ from pydantic import ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from app.domain.scheduling import EventOrder
 from app.settings.sections import (
     BatchLaneSettings,
     ClusterSettings,
@@ -28,6 +29,7 @@ from app.settings.sections import (
     RedisMode,
     RetentionMode,
     RetentionSettings,
+    SchedulingSettings,
     StreamTuning,
 )
 
@@ -51,6 +53,7 @@ class Settings(
     BatchLaneSettings,
     LimitSettings,
     ModelTuning,
+    SchedulingSettings,
     StreamTuning,
     Everyday,
 ):
@@ -67,7 +70,7 @@ class Settings(
     @property
     def read_count(self) -> int:
         """Entries one XREADGROUP may return: the read-ahead bound."""
-        return self.read_batch_size or self.worker_concurrency
+        return self.read_batch_size or self.handlers
 
     @model_validator(mode="after")
     def _cluster_url(self) -> Self:
@@ -97,6 +100,26 @@ class Settings(
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def scheduler_refusal(self) -> str | None:
+        """Why this worker cannot run with these settings' scheduler, if it cannot (the
+        operator's commands run whatever the worker's EVENT_ORDER)."""
+        if self.event_order is EventOrder.PRIORITY and self.redis_mode is RedisMode.CLUSTER:
+            # The scheduler's keys share one slot, but a cluster's admission spans several
+            # slots in steps; scheduling among them is not built yet.
+            return (
+                "invalid settings: EVENT_ORDER: priority scheduling does not run with "
+                "REDIS_MODE=cluster yet (set EVENT_ORDER=fifo, or use REDIS_MODE=standalone)"
+            )
+        return None
+
+    @property
+    def handlers(self) -> int:
+        """How many entries the subscriber handles at once: WORKER_CONCURRENCY, and with
+        EVENT_ORDER=priority as many again to schedule what finds no free slot (an
+        event that waits takes no slot; reading goes on during a flood)."""
+        priority = self.event_order is EventOrder.PRIORITY
+        return self.worker_concurrency * 2 if priority else self.worker_concurrency
 
     @model_validator(mode="after")
     def _batch_lane(self) -> Self:

@@ -22,6 +22,7 @@ from app.domain.events import Severity
 from app.domain.keys import DLQ_MAX_ENTRIES
 from app.domain.limits import LimitTable, ModelLimits
 from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
+from app.domain.scheduling import EventOrder
 
 __all__ = [
     "BatchLaneSettings",
@@ -35,11 +36,13 @@ __all__ = [
     "RedisMode",
     "RetentionMode",
     "RetentionSettings",
+    "SchedulingSettings",
     "StreamTuning",
 ]
 
 _CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+_TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the event schema's rule
 
 
 class LLMProvider(StrEnum):
@@ -173,6 +176,31 @@ class StreamTuning(BaseSettings):
     def _key_name(cls, value: str) -> str:
         if not _KEY_PART.match(value):
             raise ValueError("must be a plain Redis key name (letters, digits, . _ : -)")
+        return value
+
+
+class SchedulingSettings(BaseSettings):
+    """Which waiting event goes first: severity, then a fair share between tenants."""
+
+    event_order: EventOrder = Field(
+        EventOrder.PRIORITY,
+        description="priority: severity first, then a fair share between tenants, across "
+        "every process; fifo: the stream's order.",
+    )
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="JSON, tenant -> weight (default 1 each): a tenant's share of model "
+        'calls among the tenants with events of one severity waiting, e.g. {"acme": 2}.',
+    )
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for tenant, weight in value.items():
+            if not _TENANT_ID.match(tenant):
+                raise ValueError(f"{tenant[:64]!r} is not a tenant id")
+            if not 0.001 <= weight <= 1000:
+                raise ValueError(f"the weight of {tenant!r} must be between 0.001 and 1000")
         return value
 
 

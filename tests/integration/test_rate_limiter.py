@@ -25,6 +25,7 @@ from app.adapters.rate_limit import (
 )
 from app.adapters.redis_clients import connect_redis
 from app.bootstrap import build_llm, build_worker
+from app.domain.keys import Keys
 from app.domain.limits import LimitTable, ModelLimits, RateLimitLesson
 from app.runtime.metrics import Metrics
 from app.settings import RedisMode
@@ -267,13 +268,20 @@ async def test_without_the_limiter_the_same_block_dead_letters(
     assert fake_groq.stats.statuses[429] == 6  # 2 attempts x 3 events
 
 
-async def test_a_paused_worker_leaves_the_backlog_in_the_stream(
-    redis, fake_groq: FakeGroq, make_settings
+@pytest.mark.parametrize("order", ["fifo", "priority"])
+async def test_a_paused_worker_keeps_the_backlog_out_of_its_memory(
+    redis, fake_groq: FakeGroq, make_settings, order: str
 ) -> None:
-    """Paused with 2 slots and a read-ahead of 2: at most 4 of 20 entries leave the stream."""
+    """Paused with 2 slots and a read-ahead of 2: in the stream's order at most 4 of 20
+    entries leave the stream; with the scheduler the others wait there, in Redis."""
     worker = build_worker(
         blocked_worker_settings(
-            make_settings, fake_groq, groq_rpm_limit=1000, worker_concurrency=2, read_batch_size=2
+            make_settings,
+            fake_groq,
+            groq_rpm_limit=1000,
+            worker_concurrency=2,
+            read_batch_size=2,
+            event_order=order,
         )
     )
     async with worker.running() as live:
@@ -289,7 +297,12 @@ async def test_a_paused_worker_leaves_the_backlog_in_the_stream(
         [group] = await redis.xinfo_groups(STREAM)
         assert limiter_pause(live.llm) > 0, "still paused: what was read, was read paused"
         assert group["pending"] <= 4
-        assert group["lag"] >= 16
+        if order == "fifo":
+            assert group["lag"] >= 16
+        else:  # read, and waiting in the scheduler: none but the 2 running in this process
+            scheduled = await redis.zcard(Keys.sched_since("low"))
+            assert scheduled >= 16
+            assert group["lag"] + scheduled >= 16
         assert await redis.llen(DLQ) == 0
 
         async def all_enriched() -> bool:

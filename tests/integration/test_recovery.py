@@ -130,7 +130,10 @@ async def test_an_open_breaker_holds_new_events_in_the_stream(redis, fake_groq, 
 
 
 async def test_entries_waiting_for_a_slot_are_not_claimed_away(redis, fake_groq, make_settings):
-    """Entries read ahead while every slot is busy stay fresh: no other worker redoes them."""
+    """Entries read ahead while every slot is busy stay fresh: no other worker redoes them.
+
+    In the stream's order (EVENT_ORDER=fifo): with the scheduler, such entries are not
+    held at all (they wait in it; tests/integration/test_scheduler.py)."""
     fake_groq.latency = 1.5
     for n in range(6):
         await xadd_raw(redis, event(n))
@@ -141,6 +144,7 @@ async def test_entries_waiting_for_a_slot_are_not_claimed_away(redis, fake_groq,
             worker_concurrency=2,
             read_batch_size=4,
             claim_idle_seconds=0.6,
+            event_order="fifo",
         )
     )
     other = build_worker(
@@ -150,6 +154,7 @@ async def test_entries_waiting_for_a_slot_are_not_claimed_away(redis, fake_groq,
             worker_concurrency=2,
             read_batch_size=4,
             claim_idle_seconds=0.6,
+            event_order="fifo",
         ),
         configure_logs=False,
     )

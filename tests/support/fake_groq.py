@@ -199,6 +199,7 @@ class FakeGroq:
         # scripts Groq could not answer (see the module's docstring): a test's mistake
         self.script_errors: list[str] = []
         self._released = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._prefixes: set[tuple[str, str]] = set()
         self.batches = FakeBatches(self)
@@ -231,6 +232,7 @@ class FakeGroq:
 
     async def stop(self) -> None:
         self._released.set()  # nothing held outlives the server
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -338,8 +340,10 @@ class FakeGroq:
         if action.get("hold"):
             await self._released.wait()
         delay = float(action.get("delay", self.latency))
-        if delay:
-            await asyncio.sleep(delay)
+        if delay:  # cut short when the server stops: no test waits out a scripted hang
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
         status = int(action.get("status", 200))
         if status != 200:
             headers = self._settle(model, reserved, 0) if metered else {}

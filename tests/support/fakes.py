@@ -16,6 +16,7 @@ from app.domain.ports import (
     DeadLettered,
     EntryRef,
     Publish,
+    ScheduleRequest,
 )
 
 __all__ = ["MemoryStore", "ScriptedLLM"]
@@ -68,8 +69,15 @@ class MemoryStore:
     charged: set[str] = field(default_factory=set)
 
     async def admit(
-        self, *, event_id: str, tenant_id: str, budget: int, entry: EntryRef | None = None
+        self,
+        *,
+        event_id: str,
+        tenant_id: str,
+        budget: int,
+        entry: EntryRef | None = None,
+        schedule: ScheduleRequest | None = None,
     ) -> Admission:
+        """The Lua script's rules; it runs every event now (no scheduler in memory)."""
         owner = self.owners.get(event_id)
         if owner is not None and owner != tenant_id:
             return Admission.CONFLICT

@@ -16,6 +16,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 TABLES: list[tuple[str, type[BaseSettings]]] = [
     ("The everyday eight", sections.Everyday),
     ("Tuning: the stream, the group and this consumer", sections.StreamTuning),
+    ("Scheduling", sections.SchedulingSettings),
     ("Tuning: the model calls", sections.ModelTuning),
     ("Limits", sections.LimitSettings),
     ("The batch lane and costs", sections.BatchLaneSettings),

@@ -16,7 +16,8 @@ from app.bootstrap import Worker
 from app.cli.demo.events import SampleEntry, budget_for_one_over
 from app.domain.insights import Outcome
 from app.domain.keys import Keys
-from app.settings import LLMProvider, Settings, load_settings
+from app.domain.scheduling import EventOrder
+from app.settings import LLMProvider, RedisMode, Settings, load_settings
 
 __all__ = [
     "AUTO_BUDGET",
@@ -61,6 +62,8 @@ def worker_settings(
     ready = provider is LLMProvider.OPENAI_COMPATIBLE or (
         provider is LLMProvider.GROQ and settings.groq_api_key is not None
     )
+    if settings.redis_mode is RedisMode.CLUSTER:  # the scheduler does not run in a cluster
+        overrides["event_order"] = EventOrder.FIFO
     if options.offline or not ready:
         overrides["llm_provider"] = LLMProvider.OFFLINE
     if budget is not None:

@@ -1,0 +1,190 @@
+"""This process's model slots, and the waiting events handed to them, most urgent first.
+
+``WORKER_CONCURRENCY`` slots: an event read from the stream takes one at once when it may
+run now (``InsightService.process``); otherwise it waits in the scheduler, shared by every
+process of the deployment, and the ``Dispatcher`` hands it to the next free slot of any
+process in the scheduler's order (``app.domain.scheduling``). Beside it, the keeper extends
+the leases of the jobs this process runs and gives back those of dead workers (the
+scheduler's ``reap``), dead-lettering the poison ones (``MAX_DELIVERIES``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from app.domain.errors import Postponed, StoreUnavailable
+from app.domain.ports import Scheduler
+from app.domain.scheduling import Handed
+from app.runtime.state import WorkerState, wait_or_timeout
+
+__all__ = ["Dispatcher", "Slots"]
+
+log = structlog.get_logger("acp.groq_worker.dispatch")
+
+# How often an idle dispatcher looks for events other processes scheduled (it is woken at
+# once by its own).
+_IDLE_POLL_SECONDS = 0.25
+
+
+class Slots:
+    """The model slots of one process: taken by inline events and handed-out jobs alike.
+
+    A job the scheduler hands out takes its slot even if an inline event took the last
+    one while the pick was on its way (``take``): for the length of one round trip, when
+    the scheduler was empty as that event was admitted, a process may run one more.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = size
+        self._freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        return max(0, self._free)
+
+    def try_take(self) -> bool:
+        """Take a slot if one is free now (never waits)."""
+        if self._free <= 0:
+            return False
+        self._free -= 1
+        return True
+
+    def take(self) -> None:
+        """Take a slot for a job already handed to this process."""
+        self._free -= 1
+
+    async def wait_free(self) -> None:
+        """Until a slot is free."""
+        while self._free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+
+    def give_back(self) -> None:
+        self._free += 1
+        self._freed.set()
+
+
+class Dispatcher:
+    """Hands waiting jobs to this process's free slots; keeps their leases while they run."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        slots: Slots,
+        state: WorkerState,
+        *,
+        idle_seconds: float,
+        max_deliveries: int,
+    ) -> None:
+        """``idle_seconds``: CLAIM_IDLE_SECONDS, how long a running job of a dead worker
+        waits before it is handed out again (this process marks its own alive well
+        within it)."""
+        self._scheduler = scheduler
+        self.slots = slots
+        self._state = state
+        self._idle = idle_seconds
+        self._max_deliveries = max_deliveries
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def wake(self) -> None:
+        """An event was just scheduled here: look now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def running(self) -> list[str]:
+        """The event ids of the jobs this process runs now."""
+        return list(self._running)
+
+    async def run(self, run_job: Callable[[Handed], Awaitable[object]]) -> None:
+        """Hand waiting jobs to free slots (``run_job`` runs one) until the worker stops;
+        first, what this consumer ran when it last stopped without a goodbye."""
+        stopping = self._state.stopping
+        while not stopping.is_set():
+            try:
+                back = await self._scheduler.reclaim_own()
+            except StoreUnavailable as exc:
+                log.warning("reclaim_failed", error=str(exc))
+                await wait_or_timeout(stopping, 1.0)
+                continue
+            if back:
+                log.info("own_jobs_reclaimed", jobs=back)
+            break
+        while not stopping.is_set():
+            await self.slots.wait_free()
+            wanted = self.slots.free
+            if stopping.is_set() or not wanted:
+                continue
+            try:
+                # No slot is held while the pick is on its way: an event read meanwhile
+                # with nothing waiting may still go on at once.
+                handed = await self._scheduler.pick(wanted)
+            except StoreUnavailable as exc:
+                log.warning("pick_failed", error=str(exc))
+                await wait_or_timeout(stopping, 1.0)
+                continue
+            for one in handed:
+                self.slots.take()
+                self._start(run_job, one)
+            if not handed:  # nothing waits: until this process schedules one, or a poll
+                self._wake.clear()
+                await wait_or_timeout(self._wake, _IDLE_POLL_SECONDS)
+
+    def _start(self, run_job: Callable[[Handed], Awaitable[object]], handed: Handed) -> None:
+        event_id = handed.job.event_id
+
+        async def run() -> None:
+            try:
+                await run_job(handed)
+            except Postponed:  # the worker stops: back to the scheduler, no delivery counted
+                with contextlib.suppress(StoreUnavailable):
+                    await self._scheduler.later(event_id, 0)
+            except Exception:  # a bug: no outcome; its lease runs out, and it is handed out
+                # again until MAX_DELIVERIES ends it
+                log.exception("job_failed", event_id=event_id)
+
+        task = asyncio.create_task(run(), name=f"job-{event_id}")
+        self._running[event_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(event_id, None)
+            self.slots.give_back()
+
+        task.add_done_callback(done)
+
+    async def keep(self, dead_letter_poison: Callable[[Handed], Awaitable[object]]) -> None:
+        """Extend the leases of the jobs running here; give back those of dead workers,
+        dead-lettering the poison ones (``dead_letter_poison``). Every third of a lease,
+        until the worker stops."""
+        stopping = self._state.stopping
+        interval = max(0.2, min(self._idle / 3, 10.0))
+        while not await wait_or_timeout(stopping, interval):
+            try:
+                await self._scheduler.refresh(self.running)
+                for poison in await self._scheduler.reap(max_deliveries=self._max_deliveries):
+                    await dead_letter_poison(poison)
+            except StoreUnavailable as exc:
+                log.warning("scheduler_upkeep_failed", error=str(exc))
+
+    async def drain(self, within: float) -> int:
+        """At a graceful stop: let the running jobs finish for ``within`` seconds, then
+        give the others back to the scheduler at once (none lost, no delivery counted).
+        Returns how many were given back."""
+        tasks = list(self._running.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=within)
+        left = [event_id for event_id, task in self._running.items() if not task.done()]
+        for event_id in left:
+            self._running[event_id].cancel()
+        given = 0
+        for event_id in left:
+            try:
+                given += await self._scheduler.later(event_id, 0)
+            except StoreUnavailable:  # Redis away: its lease runs out, then it is reaped
+                break
+        return given
