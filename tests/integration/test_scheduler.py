@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -72,6 +73,10 @@ async def waiting(redis: Any) -> int:
     return sum([await redis.zcard(Keys.sched_since(s)) for s in SEVERITY_ORDER])
 
 
+def enriched(worker: Worker, count: int) -> bool:
+    return consumed(worker, "enriched") == count
+
+
 def consumed(worker: Worker, result: str) -> float:
     return float(worker.metrics.events_consumed.labels(result=result)._value.get())
 
@@ -88,9 +93,9 @@ async def test_an_idle_worker_runs_events_at_once_and_never_schedules(
     """No backlog: every event takes a free slot at once; the scheduler stays empty."""
     worker = worker_of(make_settings, fake_groq, worker_concurrency=8)
     async with running(worker.app):
-        for n in range(5):
+        for n in range(1, 6):
             await write(redis, event(f"evt-{n}"))
-            await until(lambda n=n: consumed(worker, "enriched") == n + 1, what="the insight")
+            await until(partial(enriched, worker, n), what="the insight")
     assert await redis.exists(Keys.SCHED_JOBS, Keys.SCHED_CLOCK) == 0
 
 
