@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from faststream.redis import RedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.adapters.openai_compatible_llm import OpenAICompatibleLLM, chat_completions_url
@@ -25,7 +24,15 @@ from app.domain.insights import InsightCreated
 from app.domain.ports import CompletionRequest
 from app.settings import Settings, SettingsError, load_settings
 from tests.conftest import running
-from tests.integration.test_worker_end_to_end import event, settle, xadd_raw
+from tests.integration.test_worker_end_to_end import (
+    ALLOWED_IN_THE_PROMPT,
+    PLANTED_OUTSIDE_THE_ALLOW_LIST,
+    event,
+    request_sent_for,
+    settle,
+    write_in_both_wire_formats,
+    xadd_raw,
+)
 from tests.support.fake_groq import API_KEY, FakeGroq
 from tests.support.redis_server import free_port
 
@@ -121,29 +128,16 @@ async def test_insight_keys_and_published_message_are_written(redis, fake_groq, 
 
 async def test_prompt_never_carries_raw_input_or_other_fields(redis, fake_groq, worker_settings):
     """Secrets planted outside the allow-list never reach the model's HTTP request."""
-    body = event(
-        7,
-        raw_input="SECRET-RAW-INPUT-4711",
-        tool_arguments={"cmd": "SECRET-TOOL-ARG-4711"},
-        metadata={"flags": ["after_hours"], "session_token": "SECRET-METADATA-4711"},
-    )
-    await xadd_raw(redis, body)
-    worker = build_worker(worker_settings())
-    async with running(worker.app):
-        await settle(redis, 1, worker.metrics)
-    wire = json.dumps(fake_groq.requests[0]["body"])
+    settings = worker_settings()
+    wire = await request_sent_for(redis, fake_groq, settings, PLANTED_OUTSIDE_THE_ALLOW_LIST)
     assert "SECRET" not in wire
-    for allowed in ("after_hours", "exfil.curl", "shell.exec", "Billing assistant"):
+    for allowed in ALLOWED_IN_THE_PROMPT:
         assert allowed in wire
 
 
 async def test_both_wire_formats_are_enriched(redis, fake_groq, worker_settings, make_settings):
     """A gateway's raw `payload` entry and a FastStream-published entry both become insights."""
-    await xadd_raw(redis, event(1))
-    publisher = RedisBroker(make_settings().redis_url.unicode_string())
-    async with publisher:
-        await publisher.connect()
-        await publisher.publish(event(2), stream="acp:groq_queue")
+    await write_in_both_wire_formats(redis, make_settings())
     worker = build_worker(worker_settings())
     async with running(worker.app):
         await settle(redis, 2, worker.metrics)
