@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -326,6 +327,17 @@ REQUEST = CompletionRequest(
 )
 
 
+def compatible_llm(
+    port: int, *, api_key: str | None, timeout_seconds: float = 5
+) -> aclosing[OpenAICompatibleLLM]:
+    """The compatible adapter on a loopback port, closed at the end of an ``async with``."""
+    return aclosing(
+        OpenAICompatibleLLM(
+            base_url=f"http://127.0.0.1:{port}", api_key=api_key, timeout_seconds=timeout_seconds
+        )
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "body", "error", "kind"),
     [
@@ -344,14 +356,9 @@ async def test_other_servers_error_bodies_map_to_the_error_tree(
 ):
     """Ollama's string errors, vLLM's flat errors, HTML and empty answers are classified."""
     odd_server.answers.append((status, body, {}))
-    llm = OpenAICompatibleLLM(
-        base_url=f"http://127.0.0.1:{odd_server.port}", api_key=None, timeout_seconds=5
-    )
-    try:
+    async with compatible_llm(odd_server.port, api_key=None) as llm:
         with pytest.raises(error) as caught:
             await llm.complete(REQUEST)
-    finally:
-        await llm.aclose()
     assert caught.value.kind == kind
     if status == 404:
         assert "not found" in caught.value.message
@@ -369,15 +376,10 @@ async def test_a_compatible_429_carries_retry_after_and_usage_is_read(odd_server
         (429, '{"error": {"message": "slow down"}}', {"retry-after": "2"}),
         (200, json.dumps(ok), {"x-ratelimit-remaining-tokens": "99", "Server": "x"}),
     ]
-    llm = OpenAICompatibleLLM(
-        base_url=f"http://127.0.0.1:{odd_server.port}", api_key="sk-local", timeout_seconds=5
-    )
-    try:
+    async with compatible_llm(odd_server.port, api_key="sk-local") as llm:
         with pytest.raises(TransientLLMError) as caught:
             await llm.complete(REQUEST)
         completion = await llm.complete(REQUEST)
-    finally:
-        await llm.aclose()
     assert caught.value.kind == "rate_limit"
     assert caught.value.retry_after == 2.0
     assert (completion.prompt_tokens, completion.completion_tokens) == (31, 9)
@@ -388,14 +390,9 @@ async def test_a_compatible_429_carries_retry_after_and_usage_is_read(odd_server
 async def test_a_server_that_is_not_there_is_a_connection_error_without_the_key() -> None:
     """Connection refused → transient `connection`; the key is in no message."""
     key = "sk-secret-local-key-0123456789"
-    llm = OpenAICompatibleLLM(
-        base_url=f"http://127.0.0.1:{free_port()}", api_key=key, timeout_seconds=2
-    )
-    try:
+    async with compatible_llm(free_port(), api_key=key, timeout_seconds=2) as llm:
         with pytest.raises(TransientLLMError) as caught:
             await llm.complete(REQUEST)
-    finally:
-        await llm.aclose()
     assert caught.value.kind == "connection"
     assert key not in str(caught.value)
 
