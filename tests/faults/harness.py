@@ -1,6 +1,13 @@
 """Real processes for fault tests: the worker as a user runs it, a fake Groq, checks from outside.
 
+* ``RedisTarget``: the Redis a test's workers use (its URL and ``REDIS_MODE``);
+* ``Workers``: starts ``WorkerProcess``es bound to one Redis and one fake Groq, with a
+  module's default settings, and kills whatever it started at the end;
+* ``FakeGroqProcess``: ``python -m tests.support.fake_groq``, stopped and restarted at will;
+* ``events``, ``outcomes``, ``wait_until``: write events, read what became of them, wait.
+
 Everything here is bounded: every wait has a deadline, every process is killed at the end.
+The fixtures that put these together for a test are in ``tests/faults/conftest.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -22,7 +31,18 @@ from tests.support.environment import without_settings
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import free_port
 
-__all__ = ["FakeGroqProcess", "RedisClient", "WorkerProcess", "events", "outcomes", "wait_until"]
+__all__ = [
+    "GROUP",
+    "STREAM",
+    "FakeGroqProcess",
+    "RedisClient",
+    "RedisTarget",
+    "WorkerProcess",
+    "Workers",
+    "events",
+    "outcomes",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 STREAM = "acp:groq_queue"
@@ -32,6 +52,20 @@ GROUP = "acp_insights_consumer_group"
 # faults. Its replies are bytes (no decode_responses), which redis-py's annotations (unions of
 # every decoding; RedisCluster's methods untyped) cannot say, so tests read them as Any.
 RedisClient: TypeAlias = Any
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """The Redis a fault test's workers use: ``REDIS_URL`` and ``REDIS_MODE``."""
+
+    url: str
+    mode: str = "standalone"  # or "cluster": the URL names one seed node
+
+    def connect(self) -> RedisClient:
+        """A client of this Redis for the test's own checks (replies as bytes)."""
+        if self.mode == "cluster":
+            return sync_redis.RedisCluster.from_url(self.url)
+        return sync_redis.Redis.from_url(self.url)
 
 
 def wait_until(predicate: Any, *, within: float, step: float = 0.1, what: str = "condition") -> Any:
@@ -90,6 +124,12 @@ class FakeGroqProcess:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+    def __enter__(self) -> FakeGroqProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.base_url}{path}", timeout=5) as response:
@@ -200,6 +240,43 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+class Workers:
+    """The worker processes of one test, bound to its Redis and its fake Groq.
+
+    ``start(worker_id, **settings)`` starts one with ``defaults`` (a module's
+    ``WORKER_ENV``) overridden by ``settings``; every worker started is killed at the end
+    (``close``, or leaving a ``with`` block), whether its start succeeded or not."""
+
+    def __init__(
+        self, redis: RedisTarget, fake: FakeGroqProcess, defaults: Mapping[str, Any] | None = None
+    ) -> None:
+        self.redis = redis
+        self.fake = fake
+        self.defaults = dict(defaults or {})
+        self.started: list[WorkerProcess] = []
+
+    def start(self, worker_id: str, **settings: Any) -> WorkerProcess:
+        worker = WorkerProcess(
+            self.redis.url,
+            self.fake.base_url,
+            worker_id=worker_id,
+            redis_mode=self.redis.mode,
+            **{**self.defaults, **settings},
+        )
+        self.started.append(worker)  # before its start: a start that hangs is killed too
+        return worker.start()
+
+    def close(self) -> None:
+        for worker in self.started:
+            worker.close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def events(client: RedisClient, count: int, *, start: int = 0, prefix: str = "evt") -> list[str]:

@@ -8,19 +8,17 @@ submitted exactly once.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import redis as sync_redis
 
 from app.domain.keys import Keys
-from tests.faults.harness import FakeGroqProcess, WorkerProcess, events, outcomes, wait_until
+from tests.faults.harness import FakeGroqProcess, events, outcomes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 FAKE_LATENCY = 0.0
 COUNT = 20
-LANE = {
+WORKER_ENV = {  # the batch lane on, its lock and polls short (tests/faults/conftest.py)
     "groq_batch_severities": "low",
     "groq_batch_lock_seconds": 2,
     "groq_batch_poll_seconds": 0.2,
@@ -42,10 +40,6 @@ def settled(client: sync_redis.Redis, ids: list[str]) -> bool:
     return len(done["insights"]) == len(ids) and done["pending"] == 0 and lane_empty(client)
 
 
-def start(redis_url: str, fake: FakeGroqProcess, name: str, **env: Any) -> WorkerProcess:
-    return WorkerProcess(redis_url, fake.base_url, worker_id=name, **{**LANE, **env}).start()
-
-
 def assert_once_each(client: sync_redis.Redis, fake: FakeGroqProcess, ids: list[str]) -> None:
     submitted = fake.batches()["submitted_ids"]
     assert sorted(submitted) == sorted(ids)  # every request in exactly one batch
@@ -55,10 +49,9 @@ def assert_once_each(client: sync_redis.Redis, fake: FakeGroqProcess, ids: list[
     assert client.scard(Keys.charged("acme")) == len(ids)
 
 
-def test_killed_after_recording_before_submitting(redis_server, client, fake, workers):
+def test_killed_after_recording_before_submitting(client, fake, workers):
     """The requests wait in Redis (their entries acked); the next worker submits them."""
-    first = start(redis_server.url, fake, "lane-a", groq_batch_max_wait_seconds=3600)
-    workers.append(first)
+    first = workers.start("lane-a", groq_batch_max_wait_seconds=3600)
     ids = events(client, COUNT)
     wait_until(
         lambda: client.zcard("acp:groq:batch:waiting") == COUNT,
@@ -69,16 +62,15 @@ def test_killed_after_recording_before_submitting(redis_server, client, fake, wo
     first.kill()
     assert fake.batches()["batches"] == []
 
-    workers.append(start(redis_server.url, fake, "lane-b", groq_batch_max_wait_seconds=0.5))
+    workers.start("lane-b", groq_batch_max_wait_seconds=0.5)
     wait_until(lambda: settled(client, ids), within=60, what="every insight written")
     assert_once_each(client, fake, ids)
 
 
-def test_killed_after_submitting_before_writing(redis_server, client, fake, workers):
+def test_killed_after_submitting_before_writing(client, fake, workers):
     """The batch is at Groq and recorded; the next worker follows it and writes it."""
     fake.batches(hold=True)
-    first = start(redis_server.url, fake, "lane-a", groq_batch_max_wait_seconds=0.5)
-    workers.append(first)
+    first = workers.start("lane-a", groq_batch_max_wait_seconds=0.5)
     ids = events(client, COUNT)
     wait_until(
         lambda: [b["status"] for b in fake.batches()["batches"]] == ["in_progress"],
@@ -89,7 +81,7 @@ def test_killed_after_submitting_before_writing(redis_server, client, fake, work
     assert all(client.exists(f"acp:groq:insight:{event_id}") == 0 for event_id in ids)
     fake.batches(hold=False)
 
-    workers.append(start(redis_server.url, fake, "lane-b", groq_batch_max_wait_seconds=0.5))
+    workers.start("lane-b", groq_batch_max_wait_seconds=0.5)
     wait_until(lambda: settled(client, ids), within=60, what="every insight written")
     assert_once_each(client, fake, ids)
     assert fake.batches()["uploads"] == 1  # followed, not submitted again

@@ -27,14 +27,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis as sync_redis
 
 from app.domain.keys import ClusterKeys, Keys
 from tests.faults.harness import (
     GROUP,
     STREAM,
     RedisClient,
+    RedisTarget,
     WorkerProcess,
+    Workers,
     events,
     outcomes,
     wait_until,
@@ -59,22 +60,16 @@ def cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
-def client(cluster: RedisCluster) -> Iterator[sync_redis.RedisCluster]:
-    cluster.wait_ok()
-    connection = sync_redis.RedisCluster.from_url(cluster.url)
-    connection.flushall()
+def redis_target(cluster: RedisCluster) -> RedisTarget:
+    """The module's cluster (the workers run with ``REDIS_MODE=cluster``), emptied first."""
+    cluster.wait_ok()  # a test before may have left a node restarting
+    target = RedisTarget(cluster.url, "cluster")
+    connection = target.connect()
     try:
-        yield connection
+        connection.flushall()  # every primary
     finally:
         connection.close()
-
-
-def start_worker(workers, cluster, fake, worker_id, **env) -> WorkerProcess:
-    worker = WorkerProcess(
-        cluster.url, fake.base_url, worker_id=worker_id, redis_mode="cluster", **env
-    ).start()
-    workers.append(worker)
-    return worker
+    return target
 
 
 def complete(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
@@ -134,11 +129,13 @@ def kill_during_a_write(worker: WorkerProcess, client: RedisClient, ids: list[st
     raise AssertionError("no write of the worker was ever in progress to be cut short")
 
 
-def kill_mid_drain_and_restart(client, cluster, fake, workers, *, seed: int | None = None) -> None:
+def kill_mid_drain_and_restart(
+    client: RedisClient, workers: Workers, *, seed: int | None = None
+) -> None:
     """Kill the worker in a write: the first one (no ``seed``), or the first one after the
     point of the drain ``seed`` picks; then a restart must complete every event, once."""
     ids = events(client, EVENTS)
-    first = start_worker(workers, cluster, fake, "w-crash", worker_concurrency=16)
+    first = workers.start("w-crash", worker_concurrency=16)
     if seed is not None:
         rng = random.Random(seed)
         threshold = rng.randint(3, 40)
@@ -149,30 +146,28 @@ def kill_mid_drain_and_restart(client, cluster, fake, workers, *, seed: int | No
     cut = kill_during_a_write(first, client, ids)
     print(f"seed {seed}: {cut} write(s) cut short by the kill")
     assert cut >= 1, "the kill cut no write short: the resumption went untested"
-    start_worker(workers, cluster, fake, "w-crash", worker_concurrency=16)
+    workers.start("w-crash", worker_concurrency=16)
     assert_every_event_written_once(client, ids)
 
 
-def test_kill_9_mid_write_then_restart_leaves_every_event_written_once(
-    client, cluster, fake, workers
-):
+def test_kill_9_mid_write_then_restart_leaves_every_event_written_once(client, workers):
     """kill -9 while a write is in progress: the restart completes every event, once."""
-    kill_mid_drain_and_restart(client, cluster, fake, workers)
+    kill_mid_drain_and_restart(client, workers)
 
 
 @pytest.mark.parametrize("seed", FAST_SEEDS)
 def test_kill_9_at_a_random_moment_then_restart_leaves_every_event_written_once(
-    seed, client, cluster, fake, workers
+    seed, client, workers
 ):
     """kill -9 at a random moment of the drain: the restart completes every event, once."""
-    kill_mid_drain_and_restart(client, cluster, fake, workers, seed=seed)
+    kill_mid_drain_and_restart(client, workers, seed=seed)
 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("seed", LONG_SEEDS)
-def test_kill_9_at_random_moments_many_seeds(seed, client, cluster, fake, workers):
+def test_kill_9_at_random_moments_many_seeds(seed, client, workers):
     """The same, over many seeds (make test-cluster)."""
-    kill_mid_drain_and_restart(client, cluster, fake, workers, seed=seed)
+    kill_mid_drain_and_restart(client, workers, seed=seed)
 
 
 def test_slots_moving_during_a_drain_lose_nothing(client, cluster, fake, workers):
@@ -183,7 +178,7 @@ def test_slots_moving_during_a_drain_lose_nothing(client, cluster, fake, workers
     source, target = cluster.nodes[0], cluster.nodes[1]
     moving = [slot for slot in slots if cluster.node_for_slot(slot) is source]
     assert moving, "some insight keys must live on the node whose slots move"
-    start_worker(workers, cluster, fake, "w-moving", worker_concurrency=2)
+    workers.start("w-moving", worker_concurrency=2)
     wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 5, within=60, what="progress")
     cluster.move_slots(source, target, 2000)
     assert len(outcomes(client, ids)["insights"]) < len(ids), "the drain outlasts the reshard"
@@ -198,7 +193,7 @@ def test_a_primary_killed_and_restarted_during_a_drain_is_waited_out(
     fake.script(latency=0.1)
     ids = events(client, EVENTS)
     node = cluster.node_for_slot(client.keyslot(STREAM))
-    worker = start_worker(workers, cluster, fake, "w-outage", worker_concurrency=2)
+    worker = workers.start("w-outage", worker_concurrency=2)
     wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 5, within=60, what="progress")
     assert len(outcomes(client, ids)["insights"]) < len(ids), "the outage is within the drain"
     node.kill()

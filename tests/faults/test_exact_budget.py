@@ -10,17 +10,17 @@ not charged again (which would refuse the last events of the hour as ``rate_limi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis as sync_redis
 
 from app.domain.keys import Keys
 from tests.faults.harness import (
     STREAM,
     FakeGroqProcess,
-    WorkerProcess,
+    RedisClient,
+    RedisTarget,
+    Workers,
     events,
     outcomes,
     wait_until,
@@ -33,51 +33,24 @@ pytestmark = [pytest.mark.faults, pytest.mark.cluster_smoke]
 FAKE_LATENCY = 0.3
 BUDGET = 120
 CONCURRENCY = 16
-
-
-@dataclass
-class Target:
-    url: str
-    mode: str
-    client: Any
+WORKER_ENV = {  # tests/faults/conftest.py
+    "worker_concurrency": CONCURRENCY,
+    "insight_budget_per_hour_per_tenant": BUDGET,
+}
 
 
 @pytest.fixture(params=["standalone", "cluster"])
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+def redis_target(request: pytest.FixtureRequest) -> Iterator[RedisTarget]:
     """A Redis of the test's own: a single server, or a three-primary cluster."""
     if request.param == "cluster":
         with RedisCluster() as cluster:
-            client: Any = sync_redis.RedisCluster.from_url(cluster.url)
-            try:
-                yield Target(cluster.url, "cluster", client)
-            finally:
-                client.close()
+            yield RedisTarget(cluster.url, "cluster")
         return
     with RedisServer() as server:
-        client = sync_redis.Redis.from_url(server.url)
-        try:
-            yield Target(server.url, "standalone", client)
-        finally:
-            client.close()
+        yield RedisTarget(server.url)
 
 
-def start(
-    target: Target, fake: FakeGroqProcess, workers: list[WorkerProcess], worker_id: str, **env: Any
-) -> WorkerProcess:
-    worker = WorkerProcess(
-        target.url,
-        fake.base_url,
-        worker_id=worker_id,
-        redis_mode=target.mode,
-        worker_concurrency=CONCURRENCY,
-        insight_budget_per_hour_per_tenant=BUDGET,
-        **env,
-    ).start()
-    workers.append(worker)
-    return worker
-
-
-def settled(client: Any, ids: list[str]) -> dict[str, Any] | None:
+def settled(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
     """The outcomes once every entry was delivered and acknowledged (whatever its outcome)."""
     state = outcomes(client, ids)
     [group] = client.xinfo_groups(STREAM)
@@ -85,12 +58,11 @@ def settled(client: Any, ids: list[str]) -> dict[str, Any] | None:
 
 
 def test_a_tenant_sending_exactly_its_budget_through_a_kill_gets_every_insight(
-    target: Target, fake: FakeGroqProcess, workers: list[WorkerProcess]
+    client: RedisClient, fake: FakeGroqProcess, workers: Workers
 ) -> None:
     """kill -9 with a full slate in flight, another worker finishes: N insights, counter N."""
-    client = target.client
     ids = events(client, BUDGET)
-    first = start(target, fake, workers, "w-killed")
+    first = workers.start("w-killed")
     wait_until(
         lambda: (
             len(outcomes(client, ids)["insights"]) >= 40
@@ -105,7 +77,7 @@ def test_a_tenant_sending_exactly_its_budget_through_a_kill_gets_every_insight(
     assert state["pending"] >= CONCURRENCY, "the kill leaves the events in flight pending"
     assert len(state["insights"]) < BUDGET
 
-    start(target, fake, workers, "w-finisher", claim_idle_seconds=2)
+    workers.start("w-finisher", claim_idle_seconds=2)
     state = wait_until(lambda: settled(client, ids), within=90, what="every event settled")
     assert state["insights"] == set(ids), "every event of the budget enriched"
     assert state["dead"] == []

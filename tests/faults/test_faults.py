@@ -16,23 +16,9 @@ import pytest
 import redis as sync_redis
 
 from app.domain.keys import Keys
-from tests.faults.harness import (
-    GROUP,
-    STREAM,
-    RedisClient,
-    WorkerProcess,
-    events,
-    outcomes,
-    wait_until,
-)
+from tests.faults.harness import GROUP, STREAM, RedisClient, events, outcomes, wait_until
 
 pytestmark = pytest.mark.faults
-
-
-def start_worker(workers, redis_server, fake, worker_id, **env) -> WorkerProcess:
-    worker = WorkerProcess(redis_server.url, fake.base_url, worker_id=worker_id, **env).start()
-    workers.append(worker)
-    return worker
 
 
 def all_enriched(client: RedisClient, ids: list[str]) -> dict[str, Any] | None:
@@ -46,27 +32,27 @@ def assert_charged_once(client: sync_redis.Redis, ids: list[str]) -> None:
     assert client.scard(Keys.charged("acme")) == len(ids)
 
 
-def test_kill_9_mid_flight_then_restart_under_the_same_id(client, redis_server, fake, workers):
+def test_kill_9_mid_flight_then_restart_under_the_same_id(client, workers):
     """A killed worker's in-flight entries are processed by its restart; nothing is lost."""
     ids = events(client, 40)
-    first = start_worker(workers, redis_server, fake, "w-1", worker_concurrency=8)
+    first = workers.start("w-1", worker_concurrency=8)
     wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 8, within=30, what="progress")
     first.kill()
     state = outcomes(client, ids)
     assert state["pending"] > 0, "the kill should leave entries pending"
-    start_worker(workers, redis_server, fake, "w-1", worker_concurrency=8)
+    workers.start("w-1", worker_concurrency=8)
     state = wait_until(lambda: all_enriched(client, ids), within=60, what="all 40 insights")
     assert state["dead"] == []
     assert_charged_once(client, ids)
 
 
-def test_kill_9_then_another_worker_claims_and_finishes(client, redis_server, fake, workers):
+def test_kill_9_then_another_worker_claims_and_finishes(client, workers):
     """Entries of a dead consumer are claimed by a worker with another id after the idle time."""
     ids = events(client, 30)
-    first = start_worker(workers, redis_server, fake, "w-dead", worker_concurrency=8)
+    first = workers.start("w-dead", worker_concurrency=8)
     wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 5, within=30, what="progress")
     first.kill()
-    start_worker(workers, redis_server, fake, "w-alive", worker_concurrency=8, claim_idle_seconds=2)
+    workers.start("w-alive", worker_concurrency=8, claim_idle_seconds=2)
     state = wait_until(lambda: all_enriched(client, ids), within=60, what="all 30 insights")
     assert state["dead"] == []
     assert_charged_once(client, ids)
@@ -74,13 +60,11 @@ def test_kill_9_then_another_worker_claims_and_finishes(client, redis_server, fa
     assert consumers["w-dead"] == 0
 
 
-def test_sigterm_mid_flight_finishes_in_flight_work_and_exits_0(
-    client, redis_server, fake, workers
-):
+def test_sigterm_mid_flight_finishes_in_flight_work_and_exits_0(client, fake, workers):
     """SIGTERM: in-flight calls finish and are written, unstarted entries stay pending, exit 0."""
     fake.script(latency=1.0)
     ids = events(client, 40)
-    worker = start_worker(workers, redis_server, fake, "w-term", worker_concurrency=8)
+    worker = workers.start("w-term", worker_concurrency=8)
     wait_until(lambda: fake.stats()["in_flight"] >= 4, within=30, what="calls in flight")
     assert worker.terminate(within=60) == 0
     requested = set(fake.agents_requested())
@@ -99,7 +83,7 @@ def test_sigterm_mid_flight_finishes_in_flight_work_and_exits_0(
     assert pending_events.isdisjoint(requested)
     log = worker.log()
     assert "Traceback" not in log
-    start_worker(workers, redis_server, fake, "w-term", worker_concurrency=8)
+    workers.start("w-term", worker_concurrency=8)
     wait_until(lambda: all_enriched(client, ids), within=60, what="the rest after restart")
 
 
@@ -107,7 +91,7 @@ def test_redis_frozen_for_5_seconds_is_survived(client, redis_server, fake, work
     """SIGSTOP on Redis for 5 s: the worker waits, reconnects and finishes everything."""
     fake.script(latency=0.05)
     ids = events(client, 60)
-    worker = start_worker(workers, redis_server, fake, "w-1", worker_concurrency=8)
+    worker = workers.start("w-1", worker_concurrency=8)
     wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 5, within=30, what="progress")
     redis_server.pause()
     time.sleep(5)
@@ -122,7 +106,7 @@ def test_redis_restarted_empty_group_is_recreated(client, redis_server, fake, wo
     """Redis restarted without persistence (NOGROUP): the group is recreated, events flow."""
     fake.script(latency=0.05)
     before = events(client, 10, prefix="before")
-    worker = start_worker(workers, redis_server, fake, "w-1", worker_concurrency=4)
+    worker = workers.start("w-1", worker_concurrency=4)
     wait_until(lambda: all_enriched(client, before), within=30, what="first batch")
     redis_server.restart()
     client.connection_pool.disconnect()
@@ -134,15 +118,12 @@ def test_redis_restarted_empty_group_is_recreated(client, redis_server, fake, wo
     assert worker.process.poll() is None
 
 
-def test_model_down_for_20_seconds_opens_the_breaker(client, redis_server, fake, workers):
+def test_model_down_for_20_seconds_opens_the_breaker(client, fake, workers):
     """Fake Groq gone for 20 s: no flood of dead letters, everything finishes after it returns."""
     fake.script(latency=0.05)
     ids = events(client, 60)
     concurrency = 4
-    start_worker(
-        workers,
-        redis_server,
-        fake,
+    workers.start(
         "w-1",
         worker_concurrency=concurrency,
         breaker_failure_threshold=3,
@@ -168,11 +149,11 @@ def test_model_down_for_20_seconds_opens_the_breaker(client, redis_server, fake,
     assert set(state["dead"]).isdisjoint(state["insights"])
 
 
-def test_two_workers_in_one_group_enrich_each_event_once(client, redis_server, fake, workers):
+def test_two_workers_in_one_group_enrich_each_event_once(client, fake, workers):
     """Two processes share the stream: every event is sent to the model exactly once."""
     fake.script(latency=0.2)
-    first = start_worker(workers, redis_server, fake, "w-a", worker_concurrency=8)
-    second = start_worker(workers, redis_server, fake, "w-b", worker_concurrency=8)
+    first = workers.start("w-a", worker_concurrency=8)
+    second = workers.start("w-b", worker_concurrency=8)
     # Both reading before the events arrive: on a loaded machine one process can start
     # seconds after the other, and the first would drain all 200 events alone.
     wait_until(

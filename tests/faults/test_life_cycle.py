@@ -21,12 +21,12 @@ from tests.faults.harness import (
     STREAM,
     FakeGroqProcess,
     RedisClient,
-    WorkerProcess,
+    Workers,
     events,
     outcomes,
     wait_until,
 )
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -35,27 +35,19 @@ FAKE_LATENCY = 0.8  # seconds per model answer (tests/faults/conftest.py)
 CLAIM_IDLE_SECONDS = 60  # the default: what a stranded entry would wait for
 NEVER_IDLE_SECONDS = 3600  # an entry would not go idle within a test
 REDIS_RETRY_CAP_SECONDS = 5.0  # the longest wait between tries of a refused Redis step
-
-
-def start_worker(workers, redis_server, fake, worker_id, **env) -> WorkerProcess:
-    env.setdefault("claim_idle_seconds", CLAIM_IDLE_SECONDS)
-    worker = WorkerProcess(redis_server.url, fake.base_url, worker_id=worker_id, **env).start()
-    workers.append(worker)
-    return worker
+WORKER_ENV = {"claim_idle_seconds": CLAIM_IDLE_SECONDS}  # tests/faults/conftest.py
 
 
 def consumers(client) -> dict[str, int]:
     return {c["name"].decode(): int(c["pending"]) for c in client.xinfo_consumers(STREAM, GROUP)}
 
 
-def test_rolling_deploy_hands_read_ahead_entries_to_the_next_pod_at_once(
-    client, redis_server, fake, workers
-):
+def test_rolling_deploy_hands_read_ahead_entries_to_the_next_pod_at_once(client, fake, workers):
     """SIGTERM on pod-a: pod-b, under a new name, finishes its entries without waiting for
     them to go idle (an hour here: only the hand-back can make them claimable in time)."""
     ids = events(client, 300)
     hour = {"worker_concurrency": 32, "claim_idle_seconds": NEVER_IDLE_SECONDS}
-    pod_a = start_worker(workers, redis_server, fake, "pod-a", **hour)
+    pod_a = workers.start("pod-a", **hour)
     wait_until(lambda: fake.stats()["requests"] >= 20, within=60, what="20 calls by pod-a")
     assert pod_a.terminate(within=30) == 0
     held = consumers(client).get("pod-a", 0)
@@ -63,7 +55,7 @@ def test_rolling_deploy_hands_read_ahead_entries_to_the_next_pod_at_once(
     handed_back = [line for line in pod_a.log().splitlines() if "consumer_leaving" in line]
     assert [json.loads(line)["handed_back"] for line in handed_back] == [held]
 
-    pod_b = start_worker(workers, redis_server, fake, "pod-b", **hour)
+    pod_b = workers.start("pod-b", **hour)
     # A bound on a hang (the backlog takes seconds), far under the hour the entries would
     # otherwise wait to go idle.
     wait_until(
@@ -84,12 +76,10 @@ def test_rolling_deploy_hands_read_ahead_entries_to_the_next_pod_at_once(
     assert '"event": "consumer_leaving"' in pod_a.log()
 
 
-def test_a_consumer_that_holds_nothing_leaves_the_group_at_a_graceful_stop(
-    client, redis_server, fake, workers
-):
+def test_a_consumer_that_holds_nothing_leaves_the_group_at_a_graceful_stop(client, workers):
     """A worker stopped with nothing pending removes its consumer from the group."""
     ids = events(client, 10)
-    worker = start_worker(workers, redis_server, fake, "pod-idle", worker_concurrency=32)
+    worker = workers.start("pod-idle", worker_concurrency=32)
     wait_until(lambda: len(outcomes(client, ids)["insights"]) == 10, within=30, what="insights")
     wait_until(lambda: client.xpending(STREAM, GROUP)["pending"] == 0, within=10, what="acks")
     assert "pod-idle" in consumers(client)
@@ -97,9 +87,7 @@ def test_a_consumer_that_holds_nothing_leaves_the_group_at_a_graceful_stop(
     assert "pod-idle" not in consumers(client)
 
 
-def test_consumers_of_dead_processes_are_pruned_once_idle_and_empty(
-    client, redis_server, fake, workers
-):
+def test_consumers_of_dead_processes_are_pruned_once_idle_and_empty(client, workers):
     """kill -9 leaves a consumer; a live worker removes it once idle, never one holding entries."""
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     client.xgroup_createconsumer(STREAM, GROUP, "ghost-empty")
@@ -107,14 +95,7 @@ def test_consumers_of_dead_processes_are_pruned_once_idle_and_empty(
     events(client, 1, prefix="held")
     client.xreadgroup(GROUP, "ghost-holding", {STREAM: ">"}, count=1)
     time.sleep(1.5)
-    live = start_worker(
-        workers,
-        redis_server,
-        fake,
-        "pod-live",
-        consumer_prune_idle_seconds=1,
-        claim_idle_seconds=3600,
-    )
+    live = workers.start("pod-live", consumer_prune_idle_seconds=1, claim_idle_seconds=3600)
     wait_until(lambda: "ghost-empty" not in consumers(client), within=30, what="the prune")
     remaining = consumers(client)
     assert remaining.get("ghost-holding") == 1, "a consumer holding an entry is kept"
@@ -133,9 +114,8 @@ def ready(port: int) -> tuple[int, dict[str, Any]]:
 
 def _refusal_drill(
     client: RedisClient,
-    redis_server: RedisServer,
     fake: FakeGroqProcess,
-    workers: list[WorkerProcess],
+    workers: Workers,
     *,
     refuse: Callable[[], Any],
     accept: Callable[[], Any],
@@ -152,10 +132,7 @@ def _refusal_drill(
     ids = events(client, 3000)
     port = free_port()
     concurrency = 16
-    worker = start_worker(
-        workers,
-        redis_server,
-        fake,
+    worker = workers.start(
         "pod-drill",
         worker_concurrency=concurrency,
         metrics_port=port,
@@ -209,12 +186,11 @@ def _refusal_drill(
     wait_until(lambda: ready(port)[0] == 200, within=15, what="ready again")
 
 
-def test_redis_out_of_memory_mid_drain_is_waited_out_in_place(client, redis_server, fake, workers):
+def test_redis_out_of_memory_mid_drain_is_waited_out_in_place(client, fake, workers):
     """OOM under noeviction for 20 s: no event is burned, reading stops, full speed after."""
     client.config_set("maxmemory-policy", "noeviction")
     _refusal_drill(
         client,
-        redis_server,
         fake,
         workers,
         refuse=lambda: client.config_set("maxmemory", 1),
@@ -223,14 +199,11 @@ def test_redis_out_of_memory_mid_drain_is_waited_out_in_place(client, redis_serv
     )
 
 
-def test_redis_demoted_to_a_replica_mid_drain_is_waited_out_in_place(
-    client, redis_server, fake, workers
-):
+def test_redis_demoted_to_a_replica_mid_drain_is_waited_out_in_place(client, fake, workers):
     """READONLY (REPLICAOF a primary that is not there) for 20 s, then promoted back."""
     nowhere = free_port()
     _refusal_drill(
         client,
-        redis_server,
         fake,
         workers,
         refuse=lambda: client.execute_command("REPLICAOF", "127.0.0.1", str(nowhere)),

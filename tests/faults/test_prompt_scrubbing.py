@@ -13,20 +13,14 @@ import re
 import urllib.request
 
 import pytest
-import redis as sync_redis
 
-from tests.faults.harness import (
-    STREAM,
-    FakeGroqProcess,
-    RedisClient,
-    WorkerProcess,
-    outcomes,
-    wait_until,
-)
+from tests.faults.harness import STREAM, outcomes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.secret_table import ROWS
 
 pytestmark = pytest.mark.faults
+
+FAKE_LATENCY = 0.0  # seconds per model answer (tests/faults/conftest.py)
 
 PROSE = "the agent tried to send it to an unknown host"
 
@@ -55,39 +49,29 @@ def _events() -> list[dict[str, object]]:
     return bodies
 
 
-def test_no_secret_of_the_table_reaches_the_model_from_a_real_worker(redis_server):
+def test_no_secret_of_the_table_reaches_the_model_from_a_real_worker(client, fake, workers):
     """Every kind, in a detail, a plain finding and the agent name: none in the requests.
 
     Rule names, tool names and ordinary prose do reach the model; each insight record says
     how many values were masked, the canonical log line the same count (never what), and
     the metric counts them by kind.
     """
-    fake = FakeGroqProcess().start()
     port = free_port()
-    worker = WorkerProcess(redis_server.url, fake.base_url, worker_id="scrub-1", metrics_port=port)
-    client: RedisClient = sync_redis.Redis.from_url(redis_server.url)
-    try:
-        worker.start()
-        bodies = _events()
-        for body in bodies:
-            client.xadd(STREAM, {"payload": json.dumps(body)})
-        ids = [str(body["event_id"]) for body in bodies]
-        wait_until(
-            lambda: len(outcomes(client, ids)["insights"]) == len(ids),
-            within=60,
-            what="every event enriched",
-        )
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            metrics = answer.read().decode()
-        requests = fake.requests()
-        log = worker.log()
-        records = {
-            event_id: json.loads(client.get(f"acp:groq:insight:{event_id}")) for event_id in ids
-        }
-    finally:
-        worker.close()
-        fake.stop()
-        client.close()
+    worker = workers.start("scrub-1", metrics_port=port)
+    bodies = _events()
+    for body in bodies:
+        client.xadd(STREAM, {"payload": json.dumps(body)})
+    ids = [str(body["event_id"]) for body in bodies]
+    wait_until(
+        lambda: len(outcomes(client, ids)["insights"]) == len(ids),
+        within=60,
+        what="every event enriched",
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+    requests = fake.requests()
+    log = worker.log()
+    records = {event_id: json.loads(client.get(f"acp:groq:insight:{event_id}")) for event_id in ids}
 
     assert len(requests) == len(ROWS)
     sent = json.dumps(requests, ensure_ascii=False)

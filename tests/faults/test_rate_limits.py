@@ -16,13 +16,20 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass
 
 import pytest
-import redis as sync_redis
 
-from tests.faults.harness import FakeGroqProcess, WorkerProcess, events, outcomes, wait_until
-from tests.support.redis_server import RedisServer, free_port
+from tests.faults.harness import (
+    FakeGroqProcess,
+    RedisTarget,
+    Workers,
+    events,
+    outcomes,
+    wait_until,
+)
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -31,7 +38,7 @@ RPM, TPM = 40, 6000  # the fake's limits: a free-tier-sized budget per model
 LATENCY = 0.2
 # An event's call costs ~180 tokens on the fake (prompt ~150, answer ~30): 6000 TPM is
 # ~33 calls in the first burst, then one every ~1.8 s, so 45 events need ~25 s.
-COMMON = {
+WORKER_ENV = {
     "worker_concurrency": 32,
     "groq_max_completion_tokens": 128,
     "groq_max_attempts": 3,
@@ -59,28 +66,22 @@ def _metric(port: int, name: str, labels: str = "[^}]*") -> float:
     return sum(float(value) for value in re.findall(pattern, text, re.M))
 
 
-def run(redis_server: RedisServer, *, limited: bool) -> RunResult:
-    """The backlog through two worker processes; what the fake and Redis saw."""
-    client = sync_redis.Redis.from_url(redis_server.url)
-    client.flushdb()
-    fake = FakeGroqProcess(latency=LATENCY, rpm=RPM, tpm=TPM).start()
+def run(redis_target: RedisTarget, *, limited: bool) -> RunResult:
+    """The backlog through two worker processes, each run with a fresh fake Groq (its
+    buckets full, its counts at zero) on an emptied Redis; what the fake and Redis saw."""
     limits = {"groq_rpm_limit": RPM, "groq_tpm_limit": TPM} if limited else {}
     ports = [free_port(), free_port()]
-    workers: list[WorkerProcess] = []
-    try:
+    with (
+        closing(redis_target.connect()) as client,
+        FakeGroqProcess(latency=LATENCY, rpm=RPM, tpm=TPM) as fake,
+        Workers(redis_target, fake, WORKER_ENV) as workers,
+    ):
+        client.flushdb()
         ids = events(client, EVENTS)
         began = time.monotonic()
         for n, port in enumerate(ports):
-            workers.append(
-                WorkerProcess(
-                    redis_server.url,
-                    fake.base_url,
-                    worker_id=f"{'limited' if limited else 'unlimited'}-{n}",
-                    metrics_port=port,
-                    **COMMON,
-                    **limits,
-                ).start()
-            )
+            name = f"{'limited' if limited else 'unlimited'}-{n}"
+            workers.start(name, metrics_port=port, **limits)
 
         def settled():
             state = outcomes(client, ids)
@@ -103,17 +104,12 @@ def run(redis_server: RedisServer, *, limited: bool) -> RunResult:
             received=received,
             seconds=round(seconds, 1),
         )
-    finally:
-        for worker in workers:
-            worker.close()
-        fake.stop()
-        client.close()
 
 
-def test_two_workers_with_the_shared_limiter_stay_under_the_providers_limits(redis_server):
+def test_two_workers_with_the_shared_limiter_stay_under_the_providers_limits(redis_target):
     """With the limiter: ≤ a handful of 429s and every event enriched; without: many more."""
-    with_limiter = run(redis_server, limited=True)
-    without = run(redis_server, limited=False)
+    with_limiter = run(redis_target, limited=True)
+    without = run(redis_target, limited=False)
     print(f"\n429s with the shared limiter: {with_limiter}\n429s without it:             {without}")
     assert with_limiter.enriched == EVENTS
     assert with_limiter.dead == 0

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.harness import (
-    GROUP,
-    STREAM,
-    RedisClient,
-    WorkerProcess,
-    events,
-    outcomes,
-    wait_until,
-)
+from tests.faults.harness import GROUP, STREAM, RedisClient, events, outcomes, wait_until
 
 pytestmark = pytest.mark.faults
 
 FAKE_LATENCY = 0.0  # seconds per model answer (tests/faults/conftest.py)
+WORKER_ENV = {  # trim passes every 0.1 s down to 100 entries; one tenant sends all 3,000
+    "worker_concurrency": 8,
+    "stream_keep_entries": 100,
+    "stream_trim_interval_seconds": 0.1,
+    "insight_budget_per_hour_per_tenant": 100_000,
+}
 
 ARCHIVER = "archiver"
 
@@ -34,9 +32,7 @@ def not_acked_by(client: RedisClient, group: str, ids: list[str]) -> set[str]:
     return unread | {row["message_id"].decode() for row in pending}
 
 
-def test_kill_9_while_trimming_loses_nothing_any_group_has_not_acked(
-    client, redis_server, fake, workers
-):
+def test_kill_9_while_trimming_loses_nothing_any_group_has_not_acked(client, workers):
     """kill -9 mid-drain with trim passes every 0.1 s: every unacked entry stays; all enriched."""
     event_ids = events(client, 3000)
     ids = entry_ids(client)
@@ -46,14 +42,7 @@ def test_kill_9_while_trimming_loses_nothing_any_group_has_not_acked(
     held = set(ids[1000:1100])
     client.xack(STREAM, ARCHIVER, *[e.decode() for e, _ in read[0][1] if e.decode() not in held])
 
-    env = {
-        "worker_concurrency": 8,
-        "stream_keep_entries": 100,
-        "stream_trim_interval_seconds": 0.1,
-        "insight_budget_per_hour_per_tenant": 100_000,
-    }
-    first = WorkerProcess(redis_server.url, fake.base_url, worker_id="w-1", **env).start()
-    workers.append(first)
+    first = workers.start("w-1")
     wait_until(lambda: client.xlen(STREAM) < 3000, within=30, step=0.02, what="a first trim")
     assert outcomes(client, event_ids)["insights"] != set(event_ids), "killed mid-drain"
     first.kill()
@@ -65,10 +54,7 @@ def test_kill_9_while_trimming_loses_nothing_any_group_has_not_acked(
         assert missing == set(), f"{group} lost {len(missing)} entries it had not acked"
     assert set(ids[1000:]) <= remaining  # the archiver's pending and unread entries
 
-    second = WorkerProcess(
-        redis_server.url, fake.base_url, worker_id="w-2", claim_idle_seconds=1, **env
-    ).start()
-    workers.append(second)
+    workers.start("w-2", claim_idle_seconds=1)
     state = wait_until(
         lambda: (
             (s := outcomes(client, event_ids))["pending"] == 0

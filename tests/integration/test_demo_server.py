@@ -89,6 +89,14 @@ def processes_in(directory: Path) -> list[int]:
     ]
 
 
+def _script(path: Path, body: str) -> Path:
+    """An executable shell script at ``path`` (its folder made if need be) running ``body``."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}")
+    path.chmod(0o755)
+    return path
+
+
 def wait_gone(pid: int, directory: str) -> bool:
     deadline = time.monotonic() + GONE_WITHIN_SECONDS
     while time.monotonic() < deadline:
@@ -225,10 +233,9 @@ def test_a_port_where_another_redis_answers_is_refused(binary, tmp_path, monkeyp
 def test_a_binary_that_exits_at_once_is_an_error_with_what_it_said(tmp_path, monkeypatch):
     """A server binary that cannot run: its exit code and last words, not a wait."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    broken = tmp_path / "bin" / "redis-server"
-    broken.parent.mkdir()
-    broken.write_text("#!/bin/sh\necho 'FATAL: cannot load the config' >&2\nexit 3\n")
-    broken.chmod(0o755)
+    broken = _script(
+        tmp_path / "bin" / "redis-server", "echo 'FATAL: cannot load the config' >&2\nexit 3\n"
+    )
 
     with pytest.raises(ServerUnavailable) as failure, launch_server(broken):
         pass
@@ -243,10 +250,9 @@ def test_a_binary_that_exits_at_once_is_an_error_with_what_it_said(tmp_path, mon
 def test_a_binary_that_never_answers_times_out_and_is_stopped(tmp_path, monkeypatch):
     """A server that never answers: an error after the timeout, and the process is ended."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    silent = tmp_path / "bin" / "redis-server"
-    silent.parent.mkdir()
-    silent.write_text('#!/bin/sh\necho $$ > "$(dirname "$0")/pid"\nexec sleep 60\n')
-    silent.chmod(0o755)
+    silent = _script(
+        tmp_path / "bin" / "redis-server", 'echo $$ > "$(dirname "$0")/pid"\nexec sleep 60\n'
+    )
 
     with (
         pytest.raises(ServerUnavailable, match=r"did not answer on 127\.0\.0\.1:\d+ within 0\.5 s"),
@@ -264,9 +270,7 @@ def test_a_binary_that_never_answers_times_out_and_is_stopped(tmp_path, monkeypa
 
 def test_redis_server_on_path_comes_first(tmp_path):
     """An executable redis-server on the given PATH is the one chosen."""
-    found = tmp_path / "redis-server"
-    found.write_text("#!/bin/sh\n")
-    found.chmod(0o755)
+    found = _script(tmp_path / "redis-server", "")
 
     assert find_server_binary(path=str(tmp_path)) == found
 

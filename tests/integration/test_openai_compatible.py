@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
 from aiohttp import web
-from faststream.redis import RedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.adapters.openai_compatible_llm import OpenAICompatibleLLM, chat_completions_url
@@ -25,7 +25,15 @@ from app.domain.insights import InsightCreated
 from app.domain.ports import CompletionRequest
 from app.settings import Settings, SettingsError, load_settings
 from tests.conftest import running
-from tests.integration.test_worker_end_to_end import event, settle, xadd_raw
+from tests.integration.test_worker_end_to_end import (
+    ALLOWED_IN_THE_PROMPT,
+    PLANTED_OUTSIDE_THE_ALLOW_LIST,
+    event,
+    request_sent_for,
+    settle,
+    write_in_both_wire_formats,
+    xadd_raw,
+)
 from tests.support.fake_groq import API_KEY, FakeGroq
 from tests.support.redis_server import free_port
 
@@ -121,29 +129,16 @@ async def test_insight_keys_and_published_message_are_written(redis, fake_groq, 
 
 async def test_prompt_never_carries_raw_input_or_other_fields(redis, fake_groq, worker_settings):
     """Secrets planted outside the allow-list never reach the model's HTTP request."""
-    body = event(
-        7,
-        raw_input="SECRET-RAW-INPUT-4711",
-        tool_arguments={"cmd": "SECRET-TOOL-ARG-4711"},
-        metadata={"flags": ["after_hours"], "session_token": "SECRET-METADATA-4711"},
-    )
-    await xadd_raw(redis, body)
-    worker = build_worker(worker_settings())
-    async with running(worker.app):
-        await settle(redis, 1, worker.metrics)
-    wire = json.dumps(fake_groq.requests[0]["body"])
+    settings = worker_settings()
+    wire = await request_sent_for(redis, fake_groq, settings, PLANTED_OUTSIDE_THE_ALLOW_LIST)
     assert "SECRET" not in wire
-    for allowed in ("after_hours", "exfil.curl", "shell.exec", "Billing assistant"):
+    for allowed in ALLOWED_IN_THE_PROMPT:
         assert allowed in wire
 
 
 async def test_both_wire_formats_are_enriched(redis, fake_groq, worker_settings, make_settings):
     """A gateway's raw `payload` entry and a FastStream-published entry both become insights."""
-    await xadd_raw(redis, event(1))
-    publisher = RedisBroker(make_settings().redis_url.unicode_string())
-    async with publisher:
-        await publisher.connect()
-        await publisher.publish(event(2), stream="acp:groq_queue")
+    await write_in_both_wire_formats(redis, make_settings())
     worker = build_worker(worker_settings())
     async with running(worker.app):
         await settle(redis, 2, worker.metrics)
@@ -332,6 +327,17 @@ REQUEST = CompletionRequest(
 )
 
 
+def compatible_llm(
+    port: int, *, api_key: str | None, timeout_seconds: float = 5
+) -> aclosing[OpenAICompatibleLLM]:
+    """The compatible adapter on a loopback port, closed at the end of an ``async with``."""
+    return aclosing(
+        OpenAICompatibleLLM(
+            base_url=f"http://127.0.0.1:{port}", api_key=api_key, timeout_seconds=timeout_seconds
+        )
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "body", "error", "kind"),
     [
@@ -350,14 +356,9 @@ async def test_other_servers_error_bodies_map_to_the_error_tree(
 ):
     """Ollama's string errors, vLLM's flat errors, HTML and empty answers are classified."""
     odd_server.answers.append((status, body, {}))
-    llm = OpenAICompatibleLLM(
-        base_url=f"http://127.0.0.1:{odd_server.port}", api_key=None, timeout_seconds=5
-    )
-    try:
+    async with compatible_llm(odd_server.port, api_key=None) as llm:
         with pytest.raises(error) as caught:
             await llm.complete(REQUEST)
-    finally:
-        await llm.aclose()
     assert caught.value.kind == kind
     if status == 404:
         assert "not found" in caught.value.message
@@ -375,15 +376,10 @@ async def test_a_compatible_429_carries_retry_after_and_usage_is_read(odd_server
         (429, '{"error": {"message": "slow down"}}', {"retry-after": "2"}),
         (200, json.dumps(ok), {"x-ratelimit-remaining-tokens": "99", "Server": "x"}),
     ]
-    llm = OpenAICompatibleLLM(
-        base_url=f"http://127.0.0.1:{odd_server.port}", api_key="sk-local", timeout_seconds=5
-    )
-    try:
+    async with compatible_llm(odd_server.port, api_key="sk-local") as llm:
         with pytest.raises(TransientLLMError) as caught:
             await llm.complete(REQUEST)
         completion = await llm.complete(REQUEST)
-    finally:
-        await llm.aclose()
     assert caught.value.kind == "rate_limit"
     assert caught.value.retry_after == 2.0
     assert (completion.prompt_tokens, completion.completion_tokens) == (31, 9)
@@ -394,14 +390,9 @@ async def test_a_compatible_429_carries_retry_after_and_usage_is_read(odd_server
 async def test_a_server_that_is_not_there_is_a_connection_error_without_the_key() -> None:
     """Connection refused → transient `connection`; the key is in no message."""
     key = "sk-secret-local-key-0123456789"
-    llm = OpenAICompatibleLLM(
-        base_url=f"http://127.0.0.1:{free_port()}", api_key=key, timeout_seconds=2
-    )
-    try:
+    async with compatible_llm(free_port(), api_key=key, timeout_seconds=2) as llm:
         with pytest.raises(TransientLLMError) as caught:
             await llm.complete(REQUEST)
-    finally:
-        await llm.aclose()
     assert caught.value.kind == "connection"
     assert key not in str(caught.value)
 

@@ -137,27 +137,15 @@ async def test_entries_waiting_for_a_slot_are_not_claimed_away(redis, fake_groq,
     fake_groq.latency = 1.5
     for n in range(6):
         await xadd_raw(redis, event(n))
-    busy = build_worker(
-        make_settings(
-            groq_base_url=fake_groq.base_url,
-            worker_id="w-busy",
-            worker_concurrency=2,
-            read_batch_size=4,
-            claim_idle_seconds=0.6,
-            event_order="fifo",
-        )
-    )
-    other = build_worker(
-        make_settings(
-            groq_base_url=fake_groq.base_url,
-            worker_id="w-other",
-            worker_concurrency=2,
-            read_batch_size=4,
-            claim_idle_seconds=0.6,
-            event_order="fifo",
-        ),
-        configure_logs=False,
-    )
+    both = {  # two slots, four entries read at a time, claims after 0.6 s idle
+        "groq_base_url": fake_groq.base_url,
+        "worker_concurrency": 2,
+        "read_batch_size": 4,
+        "claim_idle_seconds": 0.6,
+        "event_order": "fifo",  # entries wait in the stream, held by the reader
+    }
+    busy = build_worker(make_settings(worker_id="w-busy", **both))
+    other = build_worker(make_settings(worker_id="w-other", **both), configure_logs=False)
     async with running(busy.app):
         deadline = time.monotonic() + 5
         while fake_groq.stats.requests < 2 and time.monotonic() < deadline:

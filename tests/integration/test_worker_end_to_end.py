@@ -14,7 +14,9 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from app.bootstrap import build_worker
 from app.domain.insights import InsightCreated
 from app.runtime.metrics import Metrics
+from app.settings import Settings
 from tests.conftest import broker_for, running
+from tests.support.fake_groq import FakeGroq
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_modes]
 
@@ -71,6 +73,36 @@ async def settle(
                 return
         await asyncio.sleep(0.02)
     raise AssertionError(f"worker did not settle on {expected_outcomes} outcomes in {within}s")
+
+
+async def write_in_both_wire_formats(redis: Any, settings: Settings) -> None:
+    """evt-1 as the gateway writes it (a raw ``payload``), evt-2 as FastStream publishes it."""
+    await xadd_raw(redis, event(1))
+    publisher = broker_for(settings)
+    async with publisher:
+        await publisher.connect()
+        await publisher.publish(event(2), stream=STREAM)
+
+
+# An event with secrets outside the allow-list, and what of it the prompt does carry.
+PLANTED_OUTSIDE_THE_ALLOW_LIST = event(
+    7,
+    raw_input="SECRET-RAW-INPUT-4711",
+    tool_arguments={"cmd": "SECRET-TOOL-ARG-4711"},
+    metadata={"flags": ["after_hours"], "session_token": "SECRET-METADATA-4711"},
+)
+ALLOWED_IN_THE_PROMPT = ("after_hours", "exfil.curl", "shell.exec", "Billing assistant")
+
+
+async def request_sent_for(
+    redis: Any, fake_groq: FakeGroq, settings: Settings, body: dict[str, Any]
+) -> str:
+    """The model request a worker with ``settings`` sends for ``body``, as JSON."""
+    await xadd_raw(redis, body)
+    worker = build_worker(settings)
+    async with running(worker.app):
+        await settle(redis, 1, worker.metrics)
+    return json.dumps(fake_groq.requests[0]["body"])
 
 
 async def test_backlog_written_before_first_start_is_processed(redis, fake_groq, make_settings):
@@ -151,30 +183,17 @@ async def test_insight_keys_ttls_scores_and_published_message(redis, fake_groq, 
 
 async def test_prompt_never_carries_raw_input_or_other_fields(redis, fake_groq, make_settings):
     """Secrets planted outside the allow-list never reach the model's HTTP request."""
-    body = event(
-        7,
-        raw_input="SECRET-RAW-INPUT-4711",
-        tool_arguments={"cmd": "SECRET-TOOL-ARG-4711"},
-        metadata={"flags": ["after_hours"], "session_token": "SECRET-METADATA-4711"},
-    )
-    await xadd_raw(redis, body)
-    worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
-    async with running(worker.app):
-        await settle(redis, 1, worker.metrics)
-    wire = json.dumps(fake_groq.requests[0]["body"])
+    settings = make_settings(groq_base_url=fake_groq.base_url)
+    wire = await request_sent_for(redis, fake_groq, settings, PLANTED_OUTSIDE_THE_ALLOW_LIST)
     assert "SECRET" not in wire
-    for allowed in ("after_hours", "exfil.curl", "shell.exec", "Billing assistant"):
+    for allowed in ALLOWED_IN_THE_PROMPT:
         assert allowed in wire
 
 
 @pytest.mark.cluster_smoke
 async def test_both_wire_formats_are_enriched(redis, fake_groq, make_settings):
     """A gateway's raw `payload` entry and a FastStream-published entry both become insights."""
-    await xadd_raw(redis, event(1))
-    publisher = broker_for(make_settings())
-    async with publisher:
-        await publisher.connect()
-        await publisher.publish(event(2), stream=STREAM)
+    await write_in_both_wire_formats(redis, make_settings())
     worker = build_worker(make_settings(groq_base_url=fake_groq.base_url))
     async with running(worker.app):
         await settle(redis, 2, worker.metrics)

@@ -32,10 +32,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support.redis_server import free_port
+from tests.support.server_process import ServerProcess
 
 __all__ = [
     "GROUP_TIMINGS",
@@ -126,8 +128,9 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-class TansuServer:
-    """One Tansu broker (in memory) on a free loopback port, as a context manager."""
+class TansuServer(ServerProcess):
+    """One Tansu broker (in memory) on a free loopback port, as a context manager
+    (``ServerProcess``: pause, kill, restart; a restart is an empty broker)."""
 
     def __init__(
         self,
@@ -155,7 +158,7 @@ class TansuServer:
     def log_path(self) -> Path:
         return self.dir / "tansu.log"
 
-    def start(self, timeout: float = 10.0) -> TansuServer:
+    def start(self, timeout: float = 10.0) -> Self:
         url = f"tcp://{LOOPBACK}:{self.port}"
         env = {key: value for key, value in os.environ.items() if key not in _TANSU_ENV}
         began = time.monotonic()
@@ -222,60 +225,12 @@ class TansuServer:
         if failed:
             raise RuntimeError(f"create_topics {name!r} failed: {failed}")
 
-    def pause(self) -> None:
-        """SIGSTOP: the broker freezes, connections stay open and get no answer."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL: the broker is gone at once, with every record and offset."""
-        if self.process is not None and self.process.poll() is None:
-            self.resume()
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def restart(self) -> None:
-        """Stop and start on the same port: an empty broker (no topics, no offsets)."""
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
     def _log_tail(self, lines: int = 5) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
         return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
-
-    def __enter__(self) -> TansuServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _executable(binary: Path, directory: Path) -> Path:

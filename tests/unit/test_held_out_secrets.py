@@ -8,8 +8,6 @@ them alone, wherever the prompt carries them and in the model's answer.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,20 +16,8 @@ from app.domain.events import AuditEvent
 from app.domain.prompt import build_insight_prompt
 from app.domain.redaction import CREDENTIAL_KINDS, PLACEHOLDER, redact
 from app.domain.sanitize import sanitize_text
+from tests.support.audit_events import valid_event
 from tests.support.secret_formats import FORMATS, HELD_OUT, Format
-
-
-def _event(**fields: Any) -> AuditEvent:
-    body: dict[str, Any] = {
-        "event_id": "evt-1",
-        "tenant_id": "acme",
-        "agent_id": "billing-agent",
-        "severity": "high",
-        "decision": "deny",
-        "timestamp": 1_795_573_200,
-    }
-    body.update(fields)
-    return AuditEvent.model_validate(body)
 
 
 def _placements(row: Format) -> dict[str, AuditEvent]:
@@ -40,13 +26,13 @@ def _placements(row: Format) -> dict[str, AuditEvent]:
     its name tells it apart from a hash or an id."""
     texts = {"": row.text} if row.by_name else {"": row.text, "bare ": row.value}
     placed = {
-        "finding detail": _event(findings=[{"rule": "secrets.scan", "detail": row.text}]),
-        "plain finding": _event(findings=[row.text]),
+        "finding detail": valid_event(findings=[{"rule": "secrets.scan", "detail": row.text}]),
+        "plain finding": valid_event(findings=[row.text]),
     }
     for bare, text in texts.items():
         if len(text) <= 256:
-            placed[f"{bare}agent_name"] = _event(agent_name=text)
-            placed[f"{bare}flag"] = _event(metadata={"flags": [text]})
+            placed[f"{bare}agent_name"] = valid_event(agent_name=text)
+            placed[f"{bare}flag"] = valid_event(metadata={"flags": [text]})
     return placed
 
 
@@ -112,6 +98,6 @@ def test_a_planted_credential_never_survives_whatever_text_surrounds_it(
     for cleaned in (
         redact(text),
         sanitize_text(text),
-        build_insight_prompt(_event(findings=[{"rule": "r", "detail": text[:2000]}])).user,
+        build_insight_prompt(valid_event(findings=[{"rule": "r", "detail": text[:2000]}])).user,
     ):
         assert row.value not in cleaned

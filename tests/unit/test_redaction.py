@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +18,7 @@ from app.domain.events import AuditEvent
 from app.domain.prompt import FIELD_CAPS, build_insight_prompt
 from app.domain.redaction import CREDENTIAL_KINDS, PII_KINDS, PLACEHOLDER, placeholder, redact
 from app.domain.sanitize import sanitize_text
+from tests.support.audit_events import valid_event
 from tests.support.secret_table import CREDENTIAL_ROWS, PII_ROWS, ROWS, Row
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "finding_corpus.txt"
@@ -37,35 +37,22 @@ KNOWN_FALSE_POSITIVES = {
 MAX_FALSE_POSITIVE_RATE = 0.01
 
 
-def _event(**fields: Any) -> AuditEvent:
-    body: dict[str, Any] = {
-        "event_id": "evt-1",
-        "tenant_id": "acme",
-        "agent_id": "billing-agent",
-        "severity": "high",
-        "decision": "deny",
-        "timestamp": 1_795_573_200,
-    }
-    body.update(fields)
-    return AuditEvent.model_validate(body)
-
-
 def _placements(row: Row) -> dict[str, tuple[AuditEvent, str]]:
     """The row's text in every string field of the prompt that can hold it (and its cap)."""
     placed = {
         "finding detail": (
-            _event(findings=[{"rule": "secrets.scan", "detail": row.text}]),
+            valid_event(findings=[{"rule": "secrets.scan", "detail": row.text}]),
             "detail",
         ),
-        "plain finding": (_event(findings=[row.text]), "finding"),
+        "plain finding": (valid_event(findings=[row.text]), "finding"),
     }
     if len(row.text) <= 256:
-        placed["agent_name"] = (_event(agent_name=row.text), "agent_name")
-        placed["tool_name"] = (_event(tool_name=row.text), "tool_name")
-        placed["finding rule"] = (_event(findings=[{"rule": row.text}]), "rule")
-        placed["flag"] = (_event(metadata={"flags": [row.text]}), "flag")
+        placed["agent_name"] = (valid_event(agent_name=row.text), "agent_name")
+        placed["tool_name"] = (valid_event(tool_name=row.text), "tool_name")
+        placed["finding rule"] = (valid_event(findings=[{"rule": row.text}]), "rule")
+        placed["flag"] = (valid_event(metadata={"flags": [row.text]}), "flag")
     if len(row.text) <= 64:
-        placed["decision"] = (_event(decision=row.text), "decision")
+        placed["decision"] = (valid_event(decision=row.text), "decision")
     return placed
 
 
@@ -90,7 +77,7 @@ def test_no_row_of_the_table_reaches_the_prompt_from_any_field(row: Row) -> None
 
 def test_the_agent_id_sent_when_the_agent_has_no_name_is_scrubbed_too() -> None:
     """An agent id shaped like a key (ids allow it) goes as a placeholder."""
-    prompt = build_insight_prompt(_event(agent_id="AKIAZ7XQ4PLM2NB6VC3D"))
+    prompt = build_insight_prompt(valid_event(agent_id="AKIAZ7XQ4PLM2NB6VC3D"))
     assert "AKIAZ7XQ4PLM2NB6VC3D" not in prompt.user
     assert prompt.redactions == {"aws_access_key": 1}
 
@@ -142,7 +129,7 @@ def test_a_planted_secret_never_survives_whatever_text_surrounds_it(
     for cleaned in (
         redact(text),
         sanitize_text(text),
-        build_insight_prompt(_event(findings=[{"rule": "r", "detail": text[:2000]}])).user,
+        build_insight_prompt(valid_event(findings=[{"rule": "r", "detail": text[:2000]}])).user,
     ):
         for secret in row.secrets:
             assert secret not in cleaned
@@ -152,7 +139,7 @@ def test_a_planted_secret_never_survives_whatever_text_surrounds_it(
 def test_with_pii_masking_off_credentials_are_still_scrubbed(row: Row) -> None:
     """PROMPT_REDACT_PII=false never sends a credential."""
     prompt = build_insight_prompt(
-        _event(findings=[{"rule": "secrets.scan", "detail": row.text}]), redact_pii=False
+        valid_event(findings=[{"rule": "secrets.scan", "detail": row.text}]), redact_pii=False
     )
     for secret in row.secrets:
         assert secret not in prompt.user
@@ -163,12 +150,12 @@ def test_with_pii_masking_off_an_email_and_a_card_go_through() -> None:
     """PROMPT_REDACT_PII=false: personal data reaches the prompt and the stored answer."""
     detail = "customer jane.doe@example.org paid with 4111 1111 1111 1111"
     prompt = build_insight_prompt(
-        _event(findings=[{"rule": "pii.scan", "detail": detail}]), redact_pii=False
+        valid_event(findings=[{"rule": "pii.scan", "detail": detail}]), redact_pii=False
     )
     assert detail in prompt.user
     assert prompt.redactions == {}
     assert sanitize_text(detail, pii=False) == detail
-    masked = build_insight_prompt(_event(findings=[{"rule": "pii.scan", "detail": detail}]))
+    masked = build_insight_prompt(valid_event(findings=[{"rule": "pii.scan", "detail": detail}]))
     assert masked.redactions == {"email": 1, "card_number": 1}
 
 
