@@ -519,8 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: the requests are recorded instead
 
     def do_POST(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length is None:
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():  # chunked or missing: the body cannot be told from the next
+            self.close_connection = True
             self._send(_Answer(411, "text/plain", b"Content-Length required"))
             return
         body = self.rfile.read(int(length))
