@@ -18,6 +18,12 @@ the service's retries, breaker, sanitizer and metrics stay as they are. For each
    the bucket is full: the provider's count decides) gives its reservation back, since
    the provider refused it without charging it.
 
+Within one process the calls that wait for a model's capacity form a line: only its head
+asks the shared limiter, and the line is ordered by the request's ``priority`` (the
+event's severity: a critical event's call goes before the low ones already waiting),
+then by arrival. So an urgent event that reaches its slot behind a rate limit does not
+also queue behind every call parked there.
+
 A wait longer than ``pause_threshold`` (a daily limit, a long retry-after) is a *pause*:
 logged once, ``paused_for()`` says how long (readiness reads it through ``limiter_pause``),
 ``acp_groq_limiter_paused_seconds`` shows it. Waiting is cancellation-safe: nothing is
@@ -32,10 +38,12 @@ only in one Lua script, with Redis's clock, so N processes share one budget exac
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -349,6 +357,7 @@ class RateLimitedLLM:
         self._clock = clock
         self._sleep = sleep
         self._paused_until: dict[str, float] = {}
+        self._lines: dict[str, _Line] = {}
         metrics.limiter_paused.set_function(self.paused_for)
 
     # -- the LLM port -----------------------------------------------------------------
@@ -358,7 +367,9 @@ class RateLimitedLLM:
         estimate = estimate_request_tokens(
             request.system, request.user, request.max_completion_tokens
         )
-        await self._acquire(model, estimate)
+        line = self._lines.setdefault(model, _Line())
+        async with line.turn(request.priority):
+            await self._acquire(model, estimate)
         try:
             completion = await self.inner.complete(request)
         except TransientLLMError as exc:
@@ -472,6 +483,46 @@ class RateLimitedLLM:
     def _resume(self, model: str) -> None:
         if self._paused_until.pop(model, None) is not None:
             log.info("llm_rate_limit_resumed", model=model)
+
+
+class _Line:
+    """The calls of one process waiting for one model's capacity, most urgent first."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = 0
+        self._busy = False
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int) -> AsyncIterator[None]:
+        """Wait to be the head of the line (``priority`` 0 first), hold it, pass it on."""
+        if self._busy or self._waiting:
+            self._arrivals += 1
+            waiter = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (priority, self._arrivals, waiter))
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():  # handed the turn, then cancelled
+                    self._next()
+                else:
+                    self._waiting = [w for w in self._waiting if w[2] is not waiter]
+                    heapq.heapify(self._waiting)
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._busy = False
 
 
 def _jitter(wait: float) -> float:

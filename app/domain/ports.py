@@ -42,6 +42,7 @@ class CompletionRequest:
     max_completion_tokens: int
     json_schema: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    priority: int = 0  # the event's severity rank (0: critical), for whoever queues calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetterReason, Outcome
 from app.domain.ports import Admission, EntryRef, InsightStore, Received, ScheduleRequest
 from app.domain.routing import choose_model
-from app.domain.scheduling import Handed, TenantWeights, schedule_request
+from app.domain.scheduling import EventOrder, Handed, TenantWeights, rank, schedule_request
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
@@ -169,6 +169,11 @@ class InsightService:
         cost = self._weights.cost(event.tenant_id)
         return schedule_request(event, received, cost=cost, may_run=may_run, now=time.time())
 
+    def _call_priority(self, event: AuditEvent) -> int:
+        """How urgent the event's model call is among calls waiting for one model's
+        capacity: its severity's rank under EVENT_ORDER=priority, arrival alone in fifo."""
+        return rank(event.severity) if self._settings.event_order is EventOrder.PRIORITY else 0
+
     async def _answer(
         self,
         event: AuditEvent,
@@ -195,7 +200,9 @@ class InsightService:
         if lane and self._lane is not None:
             return await self._lane.defer(event, entry, received.fields, model, prompt, started)
         try:
-            answer = await self._model.answer(model, prompt.system, prompt.user)
+            answer = await self._model.answer(
+                model, prompt.system, prompt.user, priority=self._call_priority(event)
+            )
         except LLMError as exc:
             reason = llm_failure_reason(exc)
             await self._dead_letter(event, entry, received, reason, str(exc), exc.attempts)

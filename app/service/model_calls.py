@@ -86,16 +86,18 @@ class ModelCaller:
         self._sleep = sleep
         self._clock = clock
 
-    async def answer(self, model: str, system: str, user: str) -> Answer:
+    async def answer(self, model: str, system: str, user: str, *, priority: int = 0) -> Answer:
         """The answer of ``model`` (or of the fast model after a fallback).
 
         Raises ``LLMError`` (with ``attempts``) when no answer could be had, and
         ``Postponed`` when the worker began stopping before the event's call started.
+        ``priority`` (the event's severity rank, 0 for critical) orders calls waiting for
+        the same capacity.
         """
         while True:
             probe = await self._wait_for_breaker()
             try:
-                return await self._ask(model, system, user, probe=probe)
+                return await self._ask(model, system, user, probe=probe, priority=priority)
             except _ProbeFailed:
                 continue  # the event waits for the next probe; its attempts are not spent
 
@@ -107,14 +109,18 @@ class ModelCaller:
         self._metrics.breaker_state.set(state)
         return state is not BreakerState.CLOSED
 
-    async def _ask(self, model: str, system: str, user: str, *, probe: bool) -> Answer:
+    async def _ask(
+        self, model: str, system: str, user: str, *, probe: bool, priority: int
+    ) -> Answer:
         fast = self._settings.groq_model_fast
         total = self._settings.groq_max_attempts
         # GROQ_MAX_ATTEMPTS counts every attempt of the event: the deep model leaves the
         # last one to the fallback on the fast model.
         first = 1 if probe else (total - 1 if model != fast and total > 1 else total)
         try:
-            completion, attempts = await self._complete(model, system, user, attempts=first)
+            completion, attempts = await self._complete(
+                model, system, user, attempts=first, priority=priority
+            )
             return Answer(completion, completion.model or model, attempts, fallback=False)
         except LLMError as exc:
             if probe and exc.transient:
@@ -126,14 +132,14 @@ class ModelCaller:
             self._metrics.fallbacks.inc()
             log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
         try:
-            completion, _ = await self._complete(fast, system, user, attempts=1)
+            completion, _ = await self._complete(fast, system, user, attempts=1, priority=priority)
         except LLMError as exc:
             exc.attempts = spent + 1
             raise
         return Answer(completion, completion.model or fast, spent + 1, fallback=True)
 
     async def _complete(
-        self, model: str, system: str, user: str, *, attempts: int
+        self, model: str, system: str, user: str, *, attempts: int, priority: int
     ) -> tuple[Completion, int]:
         request = CompletionRequest(
             model=model,
@@ -142,6 +148,7 @@ class ModelCaller:
             max_completion_tokens=self._settings.groq_max_completion_tokens,
             json_schema=INSIGHT_JSON_SCHEMA,
             reasoning_effort=self._settings.groq_reasoning_effort,
+            priority=priority,
         )
         # The first attempt runs outside tenacity: nearly every event needs no other, and
         # tenacity's machinery (built per call) costs more than the attempt's bookkeeping.

@@ -311,9 +311,13 @@ class HeaderLLM(ScriptedLLM):
         )
 
 
-def request(max_tokens: int = 100) -> CompletionRequest:
+def request(max_tokens: int = 100, *, priority: int = 0, user: str = "facts") -> CompletionRequest:
     return CompletionRequest(
-        model=MODEL, system="Answer in JSON.", user="facts", max_completion_tokens=max_tokens
+        model=MODEL,
+        system="Answer in JSON.",
+        user=user,
+        max_completion_tokens=max_tokens,
+        priority=priority,
     )
 
 
@@ -394,6 +398,44 @@ async def test_other_errors_pass_through_without_touching_the_budget() -> None:
     await llm.complete(request())
     assert clock.sleeps == []
     assert sample(metrics, "acp_groq_rate_limit_responses_total", model=MODEL) == 0
+
+
+async def test_an_urgent_call_goes_before_the_calls_already_waiting_for_capacity() -> None:
+    """RPM 1: three low calls wait in line when a critical one comes; it goes second."""
+    clock = SimClock()
+    inner = ScriptedLLM()
+    llm = limited(inner, ModelLimits(rpm=1), clock)
+    await llm.complete(request(user="first"))  # the minute's only request
+    calls = [llm.complete(request(priority=3, user=f"low {n}")) for n in (1, 2, 3)]
+    calls.append(llm.complete(request(priority=0, user="critical")))
+    await asyncio.gather(*calls)
+    # "low 1" was already asking the limiter (the line's head) when the critical call came.
+    order = [r.user for r in inner.requests]
+    assert order == ["first", "low 1", "critical", "low 2", "low 3"]
+
+
+async def test_calls_of_one_priority_keep_their_arrival_order() -> None:
+    clock = SimClock()
+    inner = ScriptedLLM()
+    llm = limited(inner, ModelLimits(rpm=1), clock)
+    await asyncio.gather(*(llm.complete(request(priority=2, user=str(n))) for n in range(5)))
+    assert [r.user for r in inner.requests] == ["0", "1", "2", "3", "4"]
+
+
+async def test_a_call_cancelled_in_line_neither_runs_nor_holds_up_the_others() -> None:
+    """One call leaves the line while waiting, the head leaves while asking: the rest go."""
+    clock = SimClock()
+    inner = ScriptedLLM()
+    llm = limited(inner, ModelLimits(rpm=1), clock)
+    await llm.complete(request(user="first"))
+    head = asyncio.create_task(llm.complete(request(user="head")))
+    waiting = [asyncio.create_task(llm.complete(request(user=str(n)))) for n in range(3)]
+    await asyncio.sleep(0)  # everyone in line; "head" is asking the limiter
+    waiting[1].cancel()
+    head.cancel()
+    await asyncio.wait_for(asyncio.gather(waiting[0], waiting[2]), 5.0)
+    assert [r.user for r in inner.requests] == ["first", "0", "2"]
+    assert head.cancelled() and waiting[1].cancelled()
 
 
 async def test_a_call_waiting_when_the_worker_stops_is_postponed() -> None:
