@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 
 import redis as sync_redis
 
+from app.domain.keys import Keys
 from tests.support.environment import without_settings
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_server import free_port
@@ -258,12 +259,15 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def start(self, worker_id: str, **settings: Any) -> WorkerProcess:
+        chosen = {**self.defaults, **settings}
+        if self.redis.mode == "cluster":  # the scheduler does not run in a cluster yet
+            chosen.setdefault("event_order", "fifo")
         worker = WorkerProcess(
             self.redis.url,
             self.fake.base_url,
             worker_id=worker_id,
             redis_mode=self.redis.mode,
-            **{**self.defaults, **settings},
+            **chosen,
         )
         self.started.append(worker)  # before its start: a start that hangs is killed too
         return worker.start()
@@ -279,7 +283,15 @@ class Workers:
         self.close()
 
 
-def events(client: RedisClient, count: int, *, start: int = 0, prefix: str = "evt") -> list[str]:
+def events(
+    client: RedisClient,
+    count: int,
+    *,
+    start: int = 0,
+    prefix: str = "evt",
+    tenant: str = "acme",
+    severity: str = "low",
+) -> list[str]:
     """XADD ``count`` valid events in the gateway's wire format; returns their event ids."""
     ids = []
     pipe = client.pipeline(transaction=False)
@@ -292,12 +304,12 @@ def events(client: RedisClient, count: int, *, start: int = 0, prefix: str = "ev
                 "payload": json.dumps(
                     {
                         "event_id": event_id,
-                        "tenant_id": "acme",
+                        "tenant_id": tenant,
                         "agent_id": "agent-a",
                         "agent_name": event_id,  # the fake Groq logs it: one name per event
                         "tool_name": "shell.exec",
                         "decision": "deny",
-                        "severity": "low",
+                        "severity": severity,
                         "timestamp": 1_795_573_200 + n,
                     }
                 )
@@ -323,6 +335,8 @@ def outcomes(client: RedisClient, event_ids: list[str]) -> dict[str, Any]:
     return {
         "insights": insights,
         "dead": [letter.get("event_id") for letter in letters],
-        "pending": pending,
+        "pending": pending,  # entries of the stream delivered and not acknowledged
+        "jobs": client.hlen(Keys.SCHED_JOBS),  # events in the scheduler, waiting or running
+        "running": client.zcard(Keys.SCHED_RUNNING),  # of those, handed to a worker's slot
         "letters": letters,
     }

@@ -73,7 +73,8 @@ Run it on its own (fault tests, benchmarks): ``python -m tests.support.fake_groq
 [--latency S] [--rpm N] [--tpm N]``; ``GET /_control/stats`` returns the counters (and
 ``script_errors``), ``GET /_control/requests`` the messages of every request received (with
 ``--record``), ``POST /_control/script`` appends actions (``{"limits": {"rpm": N, "tpm":
-N}}`` sets the limits, ``{"block_seconds": S}`` blocks), ``POST /_control/reset`` clears
+N}}`` sets the limits, ``{"block_seconds": S}`` blocks, ``{"release": true}`` lets held
+answers go), ``POST /_control/reset`` clears
 them.
 """
 
@@ -578,6 +579,8 @@ class FakeGroq:
             self._buckets.clear()
         if "block_seconds" in payload:
             self.block(float(payload["block_seconds"]))
+        if payload.get("release"):
+            self.release()
         return web.json_response({"queued": len(self.script)})
 
     async def _reset(self, request: web.Request) -> web.Response:
