@@ -21,11 +21,32 @@ from faststream.redis import RedisBroker, RedisClusterBroker
 from app.settings import RedisMode, Settings
 from tests.support.environment import setting_names_in, settings_from
 from tests.support.fake_groq import API_KEY, FakeGroq
+from tests.support.hang_watch import HangWatch
 from tests.support.kafka_broker import TANSU_MISSING, TansuServer, find_tansu
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 REDIS_MODES = ("standalone", "cluster")
+
+
+_HANGS = HangWatch(float(os.environ.get("TEST_HANG_SECONDS", "300")))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # the hang dump goes to the real stderr
+        _HANGS.before_dump = lambda: capture.suspend_global_capture(in_=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """No test hangs the suite: past TEST_HANG_SECONDS its stacks are dumped and the
+    process exits (tests/support/hang_watch.py)."""
+    _HANGS.arm(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        _HANGS.disarm()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
