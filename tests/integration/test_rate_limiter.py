@@ -270,10 +270,12 @@ async def test_without_the_limiter_the_same_block_dead_letters(
 
 @pytest.mark.parametrize("order", ["fifo", "priority"])
 async def test_a_paused_worker_keeps_the_backlog_out_of_its_memory(
-    redis, fake_groq: FakeGroq, make_settings, order: str
+    redis, fake_groq: FakeGroq, make_settings, order: str, redis_mode: str
 ) -> None:
-    """Paused with 2 slots and a read-ahead of 2: in the stream's order at most 4 of 20
+    """Paused with 2 slots and a read-ahead of 2: in the stream's order at most 6 of 20
     entries leave the stream; with the scheduler the others wait there, in Redis."""
+    if order == "priority" and redis_mode == "cluster":
+        pytest.skip("EVENT_ORDER=priority is refused with REDIS_MODE=cluster")
     worker = build_worker(
         blocked_worker_settings(
             make_settings,
@@ -296,9 +298,11 @@ async def test_a_paused_worker_keeps_the_backlog_out_of_its_memory(
         await asyncio.sleep(1.0)  # time enough to read everything, were anything read
         [group] = await redis.xinfo_groups(STREAM)
         assert limiter_pause(live.llm) > 0, "still paused: what was read, was read paused"
-        assert group["pending"] <= 4
+        # Read, not acknowledged: 2 in the handlers, 2 in FastStream's queue to them
+        # (max_workers), and what its reader holds of the last read (2 at most).
+        assert group["pending"] <= 6
         if order == "fifo":
-            assert group["lag"] >= 16
+            assert group["lag"] >= 20 - 6
         else:  # read, and waiting in the scheduler: none but the 2 running in this process
             scheduled = await redis.zcard(Keys.sched_since("low"))
             assert scheduled >= 16

@@ -435,7 +435,8 @@ async def test_a_call_cancelled_in_line_neither_runs_nor_holds_up_the_others() -
     head.cancel()
     await asyncio.wait_for(asyncio.gather(waiting[0], waiting[2]), 5.0)
     assert [r.user for r in inner.requests] == ["first", "0", "2"]
-    assert head.cancelled() and waiting[1].cancelled()
+    assert head.cancelled()
+    assert waiting[1].cancelled()
 
 
 async def test_a_call_waiting_when_the_worker_stops_is_postponed() -> None:
