@@ -35,6 +35,7 @@ QueueCommands = Callable[["Pipeline"], Awaitable[None] | None]
 class _Job:
     queue: QueueCommands
     done: asyncio.Future[list[Any]]
+    scripts: tuple[str, ...]  # the SHA-1s of the loaded scripts its commands run
 
 
 class GroupCommit:
@@ -50,24 +51,28 @@ class GroupCommit:
         self._redis = redis
         self._transaction = transaction
         self._prelude = prelude
-        self._scripts: list[str] = []
+        self._scripts: dict[str, str] = {}  # SHA-1 -> body
         self._max_batch = max_batch
         self._jobs: list[_Job] = []
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0  # how many round trips were made (for benchmarks and tests)
 
     def load(self, script: str) -> str:
-        """Have every batch open with ``SCRIPT LOAD`` of ``script`` (idempotent, and cheap
-        next to sending its body with every call): an ``EVALSHA`` of it can then never meet
-        a Redis that restarted empty (NOSCRIPT), which inside MULTI/EXEC would fail the
-        script and still run the rest of the transaction. Returns its SHA-1."""
-        if script not in self._scripts:
-            self._scripts.append(script)
-        return hashlib.sha1(script.encode()).hexdigest()
+        """Register ``script``; returns its SHA-1, for ``EVALSHA`` in ``submit(scripts=)``.
 
-    async def submit(self, queue: QueueCommands) -> list[Any]:
-        """Queue ``queue``'s commands in the next batch; its own replies come back."""
-        job = _Job(queue, asyncio.get_running_loop().create_future())
+        Every batch that runs it opens with its ``SCRIPT LOAD`` (idempotent, and cheap next
+        to sending its body with every call): an ``EVALSHA`` can then never meet a Redis
+        that restarted empty (NOSCRIPT), which inside MULTI/EXEC would fail the script and
+        still run the rest of the transaction.
+        """
+        sha = hashlib.sha1(script.encode()).hexdigest()
+        self._scripts[sha] = script
+        return sha
+
+    async def submit(self, queue: QueueCommands, *, scripts: tuple[str, ...] = ()) -> list[Any]:
+        """Queue ``queue``'s commands in the next batch; its own replies come back.
+        ``scripts``: the SHA-1s (from ``load``) of the scripts they run."""
+        job = _Job(queue, asyncio.get_running_loop().create_future(), scripts)
         self._jobs.append(job)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._drain(), name="redis-group-commit")
@@ -107,8 +112,8 @@ class GroupCommit:
     async def _run(self, batch: list[_Job]) -> None:
         self.batches += 1
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
-            for script in self._scripts:
-                pipe.script_load(script)
+            for sha in dict.fromkeys(sha for job in batch for sha in job.scripts):
+                pipe.script_load(self._scripts[sha])
             if self._prelude is not None:
                 self._prelude(pipe)
             start = len(pipe)

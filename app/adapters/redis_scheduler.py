@@ -203,7 +203,7 @@ class RedisScheduler:
             pipe.evalsha(self._pick_sha, len(keys), *keys, *args)
 
         async with unavailable_as_domain_error("pick"):
-            (reply,) = await self._commit.submit(queue)
+            (reply,) = await self._commit.submit(queue, scripts=(self._pick_sha,))
             if isinstance(reply, Exception):
                 raise reply
         return [_handed(row) for row in reply]

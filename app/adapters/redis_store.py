@@ -296,7 +296,7 @@ class RedisInsightStore:
             pipe.evalsha(self._admit_sha, len(keys), *keys, *args)
 
         async with unavailable_as_domain_error("admit"):
-            (verdict,) = await self.commit.submit(queue)
+            (verdict,) = await self.commit.submit(queue, scripts=(self._admit_sha,))
             if isinstance(verdict, Exception):  # the script's error reply
                 raise verdict
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
@@ -340,7 +340,7 @@ class RedisInsightStore:
             await publish(pipe)
 
         async with unavailable_as_domain_error("write_insight"):
-            raise_errors(await self.commit.submit(queue))
+            raise_errors(await self.commit.submit(queue, scripts=(self._write_sha,)))
 
     async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:
         """Push the dead letter (the DLQ capped) and XACK its entry together."""

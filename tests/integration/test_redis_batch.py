@@ -83,3 +83,28 @@ async def test_async_queueing_callbacks_are_awaited(redis):
 
     assert await batcher.submit(queue) == [1]
     assert await redis.lrange("list", 0, -1) == [b"from-async"]
+
+
+async def test_a_loaded_script_runs_even_after_redis_forgot_its_scripts(redis):
+    """A Redis restarted empty (SCRIPT FLUSH here) answers the batch's EVALSHA: the batch
+    loads the scripts its callers run."""
+    batcher = GroupCommit(redis, transaction=True)
+    sha = batcher.load("return redis.call('INCR', KEYS[1])")
+
+    def run(pipe: Pipeline) -> None:
+        pipe.evalsha(sha, 1, "counter")
+
+    assert await batcher.submit(run, scripts=(sha,)) == [1]
+    await redis.script_flush()
+    assert await batcher.submit(run, scripts=(sha,)) == [2]
+
+
+async def test_a_batch_loads_only_the_scripts_its_callers_run(redis):
+    """Registered scripts cost nothing to a batch that does not run them."""
+    batcher = GroupCommit(redis, transaction=True)
+    batcher.load("return 'unused'")
+    await redis.config_resetstat()
+    await batcher.submit(queueing(lambda pipe: pipe.set("plain", "1")))
+    stats = await redis.info("commandstats")
+    assert not any(name.startswith("cmdstat_script") for name in stats)
+    assert stats["cmdstat_set"]["calls"] == 1
