@@ -45,6 +45,8 @@ def chat_body(request: CompletionRequest) -> dict[str, Any]:
         ],
         "max_completion_tokens": request.max_completion_tokens,
     }
+    if request.service_tier:
+        params["service_tier"] = request.service_tier
     if request.reasoning_effort and is_reasoning_model(request.model):
         params["reasoning_effort"] = request.reasoning_effort
     if request.json_schema is not None and supports_json_schema(request.model):

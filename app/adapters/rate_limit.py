@@ -63,6 +63,7 @@ from app.domain.limits import (
     gcra_settle,
     lesson_from_headers,
     lesson_from_retry_after,
+    limit_bucket,
 )
 from app.domain.ports import LLM, Completion, CompletionRequest
 from app.runtime.state import wait_or_timeout
@@ -363,7 +364,7 @@ class RateLimitedLLM:
     # -- the LLM port -----------------------------------------------------------------
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        model = request.model
+        model = limit_bucket(request.model, request.service_tier)  # a tier's own limits
         estimate = estimate_request_tokens(
             request.system, request.user, request.max_completion_tokens
         )
@@ -373,7 +374,9 @@ class RateLimitedLLM:
         try:
             completion = await self.inner.complete(request)
         except TransientLLMError as exc:
-            if exc.kind == "rate_limit":
+            if exc.status == 498:  # flex was full: refused at once, charged nothing
+                await self._settle(model, token_delta=-estimate, lesson=RateLimitLesson())
+            elif exc.kind == "rate_limit":
                 self._metrics.rate_limit_responses.labels(model=model).inc()
                 # refused, so not charged: give the tokens back, and hold everyone
                 await self._settle(

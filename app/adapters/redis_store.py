@@ -70,6 +70,8 @@ __all__ = [
 # job kept, queued behind its tenant's waiting events of its severity, its tenant given a
 # place among that severity's tenants if it had none (app/domain/scheduling.py), its
 # lease set to 'sched' (a copy arriving meanwhile is a duplicate) and its entry acked.
+# With a time (ARGV[16]: an admitted event that must wait, e.g. for flex capacity), the
+# job waits among the retries later instead (the reaper queues it when the time comes).
 # Nothing is acknowledged without its job kept, and nothing is charged twice.
 _ADMIT = """
 local owner = redis.call('GET', KEYS[2])
@@ -113,14 +115,18 @@ if ARGV[8] ~= '' then
     wait = redis.call('ZCARD', ARGV[15] .. 'since:' .. severities[r]) > 0
   end
   if wait then
-    local tenants = ARGV[15] .. 'tenants:' .. ARGV[8]
     redis.call('HSET', KEYS[7], ARGV[7], ARGV[13])
-    local queue = ARGV[15] .. 'queue:' .. ARGV[8] .. ':' .. ARGV[1]
-    redis.call('RPUSH', queue, ARGV[12] .. ' ' .. ARGV[7])
-    redis.call('ZADD', ARGV[15] .. 'since:' .. ARGV[8], ARGV[14], ARGV[7])
-    if not redis.call('ZSCORE', tenants, ARGV[1]) then
-      local now = tonumber(redis.call('HGET', ARGV[15] .. 'clock', ARGV[8]) or '0')
-      redis.call('ZADD', tenants, now + tonumber(ARGV[12]), ARGV[1])
+    if ARGV[16] ~= '' then
+      redis.call('ZADD', ARGV[15] .. 'later', ARGV[16], ARGV[7])
+    else
+      local tenants = ARGV[15] .. 'tenants:' .. ARGV[8]
+      local queue = ARGV[15] .. 'queue:' .. ARGV[8] .. ':' .. ARGV[1]
+      redis.call('RPUSH', queue, ARGV[12] .. ' ' .. ARGV[7])
+      redis.call('ZADD', ARGV[15] .. 'since:' .. ARGV[8], ARGV[14], ARGV[7])
+      if not redis.call('ZSCORE', tenants, ARGV[1]) then
+        local now = tonumber(redis.call('HGET', ARGV[15] .. 'clock', ARGV[8]) or '0')
+        redis.call('ZADD', tenants, now + tonumber(ARGV[12]), ARGV[1])
+      end
     end
     redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[11])
     redis.call('SET', KEYS[4], 'sched', 'EX', ARGV[11])
@@ -288,6 +294,7 @@ class RedisInsightStore:
                 schedule.job_json,
                 int(time.time() * 1000),
                 Keys.SCHED,
+                "" if schedule.later_ms is None else schedule.later_ms,
             ]
         else:
             args.append("")

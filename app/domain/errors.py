@@ -28,6 +28,7 @@ __all__ = [
     "ScrubFailed",
     "StoreUnavailable",
     "TransientLLMError",
+    "WaitForCapacity",
     "WorkerError",
     "classify_status",
 ]
@@ -166,6 +167,15 @@ def classify_status(
 
 class Postponed(Exception):
     """The event was not started (the worker is stopping): its entry stays pending."""
+
+
+class WaitForCapacity(Exception):
+    """Groq's flex tier is full (498 ``capacity_exceeded``) for an event that may wait: not
+    a failure. It tries again in ``retry_in`` seconds; its attempts are not spent."""
+
+    def __init__(self, retry_in: float):
+        super().__init__(f"flex capacity exceeded; trying again in {retry_in:.1f}s")
+        self.retry_in = retry_in
 
 
 class StoreUnavailable(WorkerError):

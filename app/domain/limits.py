@@ -52,6 +52,7 @@ __all__ = [
     "gcra_settle",
     "lesson_from_headers",
     "lesson_from_retry_after",
+    "limit_bucket",
     "parse_go_duration",
 ]
 
@@ -98,8 +99,18 @@ class LimitTable:
     per_model: Mapping[str, ModelLimits] = field(default_factory=dict)
 
     def for_model(self, model: str) -> ModelLimits:
+        """The limits of ``model``, or of a tier's bucket of it (``limit_bucket``): an
+        entry of its own, else flex's are ten times the model's (Groq's flex tier)."""
         entry = self.per_model.get(model)
         if entry is None:
+            name, _, tier = model.rpartition("@")
+            if name and tier == "flex":
+                base = self.for_model(name)
+                return base.model_copy(
+                    update={kind: base.limit(kind) * FLEX_LIMIT_FACTOR for kind in KINDS}
+                )
+            if name and tier == "performance":
+                return self.for_model(name)
             return self.default
         update = {name: getattr(entry, name) for name in entry.model_fields_set}
         return self.default.model_copy(update=update)
@@ -107,6 +118,19 @@ class LimitTable:
     @property
     def any(self) -> bool:
         return self.default.any or any(entry.any for entry in self.per_model.values())
+
+
+# Groq: flex processing has "10x higher rate limits compared to on-demand processing".
+FLEX_LIMIT_FACTOR = 10
+
+
+def limit_bucket(model: str, service_tier: str | None) -> str:
+    """The limits a request counts against: the model's (on-demand's; ``auto`` spends them
+    first), or those of the flex or performance tier, which are their own
+    (``<model>@flex``, ``<model>@performance``: an entry of GROQ_MODEL_LIMITS may name them)."""
+    if service_tier in ("flex", "performance"):
+        return f"{model}@{service_tier}"
+    return model
 
 
 # -- what a call costs ----------------------------------------------------------------

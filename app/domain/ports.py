@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from app.domain.routing import ServiceTier
     from app.domain.scheduling import Handed, WaitingStats
 
 __all__ = [
@@ -43,6 +44,7 @@ class CompletionRequest:
     json_schema: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     priority: int = 0  # the event's severity rank (0: critical), for whoever queues calls
+    service_tier: ServiceTier | None = None  # Groq's service_tier (None: none sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class ScheduleRequest:
     rank: int  # 0 for critical ... 3 for low
     cost: float  # 1 / its tenant's weight
     job_json: str  # the Job, as the scheduler keeps it
+    later_ms: int | None = None  # wait until then (epoch ms) before queueing: a retry later
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,10 +123,17 @@ class WaitingStats:
 
 
 def schedule_request(
-    event: AuditEvent, received: Received, *, cost: float, may_run: bool, now: float
+    event: AuditEvent,
+    received: Received,
+    *,
+    cost: float,
+    may_run: bool,
+    now: float,
+    later: float | None = None,
 ) -> ScheduleRequest:
     """What the admission needs to schedule ``event``, its job made of the entry as
-    received (the payload once, the entry's other fields)."""
+    received (the payload once, the entry's other fields); ``later``: seconds it waits
+    before it is queued (an admitted event that must wait)."""
     payload = as_text(received.payload) if received.payload else event.model_dump_json()
     job = Job(
         event_id=event.event_id,
@@ -149,4 +156,5 @@ def schedule_request(
         rank=rank(event.severity),
         cost=cost,
         job_json=job.model_dump_json(),
+        later_ms=None if later is None else int((now + later) * 1000),
     )

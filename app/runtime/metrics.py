@@ -86,6 +86,25 @@ class Metrics:
             "Events the deep model failed on and the fast model was asked instead.",
             registry=r,
         )
+        self.tier_requests = Counter(
+            "acp_groq_service_tier_requests_total",
+            "Model requests by Groq service tier sent (default: none sent) and result "
+            "(answered, capacity_exceeded: flex was full, failed: any other error).",
+            ["service_tier", "result"],
+            registry=r,
+        )
+        self.tier_fallbacks = Counter(
+            "acp_groq_service_tier_fallbacks_total",
+            "Urgent events whose flex request was refused (498) and sent again on_demand.",
+            ["severity"],
+            registry=r,
+        )
+        self.capacity_waits = Counter(
+            "acp_groq_capacity_waits_total",
+            "Times an event waited for flex capacity before trying again (no dead letter).",
+            ["severity"],
+            registry=r,
+        )
         self.config_alarms = Counter(
             "acp_groq_configuration_alarms_total",
             "LLM errors only an operator can fix (bad key, decommissioned model), by kind.",

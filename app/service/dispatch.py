@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 
-from app.domain.errors import Postponed, StoreUnavailable
+from app.domain.errors import Postponed, StoreUnavailable, WaitForCapacity
 from app.domain.ports import Scheduler
 from app.domain.scheduling import Handed
 from app.runtime.state import WorkerState, wait_or_timeout
@@ -91,10 +92,18 @@ class Dispatcher:
         self._max_deliveries = max_deliveries
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._due: float | None = None  # when the soonest job this process put off is due
 
     def wake(self) -> None:
         """An event was just scheduled here: look now rather than at the next poll."""
         self._wake.set()
+
+    def due_in(self, seconds: float) -> None:
+        """A job was put off for ``seconds``: the keeper queues it again when that is up,
+        not at its next round (other processes' keepers do, at theirs)."""
+        due = time.monotonic() + seconds
+        if self._due is None or due < self._due:
+            self._due = due
 
     @property
     def running(self) -> list[str]:
@@ -144,6 +153,11 @@ class Dispatcher:
             except Postponed:  # the worker stops: back to the scheduler, no delivery counted
                 with contextlib.suppress(StoreUnavailable):
                     await self._scheduler.later(event_id, 0)
+            except WaitForCapacity as wait:  # flex is full: it waits in the scheduler, its
+                # slot free for what else waits (its lease runs out if Redis is away)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._scheduler.later(event_id, wait.retry_in)
+                    self.due_in(wait.retry_in)
             except Exception:  # a bug: no outcome; its lease runs out, and it is handed out
                 # again until MAX_DELIVERIES ends it
                 log.exception("job_failed", event_id=event_id)
@@ -161,15 +175,29 @@ class Dispatcher:
         """Extend the leases of the jobs running here; give back those of dead workers,
         dead-lettering the poison ones (``dead_letter_poison``). Every third of a lease,
         until the worker stops."""
-        stopping = self._state.stopping
         interval = max(0.2, min(self._idle / 3, 10.0))
-        while not await wait_or_timeout(stopping, interval):
+        while not await self._until_next_round(interval):
             try:
                 await self._scheduler.refresh(self.running)
                 for poison in await self._scheduler.reap(max_deliveries=self._max_deliveries):
                     await dead_letter_poison(poison)
             except StoreUnavailable as exc:
                 log.warning("scheduler_upkeep_failed", error=str(exc))
+
+    async def _until_next_round(self, interval: float) -> bool:
+        """Until the next round: ``interval`` from now, or sooner when a job put off here
+        is due (looked at every ``_IDLE_POLL_SECONDS``); True once the worker stops."""
+        stopping = self._state.stopping
+        round_at = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            if self._due is not None and self._due <= now:
+                self._due = None
+                return False
+            if now >= round_at:
+                return False
+            if await wait_or_timeout(stopping, min(round_at - now, _IDLE_POLL_SECONDS)):
+                return True
 
     async def drain(self, within: float) -> int:
         """At a graceful stop: let the running jobs finish for ``within`` seconds, then

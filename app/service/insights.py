@@ -28,12 +28,12 @@ import time
 import structlog
 
 from app.domain.dead_letters import llm_failure_reason
-from app.domain.errors import LLMError, Postponed, ScrubFailed
+from app.domain.errors import LLMError, Postponed, ScrubFailed, WaitForCapacity
 from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetterReason, Outcome
 from app.domain.ports import Admission, EntryRef, InsightStore, Received, ScheduleRequest
 from app.domain.routing import choose_model
-from app.domain.scheduling import EventOrder, Handed, TenantWeights, rank, schedule_request
+from app.domain.scheduling import Handed, TenantWeights, schedule_request
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
@@ -169,11 +169,6 @@ class InsightService:
         cost = self._weights.cost(event.tenant_id)
         return schedule_request(event, received, cost=cost, may_run=may_run, now=time.time())
 
-    def _call_priority(self, event: AuditEvent) -> int:
-        """How urgent the event's model call is among calls waiting for one model's
-        capacity: its severity's rank under EVENT_ORDER=priority, arrival alone in fifo."""
-        return rank(event.severity) if self._settings.event_order is EventOrder.PRIORITY else 0
-
     async def _answer(
         self,
         event: AuditEvent,
@@ -201,8 +196,16 @@ class InsightService:
             return await self._lane.defer(event, entry, received.fields, model, prompt, started)
         try:
             answer = await self._model.answer(
-                model, prompt.system, prompt.user, priority=self._call_priority(event)
+                model,
+                prompt.system,
+                prompt.user,
+                severity=event.severity,
+                wait_in_place=self._dispatcher is None,  # with a scheduler, it waits there
             )
+        except WaitForCapacity as wait:
+            if entry.job:
+                raise  # the dispatcher hands the job back to the scheduler, to wait
+            return await self._wait_in_scheduler(event, entry, received, started, wait)
         except LLMError as exc:
             reason = llm_failure_reason(exc)
             await self._dead_letter(event, entry, received, reason, str(exc), exc.attempts)
@@ -218,6 +221,28 @@ class InsightService:
         return Report(
             Outcome.ENRICHED, started, {**answer.facts(), "redactions": prompt.redaction_count}
         )
+
+    async def _wait_in_scheduler(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        received: Received,
+        started: float,
+        wait: WaitForCapacity,
+    ) -> Report | None:
+        """An event that ran at once and must wait for capacity: it becomes a job waiting
+        ``wait.retry_in`` (admitted again: never charged twice), its slot freed."""
+        cost = self._weights.cost(event.tenant_id)
+        schedule = schedule_request(
+            event, received, cost=cost, may_run=False, now=time.time(), later=wait.retry_in
+        )
+        admission = await self._admit(event, entry, schedule)
+        if admission is Admission.SCHEDULED:
+            assert self._dispatcher is not None
+            self._dispatcher.due_in(wait.retry_in)
+            return None
+        assert admission is not Admission.ADMITTED  # may_run=False: it runs later or not
+        return await self._refused(admission, event, entry, received, started)
 
     async def _admit(
         self, event: AuditEvent, entry: EntryRef, schedule: ScheduleRequest | None

@@ -9,7 +9,14 @@ whose ``attempts`` says how many requests the event spent. The policy:
   (transient errors, not found, decommissioned): the answer records ``fallback``;
 * while the circuit breaker is open, events wait before their first attempt; when it
   half-opens one event's call is the probe, with a single attempt: if the model is still
-  down, that event goes back to waiting instead of spending its attempts on the outage.
+  down, that event goes back to waiting instead of spending its attempts on the outage;
+* each request carries the event's urgency: its place among calls waiting for a model's
+  capacity (EVENT_ORDER=priority) and its Groq service tier (``GROQ_SERVICE_TIERS``). A
+  request the flex tier refuses (498 ``capacity_exceeded``) is no failure: an urgent
+  event's goes again at once on ``on_demand``; another event waits (backoff shared by the
+  process, reset by flex's next answer) and tries again, in place or, a scheduled job,
+  back in the scheduler (``WaitForCapacity``). Its attempts are not spent, the breaker
+  does not count it.
 """
 
 from __future__ import annotations
@@ -18,16 +25,25 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from app.domain.breaker import BreakerState, CircuitBreaker
-from app.domain.errors import LLMError, PermanentLLMError, Postponed, TransientLLMError
+from app.domain.errors import (
+    LLMError,
+    PermanentLLMError,
+    Postponed,
+    TransientLLMError,
+    WaitForCapacity,
+)
+from app.domain.events import Severity
 from app.domain.ports import LLM, Completion, CompletionRequest
 from app.domain.prompt import INSIGHT_JSON_SCHEMA
+from app.domain.routing import URGENT_SEVERITIES, ServiceTier, choose_tier
+from app.domain.scheduling import EventOrder, rank
 from app.runtime.metrics import Labelled, Metrics
 from app.runtime.state import WorkerState
 from app.settings import Settings
@@ -63,6 +79,29 @@ class _ProbeFailed(Exception):
     """This event's call was the breaker's probe and the model is still down."""
 
 
+class _FlexFull(Exception):
+    """Groq's flex tier refused this event's request (498): capacity, not a failure."""
+
+
+# Waits for flex capacity: 1 s, doubling with each refusal in a row, at most 30 s (Groq:
+# "add jittered backoff and retries to smooth spikes").
+_FLEX_WAIT_BASE_SECONDS = 1.0
+_FLEX_WAIT_MAX_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Manner:
+    """How one event's requests go: their place in line and their service tier."""
+
+    priority: int = 0
+    tier: ServiceTier | None = None
+    severity: Severity | None = None
+
+    @property
+    def urgent(self) -> bool:
+        return self.severity in URGENT_SEVERITIES
+
+
 class ModelCaller:
     """Asks the model for one event's answer under the worker's retry and breaker policy."""
 
@@ -82,24 +121,69 @@ class ModelCaller:
         self.breaker = breaker
         self._metrics = metrics
         self._llm_latency = Labelled(metrics.llm_latency)
+        self._tier_requests = Labelled(metrics.tier_requests)
         self._state = state
         self._sleep = sleep
         self._clock = clock
+        self._flex_refusals = 0  # flex refusals in a row (this process's backoff)
 
-    async def answer(self, model: str, system: str, user: str, *, priority: int = 0) -> Answer:
-        """The answer of ``model`` (or of the fast model after a fallback).
+    async def answer(
+        self,
+        model: str,
+        system: str,
+        user: str,
+        *,
+        severity: Severity | None = None,
+        wait_in_place: bool = True,
+    ) -> Answer:
+        """The answer of ``model`` (or of the fast model after a fallback) for an event of
+        ``severity`` (None: no event's urgency, e.g. the batch lane's).
 
         Raises ``LLMError`` (with ``attempts``) when no answer could be had, and
         ``Postponed`` when the worker began stopping before the event's call started.
-        ``priority`` (the event's severity rank, 0 for critical) orders calls waiting for
-        the same capacity.
+        While flex has no capacity for a non-urgent event, it waits here, or with
+        ``wait_in_place=False`` raises ``WaitForCapacity`` for its caller to wait.
         """
+        manner = self._manner(severity)
         while True:
             probe = await self._wait_for_breaker()
             try:
-                return await self._ask(model, system, user, probe=probe, priority=priority)
+                return await self._ask(model, system, user, probe=probe, manner=manner)
             except _ProbeFailed:
                 continue  # the event waits for the next probe; its attempts are not spent
+            except _FlexFull:
+                assert severity is not None  # a tier is only chosen for an event
+                if manner.urgent:
+                    self._metrics.tier_fallbacks.labels(severity=severity.value).inc()
+                    log.warning("service_tier_fallback", tier=manner.tier, to=ServiceTier.ON_DEMAND)
+                    manner = replace(manner, tier=ServiceTier.ON_DEMAND)
+                    continue
+                self._metrics.capacity_waits.labels(severity=severity.value).inc()
+                delay = self._flex_wait()
+                if not wait_in_place:
+                    raise WaitForCapacity(delay) from None
+                log.info("flex_capacity_wait", retry_in=round(delay, 2))
+                if await self._state.pause(delay):
+                    raise Postponed from None
+
+    def _manner(self, severity: Severity | None) -> _Manner:
+        if severity is None:
+            return _Manner()
+        settings = self._settings
+        ordered = settings.event_order is EventOrder.PRIORITY
+        return _Manner(
+            priority=rank(severity) if ordered else 0,
+            tier=choose_tier(severity, settings.groq_service_tiers),
+            severity=severity,
+        )
+
+    def _flex_wait(self) -> float:
+        """How long a refused event waits: grows with the refusals in a row, jittered."""
+        self._flex_refusals += 1
+        ceiling = min(
+            _FLEX_WAIT_MAX_SECONDS, _FLEX_WAIT_BASE_SECONDS * 2 ** (self._flex_refusals - 1)
+        )
+        return random.uniform(ceiling / 2, ceiling)
 
     def breaker_open(self) -> bool:
         """True while the breaker keeps new events away from the model (readiness)."""
@@ -110,7 +194,7 @@ class ModelCaller:
         return state is not BreakerState.CLOSED
 
     async def _ask(
-        self, model: str, system: str, user: str, *, probe: bool, priority: int
+        self, model: str, system: str, user: str, *, probe: bool, manner: _Manner
     ) -> Answer:
         fast = self._settings.groq_model_fast
         total = self._settings.groq_max_attempts
@@ -119,7 +203,7 @@ class ModelCaller:
         first = 1 if probe else (total - 1 if model != fast and total > 1 else total)
         try:
             completion, attempts = await self._complete(
-                model, system, user, attempts=first, priority=priority
+                model, system, user, attempts=first, manner=manner
             )
             return Answer(completion, completion.model or model, attempts, fallback=False)
         except LLMError as exc:
@@ -132,14 +216,14 @@ class ModelCaller:
             self._metrics.fallbacks.inc()
             log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
         try:
-            completion, _ = await self._complete(fast, system, user, attempts=1, priority=priority)
+            completion, _ = await self._complete(fast, system, user, attempts=1, manner=manner)
         except LLMError as exc:
             exc.attempts = spent + 1
             raise
         return Answer(completion, completion.model or fast, spent + 1, fallback=True)
 
     async def _complete(
-        self, model: str, system: str, user: str, *, attempts: int, priority: int
+        self, model: str, system: str, user: str, *, attempts: int, manner: _Manner
     ) -> tuple[Completion, int]:
         request = CompletionRequest(
             model=model,
@@ -148,7 +232,8 @@ class ModelCaller:
             max_completion_tokens=self._settings.groq_max_completion_tokens,
             json_schema=INSIGHT_JSON_SCHEMA,
             reasoning_effort=self._settings.groq_reasoning_effort,
-            priority=priority,
+            priority=manner.priority,
+            service_tier=manner.tier,
         )
         # The first attempt runs outside tenacity: nearly every event needs no other, and
         # tenacity's machinery (built per call) costs more than the attempt's bookkeeping.
@@ -180,10 +265,17 @@ class ModelCaller:
 
     async def _attempt(self, request: CompletionRequest) -> Completion:
         began = self._clock()
+        tier = request.service_tier or "default"
         try:
             completion = await self.llm.complete(request)
         except LLMError as exc:
             self._metrics.api_errors.labels(error_type=exc.kind).inc()
+            if request.service_tier == ServiceTier.FLEX and exc.status == 498:
+                self._tier_requests(tier, "capacity_exceeded").inc()
+                if self.breaker is not None:  # a full flex tier says nothing of the model
+                    self.breaker.release_probe()
+                raise _FlexFull from None
+            self._tier_requests(tier, "failed").inc()
             if exc.transient or (isinstance(exc, PermanentLLMError) and exc.configuration):
                 self._breaker_failure(exc)
             elif self.breaker is not None:
@@ -198,6 +290,9 @@ class ModelCaller:
             raise
         finally:
             self._llm_latency(request.model).observe(self._clock() - began)
+        self._tier_requests(tier, "answered").inc()
+        if request.service_tier == ServiceTier.FLEX:
+            self._flex_refusals = 0
         if self.breaker is not None:
             if self.breaker.state(self._clock()) is not BreakerState.CLOSED:
                 log.info("breaker_closed", model=request.model)

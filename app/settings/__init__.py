@@ -122,6 +122,15 @@ class Settings(
         return self.worker_concurrency * 2 if priority else self.worker_concurrency
 
     @model_validator(mode="after")
+    def _service_tiers(self) -> Self:
+        if self.groq_service_tiers and self.llm_provider is LLMProvider.OPENAI_COMPATIBLE:
+            raise ValueError(
+                "GROQ_SERVICE_TIERS: service tiers are Groq's; LLM_PROVIDER=openai-compatible "
+                "has none (leave GROQ_SERVICE_TIERS empty)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _batch_lane(self) -> Self:
         if self.groq_batch_severities and self.llm_provider is LLMProvider.OPENAI_COMPATIBLE:
             raise ValueError(

@@ -22,6 +22,7 @@ from app.domain.events import Severity
 from app.domain.keys import DLQ_MAX_ENTRIES
 from app.domain.limits import LimitTable, ModelLimits
 from app.domain.prompt import DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS
+from app.domain.routing import ServiceTier, parse_service_tiers
 from app.domain.scheduling import EventOrder
 
 __all__ = [
@@ -180,7 +181,8 @@ class StreamTuning(BaseSettings):
 
 
 class SchedulingSettings(BaseSettings):
-    """Which waiting event goes first: severity, then a fair share between tenants."""
+    """Which waiting event goes first (severity, then a fair share between tenants), and
+    which of Groq's service tiers each severity is sent on."""
 
     event_order: EventOrder = Field(
         EventOrder.PRIORITY,
@@ -192,6 +194,18 @@ class SchedulingSettings(BaseSettings):
         description="JSON, tenant -> weight (default 1 each): a tenant's share of model "
         'calls among the tenants with events of one severity waiting, e.g. {"acme": 2}.',
     )
+
+    groq_service_tiers: Annotated[dict[Severity, ServiceTier], NoDecode] = Field(
+        default_factory=dict,
+        description="severity=tier, comma-separated (on_demand, flex, auto, performance), "
+        "e.g. critical=on_demand,low=flex; empty: no service_tier sent. A call flex refuses "
+        "(498) goes again on on_demand for critical and high, waits and retries for others.",
+    )
+
+    @field_validator("groq_service_tiers", mode="before")
+    @classmethod
+    def _parse_tiers(cls, value: object) -> object:
+        return parse_service_tiers(value) if isinstance(value, str) else value
 
     @field_validator("tenant_weights")
     @classmethod
@@ -292,7 +306,9 @@ class LimitSettings(BaseSettings):
     groq_model_limits: dict[str, ModelLimits] = Field(
         default_factory=dict,
         description='Per-model limits, JSON: {"openai/gpt-oss-120b": {"rpm": 30, "tpm": 8000}}'
-        " (keys rpm, tpm, rpd, tpd; unset keys take GROQ_RPM_LIMIT/GROQ_TPM_LIMIT).",
+        " (keys rpm, tpm, rpd, tpd; unset keys take GROQ_RPM_LIMIT/GROQ_TPM_LIMIT). A "
+        "model's flex tier has limits of its own, ten times its on-demand ones unless "
+        'an entry names it ("openai/gpt-oss-120b@flex").',
     )
     groq_limiter_pause_threshold_seconds: float = Field(
         60.0,

@@ -251,3 +251,46 @@ async def post_compatible(fake_groq: FakeGroq, response_format: dict[str, Any]) 
         ) as response,
     ):
         return response.status, await response.json()
+
+
+# -- service tiers ----------------------------------------------------------------------
+
+
+async def test_a_full_flex_tier_refuses_flex_requests_at_once_with_498(
+    fake_groq: FakeGroq, client: groq.AsyncGroq
+):
+    """Flex full: 498 capacity_exceeded (a bare APIStatusError), before any latency and
+    unmetered; on-demand and tierless requests are answered as usual."""
+    fake_groq.flex_full = True
+    fake_groq.latency = 5.0
+    fake_groq.rpm_limit = 1
+    with pytest.raises(groq.APIStatusError) as refused:
+        await asyncio.wait_for(chat(client, service_tier="flex"), 2.0)
+    assert type(refused.value) is groq.APIStatusError
+    assert refused.value.status_code == 498
+    assert refused.value.body["error"]["code"] == "capacity_exceeded"  # type: ignore[index]
+    fake_groq.latency = 0.0
+    fake_groq.flex_full = False
+    await chat(client, service_tier="flex")  # the refusal took nothing of flex's bucket
+    await chat(client, service_tier="on_demand")  # the model's on-demand bucket is its own
+    assert fake_groq.stats.statuses == {498: 1, 200: 2}
+    assert fake_groq.stats.by_tier == {"flex": 2, "on_demand": 1}
+
+
+async def test_flex_has_ten_times_the_limits_in_buckets_of_its_own(
+    fake_groq: FakeGroq, client: groq.AsyncGroq
+):
+    fake_groq.rpm_limit = 1
+    _answer, headers = await chat(client, service_tier="flex")
+    assert headers["x-ratelimit-limit-requests"] == "10"
+    assert headers["x-ratelimit-remaining-requests"] == "9"
+    await chat(client)  # on-demand's one request of the minute
+    with pytest.raises(groq.RateLimitError):
+        await chat(client, service_tier="on_demand")
+    assert fake_groq.stats.by_tier == {"flex": 1, "default": 1, "on_demand": 1}
+
+
+async def test_an_unknown_service_tier_is_a_400(fake_groq: FakeGroq, client: groq.AsyncGroq):
+    with pytest.raises(groq.BadRequestError) as refused:
+        await chat(client, service_tier="fastest")
+    assert "service_tier" in refused.value.body["error"]["message"]  # type: ignore[index]

@@ -69,13 +69,20 @@ a requests and a tokens bucket that hold a minute's worth and refill continuousl
 one it enforces.) ``block(seconds)`` answers 429 to everything for that long, with the
 remaining time in ``retry-after``: a daily limit, reached.
 
+Service tiers, as Groq documents them (console.groq.com/docs/flex-processing): a request's
+``service_tier`` must be ``on_demand``, ``flex``, ``auto`` or ``performance`` (else 400). Flex
+has its own buckets, ten times the limits above. While ``flex_full`` is set, a flex request
+fails at once, unmetered, with **498** ``capacity_exceeded`` (the groq SDK raises a bare
+``APIStatusError``); the others are answered as usual. ``stats.by_tier`` counts requests
+by the tier they named (``default``: none).
+
 Run it on its own (fault tests, benchmarks): ``python -m tests.support.fake_groq --port N
 [--latency S] [--rpm N] [--tpm N]``; ``GET /_control/stats`` returns the counters (and
 ``script_errors``), ``GET /_control/requests`` the messages of every request received (with
 ``--record``), ``POST /_control/script`` appends actions (``{"limits": {"rpm": N, "tpm":
 N}}`` sets the limits, ``{"block_seconds": S}`` blocks, ``{"release": true}`` lets held
-answers go), ``POST /_control/reset`` clears
-them.
+answers go, ``{"flex_full": true|false}`` fills or frees flex), ``POST /_control/reset``
+clears them.
 """
 
 from __future__ import annotations
@@ -116,6 +123,8 @@ _SCHEMA_FAILED = (
     "'failed_generation' for more details."
 )
 _NOT_JSON = "not a JSON object"
+_SERVICE_TIERS = ("on_demand", "flex", "auto", "performance")
+_FLEX_LIMIT_FACTOR = 10  # Groq: flex has "10x higher rate limits" than on-demand
 # Models on which Groq decodes strict json_schema under constraint (its structured-outputs
 # page); on others it refuses strict.
 _CONSTRAINED_DECODING = ("openai/gpt-oss-",)
@@ -136,6 +145,7 @@ class _Stats:
     max_in_flight: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     by_model: dict[str, int] = field(default_factory=dict)
+    by_tier: dict[str, int] = field(default_factory=dict)
     cached_tokens: int = 0
 
 
@@ -197,6 +207,7 @@ class FakeGroq:
         self.rpm_limit = rpm_limit
         self.tpm_limit = tpm_limit
         self.blocked_until = 0.0
+        self.flex_full = False  # flex answers 498 capacity_exceeded while set
         # scripts Groq could not answer (see the module's docstring): a test's mistake
         self.script_errors: list[str] = []
         self._released = asyncio.Event()
@@ -259,6 +270,7 @@ class FakeGroq:
             "max_in_flight": self.stats.max_in_flight,
             "statuses": {str(k): v for k, v in self.stats.statuses.items()},
             "by_model": dict(self.stats.by_model),
+            "by_tier": dict(self.stats.by_tier),
             "cached_tokens": self.stats.cached_tokens,
             "script_errors": list(self.script_errors),
         }
@@ -298,6 +310,21 @@ class FakeGroq:
             return self._error(
                 400, f"`strict` structured outputs are not supported by model `{model}`", None
             )
+        tier = body.get("service_tier")
+        tier_name = str(tier) if tier is not None else "default"
+        self.stats.by_tier[tier_name] = self.stats.by_tier.get(tier_name, 0) + 1
+        if tier is not None and tier not in _SERVICE_TIERS:
+            return self._error(
+                400, f"service_tier must be one of {', '.join(_SERVICE_TIERS)}", None
+            )
+        if tier == "flex" and self.flex_full:
+            return self._error(
+                498,
+                "Flex tier capacity exceeded. Please try again later.",
+                "capacity_exceeded",
+                error_type="capacity_exceeded",
+            )
+        meter = f"{model}@flex" if tier == "flex" else model  # flex has buckets of its own
         left = self.blocked_until - time.monotonic()
         if left > 0:
             return self._error(
@@ -315,18 +342,19 @@ class FakeGroq:
         prompt_tokens = _tokens(sum(len(str(m.get("content", ""))) for m in messages))
         reserved = prompt_tokens + _output_room(body)
         metered = bool(self.rpm_limit or self.tpm_limit)
-        if self.tpm_limit and reserved > self.tpm_limit:
+        tpm = self.tpm_limit * (_FLEX_LIMIT_FACTOR if tier == "flex" else 1)
+        if tpm and reserved > tpm:
             return self._error(
                 413,
                 f"Request too large for model `{model}` in organization `org_fake` service "
-                f"tier `on_demand` on tokens per minute (TPM): Limit {self.tpm_limit}, "
+                f"tier `{tier or 'on_demand'}` on tokens per minute (TPM): Limit {tpm}, "
                 f"Requested {reserved}, please reduce your message size and try again. "
                 "Visit https://console.groq.com/docs/rate-limits for more information.",
                 "rate_limit_exceeded",
                 error_type="tokens",
             )
         if metered:
-            refused = self._admit(model, reserved)
+            refused = self._admit(meter, reserved)
             if refused is not None:
                 what, headers = refused
                 return self._error(
@@ -347,7 +375,7 @@ class FakeGroq:
                     await self._stopping.wait()
         status = int(action.get("status", 200))
         if status != 200:
-            headers = self._settle(model, reserved, 0) if metered else {}
+            headers = self._settle(meter, reserved, 0) if metered else {}
             return self._error(
                 status,
                 action.get("message", f"scripted error {status}"),
@@ -368,7 +396,7 @@ class FakeGroq:
             if kind == "script":
                 self.script_errors.append(f"{model}: {message}")
                 if metered:
-                    self._settle(model, reserved, 0)
+                    self._settle(meter, reserved, 0)
                 return self._error(
                     400, message, "impossible_script", error_type="fake_script_error"
                 )
@@ -379,14 +407,14 @@ class FakeGroq:
                 "json_validate_failed",
                 failed_generation=content,
                 keep_empty_generation=True,
-                headers=self._settle(model, reserved, generated) if metered else {},
+                headers=self._settle(meter, reserved, generated) if metered else {},
             )
         usage = (prompt_tokens, _tokens(len(content)))
         answer = self.completion_body(model, messages, content, usage, finish_reason=finish_reason)
         headers = dict(_UNMETERED_HEADERS)
         if metered:
             cached = answer["usage"]["prompt_tokens_details"]["cached_tokens"]
-            headers.update(self._settle(model, reserved, sum(usage) - cached))
+            headers.update(self._settle(meter, reserved, sum(usage) - cached))
         self._count(200)
         return web.json_response(answer, headers=headers)
 
@@ -460,7 +488,11 @@ class FakeGroq:
     def _metered_buckets(self, model: str, tokens: int) -> dict[str, tuple[_Bucket, int]]:
         """The model's limited buckets, refilled to now, with what ``tokens`` would cost."""
         now = time.monotonic()
-        costs = {"requests": (self.rpm_limit, 1), "tokens": (self.tpm_limit, tokens)}
+        factor = _FLEX_LIMIT_FACTOR if model.endswith("@flex") else 1
+        costs = {
+            "requests": (self.rpm_limit * factor, 1),
+            "tokens": (self.tpm_limit * factor, tokens),
+        }
         buckets: dict[str, tuple[_Bucket, int]] = {}
         for kind, (limit, cost) in costs.items():
             if limit:
@@ -581,6 +613,8 @@ class FakeGroq:
             self.block(float(payload["block_seconds"]))
         if payload.get("release"):
             self.release()
+        if "flex_full" in payload:
+            self.flex_full = bool(payload["flex_full"])
         return web.json_response({"queued": len(self.script)})
 
     async def _reset(self, request: web.Request) -> web.Response:
@@ -593,6 +627,7 @@ class FakeGroq:
         self._prefixes.clear()
         self.batches.reset()
         self.blocked_until = 0.0
+        self.flex_full = False
         return web.json_response({"ok": True})
 
 
