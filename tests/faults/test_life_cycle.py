@@ -44,9 +44,14 @@ def consumers(client) -> dict[str, int]:
 
 def test_rolling_deploy_hands_read_ahead_entries_to_the_next_pod_at_once(client, fake, workers):
     """SIGTERM on pod-a: pod-b, under a new name, finishes its entries without waiting for
-    them to go idle (an hour here: only the hand-back can make them claimable in time)."""
+    them to go idle (an hour here: only the hand-back can make them claimable in time).
+    EVENT_ORDER=fifo, where what a worker read ahead stays pending in the stream."""
     ids = events(client, 300)
-    hour = {"worker_concurrency": 32, "claim_idle_seconds": NEVER_IDLE_SECONDS}
+    hour = {
+        "worker_concurrency": 32,
+        "claim_idle_seconds": NEVER_IDLE_SECONDS,
+        "event_order": "fifo",
+    }
     pod_a = workers.start("pod-a", **hour)
     wait_until(lambda: fake.stats()["requests"] >= 20, within=60, what="20 calls by pod-a")
     assert pod_a.terminate(within=30) == 0
@@ -74,6 +79,36 @@ def test_rolling_deploy_hands_read_ahead_entries_to_the_next_pod_at_once(client,
     wait_until(lambda: client.xpending(STREAM, GROUP)["pending"] == 0, within=10, what="acks")
     assert consumers(client).get("pod-a", 0) == 0, "pod-a holds nothing"
     assert '"event": "consumer_leaving"' in pod_a.log()
+
+
+def test_rolling_deploy_gives_the_scheduled_events_to_the_next_pod_at_once(client, fake, workers):
+    """EVENT_ORDER=priority: what pod-a read waits in the scheduler, and at SIGTERM the
+    jobs it was running go back at once (no delivery counted): pod-b, under a new name,
+    finishes them all without waiting an hour for a lease to run out, none asked twice."""
+    ids = events(client, 300)
+    hour = {"worker_concurrency": 32, "claim_idle_seconds": NEVER_IDLE_SECONDS}
+    pod_a = workers.start("pod-a", **hour)
+    wait_until(lambda: fake.stats()["requests"] >= 20, within=60, what="20 calls by pod-a")
+    assert pod_a.terminate(within=30) == 0
+    state = outcomes(client, ids)
+    assert state["jobs"] > 0, "pod-a left events waiting: the case this test is about"
+    assert state["running"] == 0, "pod-a runs nothing it did not give back"
+    held = consumers(client).get("pod-a", 0)  # entries read, not yet admitted: handed back
+    handed_back = [line for line in pod_a.log().splitlines() if "consumer_leaving" in line]
+    assert [json.loads(line)["handed_back"] for line in handed_back] == [held]
+
+    workers.start("pod-b", **hour)
+    wait_until(
+        lambda: len(outcomes(client, ids)["insights"]) == len(ids), within=120, what="backlog"
+    )
+    state = outcomes(client, ids)
+    assert state["dead"] == []
+    assert state["jobs"] == 0
+    wait_until(lambda: client.xpending(STREAM, GROUP)["pending"] == 0, within=10, what="acks")
+    assert consumers(client).get("pod-a", 0) == 0, "pod-a holds nothing"
+    calls = Counter(fake.agents_requested())
+    assert set(calls) == set(ids), "no call lost"
+    assert max(calls.values()) == 1, "no event enriched twice"
 
 
 def test_a_consumer_that_holds_nothing_leaves_the_group_at_a_graceful_stop(client, workers):
@@ -141,8 +176,10 @@ def _refusal_drill(
     wait_until(lambda: len(outcomes(client, ids)["insights"]) >= 200, within=60, what="200")
     refuse()
     try:
-        # what the worker can hold: its slots, FastStream's buffer of as many, one read
-        bound = 3 * concurrency
+        # What the worker can hold: its handlers (with EVENT_ORDER=priority, the default,
+        # twice its slots: the others schedule what finds no slot), FastStream's buffer of
+        # as many, one read of as many.
+        bound = 3 * 2 * concurrency
         deadline = time.monotonic() + 20
         most_pending = most_deliveries = 0
         statuses = []
