@@ -39,7 +39,9 @@ from app.domain.text import as_text
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["RedisScheduler"]
+    from app.adapters.redis_clients import RedisClient
+
+__all__ = ["RedisScheduler", "waiting_stats"]
 
 # The Lua loop over the severities, most urgent first (as SEVERITY_ORDER).
 _SEVERITIES = "{" + ", ".join(f"'{severity.value}'" for severity in SEVERITY_ORDER) + "}"
@@ -267,32 +269,39 @@ class RedisScheduler:
 
     async def stats(self, *, top: int = 5) -> WaitingStats:
         """What waits, for metrics and ``groq-worker status``."""
-        async with unavailable_as_domain_error("scheduler_stats"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for severity in SEVERITY_ORDER:
-                    pipe.zcard(Keys.sched_since(severity))
-                    pipe.zrange(Keys.sched_since(severity), 0, 0, withscores=True)
-                    pipe.zrange(Keys.sched_tenants(severity), 0, -1)
-                pipe.zcard(Keys.SCHED_RUNNING)
-                pipe.zcard(Keys.SCHED_LATER)
-                replies = await pipe.execute()
-            waiting, oldest, queues = {}, {}, []
-            for index, severity in enumerate(SEVERITY_ORDER):
-                count, first, tenants = replies[3 * index : 3 * index + 3]
-                waiting[severity.value] = int(count)
-                oldest[severity.value] = first[0][1] / 1000 if first else None
-                queues += [(as_text(t), Keys.sched_queue(severity, as_text(t))) for t in tenants]
-            running, later = int(replies[-2]), int(replies[-1])
-            per_tenant: dict[str, int] = {}
-            if queues:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for _, key in queues:
-                        pipe.llen(key)
-                    lengths = await pipe.execute()
-                for (tenant, _), length in zip(queues, lengths, strict=True):
-                    per_tenant[tenant] = per_tenant.get(tenant, 0) + int(length)
-        ranked = sorted(per_tenant.items(), key=lambda item: (-item[1], item[0]))[:top]
-        return WaitingStats(waiting, oldest, running, later, ranked)
+        return await waiting_stats(self._redis, top=top)
+
+
+async def waiting_stats(redis: RedisClient, *, top: int = 5) -> WaitingStats:
+    """What waits in the scheduler (read only): by severity, how many and since when; how
+    many run and wait to be retried; the ``top`` tenants with the most waiting. Two round
+    trips; the second reads the length of each waiting tenant's queues."""
+    async with unavailable_as_domain_error("scheduler_stats"):
+        async with redis.pipeline(transaction=False) as pipe:
+            for severity in SEVERITY_ORDER:
+                pipe.zcard(Keys.sched_since(severity))
+                pipe.zrange(Keys.sched_since(severity), 0, 0, withscores=True)
+                pipe.zrange(Keys.sched_tenants(severity), 0, -1)
+            pipe.zcard(Keys.SCHED_RUNNING)
+            pipe.zcard(Keys.SCHED_LATER)
+            replies = await pipe.execute()
+        waiting, oldest, queues = {}, {}, []
+        for index, severity in enumerate(SEVERITY_ORDER):
+            count, first, tenants = replies[3 * index : 3 * index + 3]
+            waiting[severity.value] = int(count)
+            oldest[severity.value] = first[0][1] / 1000 if first else None
+            queues += [(as_text(t), Keys.sched_queue(severity, as_text(t))) for t in tenants]
+        running, later = int(replies[-2]), int(replies[-1])
+        per_tenant: dict[str, int] = {}
+        if queues:
+            async with redis.pipeline(transaction=False) as pipe:
+                for _, key in queues:
+                    pipe.llen(key)
+                lengths = await pipe.execute()
+            for (tenant, _), length in zip(queues, lengths, strict=True):
+                per_tenant[tenant] = per_tenant.get(tenant, 0) + int(length)
+    ranked = sorted(per_tenant.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return WaitingStats(waiting, oldest, running, later, ranked)
 
 
 def _handed(row: Any) -> Handed:

@@ -1,4 +1,5 @@
-"""``groq-worker status``: the stream, the group, its consumers, the DLQ and the budgets.
+"""``groq-worker status``: the stream, the group, its consumers, what waits in the
+scheduler, the DLQ and the budgets.
 
 A table for people, ``--json`` for scripts. Exit 0 when the group exists, 1 when it does
 not (the worker never started on this stream, or Redis lost it) or Redis cannot be
@@ -21,9 +22,11 @@ from rich.table import Table
 from app.adapters import inspect
 from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_lane import LaneSummary, RedisLaneStore
+from app.adapters.redis_scheduler import waiting_stats
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, at_least, redis_address, run_with_redis
 from app.domain.keys import Keys
-from app.settings import Settings
+from app.domain.scheduling import WaitingStats
+from app.settings import RedisMode, Settings
 
 __all__ = ["StatusReport", "collect_status", "format_duration", "register"]
 
@@ -63,6 +66,8 @@ class StatusReport:
     rate_limits: inspect.RateLimits
     lane_severities: tuple[str, ...]
     lane: LaneSummary
+    event_order: str
+    scheduler: WaitingStats | None  # None in a cluster (no scheduler there)
     now: float
 
     def as_json(self) -> dict[str, Any]:
@@ -98,6 +103,7 @@ class StatusReport:
                 }
                 for c in self.consumers
             ],
+            "scheduler": self._scheduler_json(),
             "dlq": {"key": Keys.DLQ, **self.dlq.as_dict()},
             "batch_lane": {"severities": list(self.lane_severities), **self.lane.as_json(self.now)},
             "rate_limits": {
@@ -105,6 +111,32 @@ class StatusReport:
                 "truncated": self.rate_limits.truncated,
                 "busiest": [asdict(b) for b in self.rate_limits.busiest],
             },
+        }
+
+    def waiting_ages(self) -> dict[str, float | None]:
+        """Seconds the oldest waiting event of each severity has waited (None: none)."""
+        stats = self.scheduler
+        if stats is None:
+            return {}
+        return {
+            severity: None if since is None else max(0.0, self.now - since)
+            for severity, since in stats.oldest.items()
+        }
+
+    def _scheduler_json(self) -> dict[str, Any] | None:
+        stats = self.scheduler
+        if stats is None:
+            return None
+        ages = self.waiting_ages()
+        return {
+            "event_order": self.event_order,
+            "waiting": {
+                severity: {"events": count, "oldest_wait_seconds": ages[severity]}
+                for severity, count in stats.waiting.items()
+            },
+            "running": stats.running,
+            "retry_later": stats.later,
+            "top_tenants": [{"tenant_id": t, "waiting": n} for t, n in stats.top_tenants],
         }
 
 
@@ -125,6 +157,10 @@ async def collect_status(
         rate_limits=await inspect.rate_limits(redis, top=top),
         lane_severities=tuple(sorted(s.value for s in settings.groq_batch_severities)),
         lane=await RedisLaneStore(redis).summary(),
+        event_order=settings.event_order.value,
+        scheduler=await waiting_stats(redis, top=top)
+        if settings.redis_mode is RedisMode.STANDALONE
+        else None,
         now=time.time(),
     )
 
@@ -155,9 +191,20 @@ def render(report: StatusReport, console: Console) -> None:
                 f"{oldest.consumer}, delivered {oldest.deliveries}x, last "
                 f"{format_duration(oldest.idle_ms)} ago",
             )
+    overview.add_row("waiting (scheduler)", _waiting_line(report))
     overview.add_row("dead letters", _number(report.dlq.size))
     overview.add_row("batch lane", _lane_line(report))
     console.print(overview)
+
+    stats = report.scheduler
+    if stats is not None and stats.top_tenants:
+        title = f"Tenants with the most waiting ({len(stats.top_tenants)})"
+        tenants = Table(title=title, title_justify="left")
+        tenants.add_column("tenant")
+        tenants.add_column("waiting", justify="right")
+        for tenant, count in stats.top_tenants:
+            tenants.add_row(tenant, f"{count:,}")
+        console.print(tenants)
 
     if group is not None:
         consumers = Table(title=f"Consumers ({len(report.consumers)})", title_justify="left")
@@ -191,6 +238,20 @@ def render(report: StatusReport, console: Console) -> None:
             resets = None if budget.ttl_seconds is None else budget.ttl_seconds * 1000
             budgets.add_row(budget.tenant_id, f"{budget.used:,}", format_duration(resets))
         console.print(budgets)
+
+
+def _waiting_line(report: StatusReport) -> str:
+    stats = report.scheduler
+    if stats is None:
+        return "no scheduler (REDIS_MODE=cluster)"
+    ages = report.waiting_ages()
+    parts = []
+    for severity, count in stats.waiting.items():
+        age = ages[severity]
+        oldest = f" (oldest {format_duration(age * 1000)})" if age is not None else ""
+        parts.append(f"{severity} {count:,}{oldest}")
+    text = ", ".join(parts) + f"; running {stats.running:,}; retry later {stats.later:,}"
+    return f"{text} [EVENT_ORDER={report.event_order}]"
 
 
 def _lane_line(report: StatusReport) -> str:
@@ -232,7 +293,8 @@ def _status(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status",
-        help="stream length, group lag and pending, consumers, DLQ, busiest tenants",
+        help="stream length, group lag and pending, consumers, waiting events, DLQ, "
+        "busiest tenants",
         description="Show the worker's state in Redis (REDIS_URL, INSIGHT_STREAM, "
         "INSIGHT_GROUP). Exits 1 when the consumer group does not exist or Redis cannot "
         "be reached.",
@@ -241,7 +303,10 @@ def register(subparsers: Any) -> None:
         "--json", dest="as_json", action="store_true", help="print JSON for scripts"
     )
     parser.add_argument(
-        "--top", type=at_least(1), default=10, help="tenants to list by budget used (10)"
+        "--top",
+        type=at_least(1),
+        default=10,
+        help="tenants to list by budget used and by events waiting (10)",
     )
     parser.add_argument(
         "--dlq-scan",

@@ -6,10 +6,11 @@ and two background tasks next to it:
 * a heartbeat, which ``/health/live`` reads: the loop is alive if it keeps ticking;
 * a sampler, which sets the gauges that describe Redis rather than this process
   (``acp_groq_group_lag``, ``acp_groq_group_pending``, ``acp_groq_dlq_size``,
-  ``acp_groq_stream_length``) every few
-  seconds, instead of per event. It survives a Redis outage: one log line when sampling
-  starts failing, one when it works again, ``acp_groq_redis_errors_total{operation=
-  "sample"}`` meanwhile.
+  ``acp_groq_stream_length``; what waits in the scheduler, ``acp_groq_waiting_events``
+  and the others; ``acp_groq_backlog_events``, lag plus waiting, for autoscaling) every
+  few seconds, instead of per event. It survives a Redis outage: one log line when
+  sampling starts failing, one when it works again, ``acp_groq_redis_errors_total{
+  operation="sample"}`` meanwhile.
 
 ``/health/ready`` runs a list of ``ReadinessCheck`` (the subscriber runs, Redis answers
 and the group exists, the circuit breaker is closed, no rate limit pauses model calls),
@@ -44,7 +45,10 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from app.adapters import inspect
 from app.adapters.dlq import dlq_size
 from app.adapters.rate_limit import limiter_pause
+from app.adapters.redis_scheduler import waiting_stats
+from app.domain.scheduling import WaitingStats
 from app.runtime.logs import get_logger
+from app.settings import RedisMode
 
 if TYPE_CHECKING:
     from app.adapters.redis_clients import RedisClient
@@ -191,9 +195,12 @@ class GroupSampler:
         interval: float = SAMPLE_INTERVAL_SECONDS,
         timeout: float = SAMPLE_TIMEOUT_SECONDS,
         refresh: Sequence[Callable[[], object]] = (),
+        scheduler: bool = False,
     ) -> None:
+        """``scheduler``: sample what waits in the scheduler too (a single Redis)."""
         self._redis = redis
         self._refresh = list(refresh)
+        self._scheduler = scheduler
         self._metrics = metrics
         self._stream = stream
         self._group = group
@@ -209,13 +216,31 @@ class GroupSampler:
             info = await inspect.group_info(self._redis, self._stream, self._group)
             size = await dlq_size(self._redis)
             length = await inspect.stream_length(self._redis, self._stream)
+            waiting = await waiting_stats(self._redis) if self._scheduler else None
         # NaN says "unknown" (no group yet, or a lag Redis cannot compute): a stale number
         # or a zero would say something false.
         lag = info.lag if info is not None and info.lag is not None else math.nan
-        self._metrics.group_lag.set(lag)
-        self._metrics.group_pending.set(info.pending if info is not None else math.nan)
-        self._metrics.dlq_size.set(size)
-        self._metrics.stream_length.set(length)
+        metrics = self._metrics
+        metrics.group_lag.set(lag)
+        metrics.group_pending.set(info.pending if info is not None else math.nan)
+        metrics.dlq_size.set(size)
+        metrics.stream_length.set(length)
+        metrics.backlog.set(lag + (sum(waiting.waiting.values()) if waiting else 0))
+        if waiting is not None:
+            self._show_waiting(waiting)
+
+    def _show_waiting(self, stats: WaitingStats) -> None:
+        metrics, now = self._metrics, time.time()
+        for severity, count in stats.waiting.items():
+            metrics.waiting.labels(severity=severity).set(count)
+            oldest = stats.oldest[severity]
+            age = max(0.0, now - oldest) if oldest is not None else 0.0
+            metrics.oldest_waiting.labels(severity=severity).set(age)
+        metrics.scheduled_running.set(stats.running)
+        metrics.waiting_retry.set(stats.later)
+        metrics.waiting_by_tenant.clear()  # the top tenants change; the others' series go
+        for tenant, count in stats.top_tenants:
+            metrics.waiting_by_tenant.labels(tenant_id=tenant).set(count)
 
     async def run(self) -> None:
         task = asyncio.current_task()
@@ -392,6 +417,8 @@ async def start_operations(
         interval=sample_interval,
         # an open breaker turns half-open with time: keep acp_groq_breaker_state true
         refresh=[breaker_open],
+        # also with EVENT_ORDER=fifo: jobs a priority deployment left would show
+        scheduler=settings.redis_mode is RedisMode.STANDALONE,
     )
     if checks is None:
         checks = default_checks(

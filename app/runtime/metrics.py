@@ -146,6 +146,41 @@ class Metrics:
             "Entries in the inbound stream (XLEN, sampled).",
             registry=r,
         )
+        self.waiting = Gauge(
+            "acp_groq_waiting_events",
+            "Events waiting in the scheduler for a model slot, by severity (sampled; "
+            "EVENT_ORDER=priority).",
+            ["severity"],
+            registry=r,
+        )
+        self.oldest_waiting = Gauge(
+            "acp_groq_oldest_waiting_seconds",
+            "Age of the oldest event waiting in the scheduler, by severity (sampled; 0: none).",
+            ["severity"],
+            registry=r,
+        )
+        self.waiting_by_tenant = Gauge(
+            "acp_groq_waiting_events_by_tenant",
+            "Events waiting in the scheduler of the tenants with the most (top 5; sampled).",
+            ["tenant_id"],
+            registry=r,
+        )
+        self.scheduled_running = Gauge(
+            "acp_groq_scheduled_running",
+            "Scheduled events handed to a model slot in any process (sampled).",
+            registry=r,
+        )
+        self.waiting_retry = Gauge(
+            "acp_groq_waiting_retry_events",
+            "Scheduled events put off until the provider has room (flex full; sampled).",
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "acp_groq_backlog_events",
+            "Events waiting for a worker: the group's lag plus the events waiting in the "
+            "scheduler (sampled; NaN when the lag is unknown). What autoscaling reads.",
+            registry=r,
+        )
         self.stream_trimmed = Counter(
             "acp_groq_stream_trimmed_total",
             "Inbound stream entries removed by retention (as XTRIM reports them).",

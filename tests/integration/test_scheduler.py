@@ -19,8 +19,11 @@ import pytest
 from app.adapters.redis_batch import GroupCommit
 from app.adapters.redis_scheduler import RedisScheduler
 from app.bootstrap import Worker, build_worker
+from app.cli.status import collect_status
 from app.domain.keys import Keys
 from app.domain.scheduling import SEVERITY_ORDER
+from app.operations.http import GroupSampler
+from app.runtime.metrics import Metrics
 from tests.conftest import running
 from tests.support.fake_groq import FakeGroq
 
@@ -305,3 +308,78 @@ async def test_a_graceful_stop_gives_back_the_jobs_it_could_not_finish(
     assert await redis.zcard(Keys.SCHED_RUNNING) == 0
     assert await redis.hget(Keys.SCHED_DELIVERIES, "waiting") == b"0"
     assert await redis.hexists(Keys.SCHED_JOBS, "waiting")
+
+
+async def test_metrics_and_status_show_what_waits_by_severity_and_tenant(
+    redis, fake_groq, make_settings
+):
+    """One slot held: 3 low events of "noisy", 1 of "quiet", 2 high of "acme" wait. The
+    sampler's gauges and ``groq-worker status`` say so; once all is done, nothing waits
+    and the tenants' series are gone."""
+    fake_groq.script.append({"hold": True})
+    settings = make_settings(groq_base_url=fake_groq.base_url, worker_concurrency=1)
+    worker = build_worker(settings, configure_logs=False)
+    metrics = Metrics()
+    sampler = GroupSampler(redis, metrics, STREAM, GROUP, scheduler=True)
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    async with running(worker.app):
+        await write(redis, event("holder"))
+        await until(lambda: fake_groq.stats.in_flight == 1, what="the slot busy")
+        waiting_ones = [event(f"noisy-{n}", "noisy") for n in range(3)]
+        waiting_ones += [event("quiet-0", "quiet")]
+        waiting_ones += [event(f"acme-{n}", "acme", "high") for n in range(2)]
+        await write(redis, *waiting_ones)
+        await until(lambda: _all_scheduled(redis, 6), what="six waiting")
+        await asyncio.sleep(0.05)  # the oldest has waited a little
+        await sampler.sample()
+        report = await collect_status(settings, redis, top=2)
+        fake_groq.release()
+        await until(lambda: consumed(worker, "enriched") == 7, what="every insight")
+        await sampler.sample()
+
+    assert gauge("acp_groq_waiting_events_by_tenant", tenant_id="noisy") is None  # gone
+    assert gauge("acp_groq_waiting_events", severity="low") == 0
+    assert gauge("acp_groq_backlog_events") == 0
+
+    assert report.scheduler is not None
+    assert report.scheduler.waiting == {"critical": 0, "high": 2, "medium": 0, "low": 4}
+    assert report.scheduler.top_tenants == [("noisy", 3), ("acme", 2)]
+    ages = report.waiting_ages()
+    assert ages["critical"] is None
+    assert ages["low"] is not None
+    assert ages["low"] > 0
+    scheduler_json = report.as_json()["scheduler"]
+    assert scheduler_json["waiting"]["high"]["events"] == 2
+    assert scheduler_json["top_tenants"][0] == {"tenant_id": "noisy", "waiting": 3}
+
+
+async def test_the_sampled_gauges_count_the_waiting_events(redis, fake_groq, make_settings):
+    fake_groq.script.append({"hold": True})
+    worker = worker_of(make_settings, fake_groq, worker_concurrency=1)
+    metrics = Metrics()
+    sampler = GroupSampler(redis, metrics, STREAM, GROUP, scheduler=True)
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    async with running(worker.app):
+        await write(redis, event("holder"))
+        await until(lambda: fake_groq.stats.in_flight == 1, what="the slot busy")
+        await write(redis, *(event(f"noisy-{n}", "noisy") for n in range(3)))
+        await write(redis, event("acme-0", "acme", "high"))
+        await until(lambda: _all_scheduled(redis, 4), what="four waiting")
+        await asyncio.sleep(0.05)
+        await sampler.sample()
+        fake_groq.release()
+    assert gauge("acp_groq_waiting_events", severity="low") == 3
+    assert gauge("acp_groq_waiting_events", severity="high") == 1
+    assert gauge("acp_groq_waiting_events", severity="critical") == 0
+    assert (gauge("acp_groq_oldest_waiting_seconds", severity="low") or 0) > 0
+    assert gauge("acp_groq_oldest_waiting_seconds", severity="critical") == 0
+    assert gauge("acp_groq_waiting_events_by_tenant", tenant_id="noisy") == 3
+    assert gauge("acp_groq_waiting_events_by_tenant", tenant_id="acme") == 1
+    assert gauge("acp_groq_scheduled_running") == 0  # the holder runs inline, not as a job
+    assert gauge("acp_groq_backlog_events") == 4  # lag 0 + 4 waiting
