@@ -73,7 +73,16 @@ __all__ = [
 # With a time (ARGV[16]: an admitted event that must wait, e.g. for flex capacity), the
 # job waits among the retries later instead (the reaper queues it when the time comes).
 # Nothing is acknowledged without its job kept, and nothing is charged twice.
+#
+# The look-ahead (ARGV[17] = '1', app/service/lookahead.py) schedules urgent events read
+# ahead of the group's position: their entries are not delivered yet, so they are marked
+# in a set (KEYS[8]); their delivery, when the group reaches them, finds its mark and is
+# 'ahead' (acknowledged, no outcome: the job's is the event's). A look-ahead refused for
+# the budget takes its count back: the delivery will count it.
 _ADMIT = """
+if ARGV[17] ~= '1' and ARGV[5] ~= '' and redis.call('SREM', KEYS[8], ARGV[5]) == 1 then
+  return 'ahead'
+end
 local owner = redis.call('GET', KEYS[2])
 if owner then
   if owner ~= ARGV[1] then return 'conflict' end
@@ -91,6 +100,7 @@ end
 if ARGV[5] ~= '' then
   local holder = redis.call('GET', KEYS[4])
   if holder == 'lane' or holder == 'sched' then return 'duplicate' end
+  if holder and ARGV[17] == '1' then return 'duplicate' end  -- a delivery is on it
   if holder and holder ~= ARGV[5] then
     local held = redis.pcall('XPENDING', KEYS[5], ARGV[6], holder, holder, 1)
     if type(held) == 'table' and held.err == nil and #held > 0 then return 'duplicate' end
@@ -101,7 +111,10 @@ if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 0 then
   if used == 1 or redis.call('TTL', KEYS[3]) < 0 then
     redis.call('EXPIRE', KEYS[3], ARGV[4])
   end
-  if used > tonumber(ARGV[2]) then return 'rate_limited' end
+  if used > tonumber(ARGV[2]) then
+    if ARGV[17] == '1' then redis.call('DECR', KEYS[3]) end
+    return 'rate_limited'
+  end
   redis.call('SADD', KEYS[6], ARGV[7])
   if redis.call('TTL', KEYS[6]) < 0 then
     redis.call('PEXPIRE', KEYS[6], redis.call('PTTL', KEYS[3]))
@@ -130,7 +143,11 @@ if ARGV[8] ~= '' then
     end
     redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[11])
     redis.call('SET', KEYS[4], 'sched', 'EX', ARGV[11])
-    redis.pcall('XACK', KEYS[5], ARGV[6], ARGV[5])
+    if ARGV[17] == '1' then
+      redis.call('SADD', KEYS[8], ARGV[5])
+    else
+      redis.pcall('XACK', KEYS[5], ARGV[6], ARGV[5])
+    end
     return 'scheduled'
   end
 end
@@ -274,6 +291,7 @@ class RedisInsightStore:
             entry.stream if entry else "",
             Keys.charged(tenant_id),
             Keys.SCHED_JOBS,
+            Keys.SCHED_AHEAD,
         ]
         args: list[str | int | float] = [
             tenant_id,
@@ -295,6 +313,7 @@ class RedisInsightStore:
                 int(time.time() * 1000),
                 Keys.SCHED,
                 "" if schedule.later_ms is None else schedule.later_ms,
+                "1" if schedule.ahead else "",
             ]
         else:
             args.append("")

@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_lane import RedisLaneStore
+from app.adapters.redis_lookahead import RedisStreamAhead
 from app.adapters.redis_scheduler import RedisScheduler
 from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap.providers import build_llm
@@ -32,6 +33,7 @@ from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
 from app.service.dispatch import Dispatcher, Slots
 from app.service.insights import InsightService
+from app.service.lookahead import Lookahead
 from app.service.model_calls import ModelCaller
 from app.service.prompting import Prompter
 from app.service.rejections import Rejections
@@ -46,6 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = ["EventPath", "serve_events"]
 
+# The look-ahead reads past the group's position once this many entries wait unread: the
+# subscriber reads some 3,000 a second, so less is a fraction of a second behind.
+_LOOKAHEAD_MIN_LAG = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class EventPath:
@@ -58,6 +64,7 @@ class EventPath:
     rejections: Rejections
     lane: BatchLane | None
     dispatcher: Dispatcher | None  # EVENT_ORDER=priority
+    lookahead: Lookahead | None  # EVENT_ORDER=priority
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +144,28 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         group=settings.insight_group,
         max_deliveries=settings.max_deliveries,
     )
-    return EventPath(model.llm, model, service, rejections, lane, dispatcher)
+    lookahead = build_lookahead(worker, store, service) if dispatcher is not None else None
+    return EventPath(model.llm, model, service, rejections, lane, dispatcher, lookahead)
+
+
+def build_lookahead(worker: Worker, store: InsightStore, service: InsightService) -> Lookahead:
+    """EVENT_ORDER=priority: urgent events found ahead of a long lag, scheduled at once."""
+    settings = worker.settings
+    assert isinstance(store, RedisInsightStore)  # as the dispatcher's
+    stream = RedisStreamAhead(
+        store.redis,
+        stream=settings.insight_stream,
+        group=settings.insight_group,
+        margin=4 * settings.read_count,
+    )
+    return Lookahead(
+        stream,
+        service.look_ahead,
+        worker.state,
+        worker.metrics,
+        max_event_bytes=settings.max_event_bytes,
+        min_lag=max(_LOOKAHEAD_MIN_LAG, 4 * settings.read_count),
+    )
 
 
 def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:

@@ -164,6 +164,8 @@ def background_tasks(
         tasks.append(
             once_started(partial(dispatcher.keep, path.rejections.give_up_job), "scheduler-upkeep")
         )
+    if path.lookahead is not None:
+        tasks.append(once_started(path.lookahead.run, "look-ahead"))
     if lane_runner is not None:
         tasks.append(once_started(lane_runner.run, "batch-lane"))
     return tasks

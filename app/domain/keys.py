@@ -47,6 +47,8 @@ class Keys:
     SCHED_DELIVERIES = SCHED + "deliveries"  # HASH event_id -> times handed to a slot
     SCHED_LATER = SCHED + "later"  # ZSET event_id -> when it waits again (ms): a retry later
     SCHED_CLOCK = SCHED + "clock"  # HASH severity -> virtual time (the last tag served)
+    SCHED_AHEAD = SCHED + "ahead"  # SET entry ids the look-ahead scheduled, not yet delivered
+    SCHED_AHEAD_CURSOR = SCHED + "ahead_cursor"  # STRING the last entry id looked ahead at
 
     TIMELINE = "acp:groq:insights:timeline"
     INSIGHTS_STREAM = "acp:groq:insights:stream"

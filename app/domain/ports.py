@@ -30,6 +30,7 @@ __all__ = [
     "Received",
     "ScheduleRequest",
     "Scheduler",
+    "StreamAhead",
 ]
 
 
@@ -75,6 +76,7 @@ class LLM(Protocol):
 class Admission(StrEnum):
     ADMITTED = "admitted"  # charged; this delivery goes on to the model now
     SCHEDULED = "scheduled"  # charged, and waits in the scheduler (its entry acked)
+    AHEAD = "ahead"  # the look-ahead scheduled it before its delivery: ack, no outcome
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     RATE_LIMITED = "rate_limited"
@@ -106,6 +108,7 @@ class ScheduleRequest:
     cost: float  # 1 / its tenant's weight
     job_json: str  # the Job, as the scheduler keeps it
     later_ms: int | None = None  # wait until then (epoch ms) before queueing: a retry later
+    ahead: bool = False  # the look-ahead's: its entry is not delivered yet (see Lookahead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,20 @@ class InsightStore(Protocol):
 
 
 # -- the scheduler (EVENT_ORDER=priority) ------------------------------------------------
+
+
+class StreamAhead(Protocol):
+    """The inbound stream ahead of the group's position (Redis in production), for the
+    look-ahead: chunks of entries not yet delivered, each handed to one process."""
+
+    async def lag(self) -> int | None:
+        """Entries not yet delivered to the group (None: unknown)."""
+        ...
+
+    async def next_chunk(self, count: int) -> list[tuple[str, Mapping[bytes, bytes]]]:
+        """Up to ``count`` entries past the group's position and past every chunk handed
+        out before (by any process): (entry id, fields)."""
+        ...
 
 
 class Scheduler(Protocol):

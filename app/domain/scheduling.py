@@ -130,10 +130,12 @@ def schedule_request(
     may_run: bool,
     now: float,
     later: float | None = None,
+    ahead: bool = False,
 ) -> ScheduleRequest:
     """What the admission needs to schedule ``event``, its job made of the entry as
     received (the payload once, the entry's other fields); ``later``: seconds it waits
-    before it is queued (an admitted event that must wait)."""
+    before it is queued (an admitted event that must wait); ``ahead``: the look-ahead
+    schedules it before the group delivers its entry."""
     payload = as_text(received.payload) if received.payload else event.model_dump_json()
     job = Job(
         event_id=event.event_id,
@@ -157,4 +159,5 @@ def schedule_request(
         cost=cost,
         job_json=job.model_dump_json(),
         later_ms=None if later is None else int((now + later) * 1000),
+        ahead=ahead,
     )

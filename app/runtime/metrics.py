@@ -175,6 +175,16 @@ class Metrics:
             "Scheduled events put off until the provider has room (flex full; sampled).",
             registry=r,
         )
+        self.lookahead_read = Counter(
+            "acp_groq_lookahead_read_total",
+            "Unread entries the look-ahead read past the group's position (a long lag).",
+            registry=r,
+        )
+        self.lookahead_scheduled = Counter(
+            "acp_groq_lookahead_scheduled_total",
+            "Urgent events the look-ahead scheduled before the group reached them.",
+            registry=r,
+        )
         self.backlog = Gauge(
             "acp_groq_backlog_events",
             "Events waiting for a worker: the group's lag plus the events waiting in the "

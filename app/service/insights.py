@@ -144,6 +144,23 @@ class InsightService:
         finally:
             self._in_flight.dec()
 
+    async def look_ahead(self, event: AuditEvent, received: Received) -> bool:
+        """An urgent event the look-ahead found before the group delivered it: schedule
+        it now (admitted and charged once; its delivery will be acknowledged without an
+        outcome). False when the store said no (left to its delivery)."""
+        assert self._dispatcher is not None
+        entry = self.entry(received.entry_id)
+        cost = self._weights.cost(event.tenant_id)
+        schedule = schedule_request(
+            event, received, cost=cost, may_run=False, now=time.time(), ahead=True
+        )
+        with self._reports.about(event.event_id, event.tenant_id, entry.entry_id):
+            admission = await self._admit(event, entry, schedule)
+        if admission is not Admission.SCHEDULED:
+            return False
+        self._dispatcher.wake()
+        return True
+
     # -- the path of a valid event --------------------------------------------------
 
     async def _enrich(
@@ -155,6 +172,10 @@ class InsightService:
         if admission is Admission.SCHEDULED:
             assert self._dispatcher is not None
             self._dispatcher.wake()
+            return None
+        if admission is Admission.AHEAD:  # its job (the look-ahead's) has the outcome
+            await self._steps.until_done("ack", lambda: self._store.ack(entry))
+            log.debug("event_looked_ahead", note="scheduled before its delivery; acked")
             return None
         if admission is not Admission.ADMITTED:
             return await self._refused(admission, event, entry, received, started)

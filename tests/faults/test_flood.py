@@ -169,3 +169,41 @@ def test_kill_9_mid_flood_loses_nothing_and_charges_nothing_twice(client, worker
     assert client.xlen(Keys.INSIGHTS_STREAM) == 440  # each announced once
     assert client.xinfo_groups(STREAM)[0]["lag"] == 0
     assert client.xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_kill_9_while_looking_ahead_loses_nothing_and_charges_nothing_twice(client, workers, fake):
+    """20,000 unread low events of one tenant (its budget: 100), then 40 critical ones of
+    another: the look-ahead schedules the critical ones long before the group reaches them;
+    kill -9 while it has, another worker finishes. Every critical event has one insight,
+    announced once; the quiet tenant's counter counted each once; the flooding tenant got
+    exactly its budget; every look-ahead mark met its delivery."""
+    fake.script(latency=0.05)
+    env = {
+        "worker_concurrency": 16,
+        "claim_idle_seconds": 2,
+        "insight_budget_per_hour_per_tenant": 100,
+    }
+    noisy = events(client, 20_000, prefix="flood", tenant="noisy")
+    quiet = events(client, 40, prefix="quiet", tenant="quiet", severity="critical")
+    first = workers.start("w-killed", **env)
+    wait_until(lambda: answered(client, "quiet") >= 10, within=60, what="criticals answered")
+    lag = client.xinfo_groups(STREAM)[0]["lag"]
+    first.kill()
+    assert lag > 2000, "the critical events were answered long before the group reached them"
+    workers.start("w-finisher", **env)
+    state = wait_until(
+        lambda: (
+            (s := outcomes(client, noisy + quiet))["jobs"] == 0
+            and s["pending"] == 0
+            and client.xinfo_groups(STREAM)[0]["lag"] == 0
+            and s
+        ),
+        within=120,
+        what="every entry handled",
+    )
+    assert state["dead"] == []
+    assert set(quiet) <= state["insights"]
+    assert answered(client, "noisy") == 100  # its budget, exactly
+    assert client.get(Keys.rate_limit("quiet")) == b"40"
+    assert client.xlen(Keys.INSIGHTS_STREAM) == 140  # each insight announced once
+    assert client.scard(Keys.SCHED_AHEAD) == 0
