@@ -126,16 +126,21 @@ def snapshot_code(stamp: str, revision: str | None = None) -> tuple[Path, str]:
 
 def main(argv: list[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
-    if _soak_requested(given):  # its own options and report: see bench/soak.py
+    if _requested("soak", given):  # its own options and report: see bench/soak.py
         from bench import soak
 
         return soak.main(_without_scenario(given))
+    if _requested("flood", given):  # its own options and report: see bench/flood.py
+        from bench import flood
+
+        return flood.main(_without_scenario(given))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--scenario",
         default="all",
         help="overhead, latency, memory or all (= overhead + latency); comma-separated; "
-        "or soak (python -m bench.soak: --minutes N and its other options)",
+        "or soak (python -m bench.soak: --minutes N and its other options); or flood "
+        "(bench/flood.py: urgent events behind a flood, priority against fifo)",
     )
     parser.add_argument(
         "--impl", default="worker,bare,naive", help="comma-separated: worker, bare, naive"
@@ -288,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _soak_requested(argv: list[str]) -> bool:
-    return "--scenario=soak" in argv or any(
-        a == "--scenario" and b == "soak" for a, b in itertools.pairwise(argv)
+def _requested(scenario: str, argv: list[str]) -> bool:
+    return f"--scenario={scenario}" in argv or any(
+        a == "--scenario" and b == scenario for a, b in itertools.pairwise(argv)
     )
 
 
