@@ -35,6 +35,8 @@ SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 METRICS_PORT: int = Settings.model_fields["metrics_port"].default
 SHUTDOWN_TIMEOUT: float = Settings.model_fields["shutdown_timeout_seconds"].default
 JOB = "acp-groq-worker"  # the scrape job the alert rules select on
+# What the autoscalers read: the group's lag plus the events waiting in the scheduler.
+BACKLOG_METRIC = "acp_groq_backlog_events"
 
 
 def load(path: Path) -> Any:
@@ -701,15 +703,20 @@ def test_hpa_targets_the_deployment_by_its_real_name(hpa, deployment):
     }
 
 
-def test_hpa_scales_on_the_exported_lag_gauge_served_by_the_adapter_rule(hpa):
-    """An External AverageValue target on acp_groq_group_lag of the scrape job, and the
-    adapter rule serves exactly that name from that gauge."""
+def test_hpa_scales_on_the_exported_backlog_gauge_served_by_the_adapter_rule(hpa):
+    """An External AverageValue target on acp_groq_backlog_events of the scrape job, and the
+    adapter rule serves exactly that name from that gauge.
+
+    The backlog, not the lag: with EVENT_ORDER=priority what waits in the scheduler was
+    acknowledged in the stream, so the lag stays near 0 however much waits.
+    """
     from app.runtime.metrics import Metrics
 
     exported = {metric.name for metric in Metrics().registry.collect()}
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "External"
     name = metric["external"]["metric"]["name"]
+    assert name == BACKLOG_METRIC
     assert name in exported
     assert metric["external"]["metric"]["selector"]["matchLabels"] == {"job": JOB}
     assert metric["external"]["target"]["type"] == "AverageValue"
@@ -720,7 +727,8 @@ def test_hpa_scales_on_the_exported_lag_gauge_served_by_the_adapter_rule(hpa):
     assert f'job="{JOB}"' in rule["seriesQuery"]
     assert re.fullmatch(rule["name"]["matches"], name)
     assert rule["name"]["as"] == name
-    assert rule["metricsQuery"].startswith("max(")  # every pod reports the same group lag
+    assert rule["metricsQuery"].startswith("max(")  # every pod reports the same backlog
+    assert ">= 0)" in rule["metricsQuery"]  # NaN (an unknown lag) is no sample, not a number
 
 
 def test_hpa_and_keda_scale_alike(hpa, scaled_object):
