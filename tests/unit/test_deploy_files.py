@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import kubernetes_validate
@@ -409,14 +409,16 @@ def test_strict_kubernetes_validation_refuses_a_misspelt_field(deployment):
 
 # -- kubernetes: KEDA's custom resources against KEDA's documented fields ----------------------
 #
-# KEDA 2.x: the ScaledObject specification and the redis-streams scaler's trigger metadata
-# and TriggerAuthentication parameters, as KEDA's documentation lists them (its 2.11 and
-# 2.15 pages; a field a later release adds goes here when it is used). Only the parts this
-# deployment can use: a trigger other than redis-streams or an authentication provider
-# other than a Secret or an environment variable fails until it is added here. Every model
-# forbids unknown fields, so a typo (`lagcount`, `pollingIntervall`) fails the test.
+# KEDA 2.x: the ScaledObject specification, the redis-streams and prometheus scalers'
+# trigger metadata and the redis-streams TriggerAuthentication parameters, as KEDA's
+# documentation lists them (its 2.11 and 2.15 pages; a field a later release adds goes here
+# when it is used). Only the parts this deployment can use: a trigger of another type or
+# an authentication provider other than a Secret or an environment variable fails until it
+# is added here. Every model forbids unknown fields, so a typo (`lagcount`,
+# `pollingIntervall`, `serveraddress`) fails the test.
 
 _COUNT = r"^[0-9]+$"
+_NUMBER = r"^[0-9]+(\.[0-9]+)?$"  # the prometheus scaler's thresholds may be floats
 _BOOL = r"^(true|false)$"
 
 
@@ -458,18 +460,53 @@ class RedisStreamsMetadata(_Strict):
         return self
 
 
+class PrometheusMetadata(_Strict):
+    """The prometheus trigger's metadata (strings, as KEDA reads them). `cortexOrgID` and
+    `metricName`, deprecated in 2.10 and removed in 2.12, are left out; `queryParameters`
+    is documented from 2.12 on."""
+
+    serverAddress: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    query: str = Field(min_length=1)
+    queryParameters: str | None = Field(None, pattern=r"^[^=,\s]+=[^,]*(,[^=,\s]+=[^,]*)*$")
+    threshold: str = Field(pattern=_NUMBER)
+    activationThreshold: str | None = Field(None, pattern=_NUMBER)
+    namespace: str | None = Field(None, min_length=1)
+    customHeaders: str | None = Field(None, pattern=r"^[^=,\s]+=[^,]*(,[^=,\s]+=[^,]*)*$")
+    ignoreNullValues: str | None = Field(None, pattern=_BOOL)
+    unsafeSsl: str | None = Field(None, pattern=_BOOL)
+    authModes: str | None = Field(
+        None, pattern=r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$"
+    )
+
+
 class AuthenticationRef(_Strict):
     name: str = Field(min_length=1)
     kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = "TriggerAuthentication"
 
 
-class Trigger(_Strict):
-    type: Literal["redis-streams"]
+class _Trigger(_Strict):
+    """What every trigger has besides its type and metadata."""
+
+    # Optional, but unique within the ScaledObject when given (KEDA's admission webhook).
     name: str | None = None
-    metadata: RedisStreamsMetadata
     authenticationRef: AuthenticationRef | None = None
     metricType: Literal["AverageValue", "Value"] | None = None
     useCachedMetrics: bool | None = None
+
+
+class RedisStreamsTrigger(_Trigger):
+    type: Literal["redis-streams"]
+    metadata: RedisStreamsMetadata
+
+
+class PrometheusTrigger(_Trigger):
+    type: Literal["prometheus"]
+    metadata: PrometheusMetadata
+
+
+# One model per trigger type, chosen by `type`: the metadata is checked against that
+# scaler's fields, and an unknown type fails.
+Trigger = Annotated[RedisStreamsTrigger | PrometheusTrigger, Field(discriminator="type")]
 
 
 class ScaleTargetRef(_Strict):
@@ -523,6 +560,13 @@ class ScaledObjectSpec(_Strict):
             raise ValueError("idleReplicaCount must be less than minReplicaCount")
         return self
 
+    @model_validator(mode="after")
+    def _unique_trigger_names(self) -> ScaledObjectSpec:
+        names = [trigger.name for trigger in self.triggers if trigger.name]
+        if len(names) != len(set(names)):
+            raise ValueError(f"trigger names must be unique: {names}")
+        return self
+
 
 class ObjectMeta(_Strict):
     name: str = Field(min_length=1, max_length=253)
@@ -563,6 +607,23 @@ class TriggerAuthentication(_Strict):
     spec: TriggerAuthenticationSpec
 
 
+_T = TypeVar("_T", RedisStreamsTrigger, PrometheusTrigger)
+
+
+def keda_trigger(scaled_object: ScaledObject, kind: type[_T]) -> _T:
+    """The ScaledObject's one trigger of that model (so of that type)."""
+    (trigger,) = [t for t in scaled_object.spec.triggers if isinstance(t, kind)]
+    return trigger
+
+
+def raw_trigger(doc: dict[str, Any], trigger_type: str) -> dict[str, Any]:
+    """The one trigger of that type in a ScaledObject as loaded (a dict), to break it."""
+    found: list[dict[str, Any]]
+    found = [t for t in doc["spec"]["triggers"] if t["type"] == trigger_type]
+    (trigger,) = found
+    return trigger
+
+
 def keda_hpa_behavior(scaled_object: ScaledObject) -> dict[str, Any]:
     """The HPA behaviour KEDA is asked to use (advanced.horizontalPodAutoscalerConfig)."""
     advanced = scaled_object.spec.advanced
@@ -588,23 +649,30 @@ def hpa() -> dict[str, Any]:
 
 
 def test_keda_scaled_object_and_trigger_authentication_have_only_documented_fields():
-    """Both parse under the models (unknown fields forbidden); the trigger is lag-based."""
+    """Both parse under the models (unknown fields forbidden); one trigger on the backlog
+    (prometheus), one on the group's lag (redis-streams, not its pending entries)."""
     TriggerAuthentication.model_validate(the("TriggerAuthentication"))
     scaled_object = ScaledObject.model_validate(the("ScaledObject"))
-    (trigger,) = scaled_object.spec.triggers
-    assert trigger.type == "redis-streams"
-    assert trigger.metadata.lagCount is not None  # Redis 7+: scale on the group's lag
-    assert trigger.metadata.pendingEntriesCount is None
-    assert trigger.metadata.streamLength is None
+    assert sorted(t.type for t in scaled_object.spec.triggers) == ["prometheus", "redis-streams"]
+    lag = keda_trigger(scaled_object, RedisStreamsTrigger)
+    assert lag.metadata.lagCount is not None  # Redis 7+: scale on the group's lag
+    assert lag.metadata.pendingEntriesCount is None
+    assert lag.metadata.streamLength is None
 
 
+# A step naming a trigger type picks that trigger from spec.triggers, so that each typo
+# hits the model of the scaler it belongs to whatever the triggers' order.
 @pytest.mark.parametrize(
     ("path", "typo"),
     [
         (("spec",), "pollingIntervall"),
-        (("spec", "triggers", 0), "authRef"),
-        (("spec", "triggers", 0, "metadata"), "lagcount"),
-        (("spec", "triggers", 0, "metadata"), "consumergroup"),
+        (("spec", "triggers", "redis-streams"), "authRef"),
+        (("spec", "triggers", "redis-streams", "metadata"), "lagcount"),
+        (("spec", "triggers", "redis-streams", "metadata"), "consumergroup"),
+        (("spec", "triggers", "prometheus"), "authRef"),
+        (("spec", "triggers", "prometheus", "metadata"), "serveraddress"),
+        (("spec", "triggers", "prometheus", "metadata"), "ignoreNullValue"),
+        (("spec", "triggers", "prometheus", "metadata"), "lagCount"),  # not this scaler's
         (("spec", "scaleTargetRef"), "nmae"),
     ],
 )
@@ -613,35 +681,100 @@ def test_keda_models_refuse_a_misspelt_field(path, typo):
     broken = copy.deepcopy(the("ScaledObject"))
     node = broken
     for step in path:
-        node = node[step]
+        if isinstance(step, str) and step in {"redis-streams", "prometheus"}:
+            node = raw_trigger(broken, step)
+        else:
+            node = node[step]
+    assert typo not in node
     node[typo] = "1"
     with pytest.raises(ValidationError, match=typo):
         ScaledObject.model_validate(broken)
 
 
 def test_keda_models_refuse_documented_fields_used_wrongly():
-    """Numbers as YAML numbers (KEDA wants strings), lagCount without activationLagCount."""
+    """Numbers as YAML numbers (KEDA wants strings), lagCount without activationLagCount,
+    a threshold that is no number, two triggers of one name, a trigger type not modelled."""
     as_number = copy.deepcopy(the("ScaledObject"))
-    as_number["spec"]["triggers"][0]["metadata"]["lagCount"] = 160
+    raw_trigger(as_number, "redis-streams")["metadata"]["lagCount"] = 160
     with pytest.raises(ValidationError, match="lagCount"):
         ScaledObject.model_validate(as_number)
 
+    threshold_as_number = copy.deepcopy(the("ScaledObject"))
+    raw_trigger(threshold_as_number, "prometheus")["metadata"]["threshold"] = 160
+    with pytest.raises(ValidationError, match="threshold"):
+        ScaledObject.model_validate(threshold_as_number)
+
+    not_a_number = copy.deepcopy(the("ScaledObject"))
+    raw_trigger(not_a_number, "prometheus")["metadata"]["threshold"] = "160 events"
+    with pytest.raises(ValidationError, match="threshold"):
+        ScaledObject.model_validate(not_a_number)
+
     no_activation = copy.deepcopy(the("ScaledObject"))
-    del no_activation["spec"]["triggers"][0]["metadata"]["activationLagCount"]
+    del raw_trigger(no_activation, "redis-streams")["metadata"]["activationLagCount"]
     with pytest.raises(ValidationError, match="activationLagCount is required"):
         ScaledObject.model_validate(no_activation)
+
+    same_names = copy.deepcopy(the("ScaledObject"))
+    for trigger in same_names["spec"]["triggers"]:
+        trigger["name"] = "backlog"
+    with pytest.raises(ValidationError, match="trigger names must be unique"):
+        ScaledObject.model_validate(same_names)
+
+    other_type = copy.deepcopy(the("ScaledObject"))
+    raw_trigger(other_type, "prometheus")["type"] = "redis-lists"
+    with pytest.raises(ValidationError, match="redis-lists"):
+        ScaledObject.model_validate(other_type)
+
+
+def test_keda_triggers_have_unique_names():
+    """Every trigger is named, and no two alike: KEDA's webhook refuses a duplicate name,
+    and the names tell the triggers apart in KEDA's metrics and errors."""
+    triggers = ScaledObject.model_validate(the("ScaledObject")).spec.triggers
+    names = [trigger.name for trigger in triggers]
+    assert all(names), names
+    assert len(set(names)) == len(names), names
+
+
+def test_keda_backlog_trigger_queries_the_exported_backlog_of_the_scrape_job(scaled_object):
+    """The prometheus trigger's query reads one metric the worker exports, the backlog,
+    of the scrape job the alert rules select on, as one number (max over the pods, which
+    all report the same); an unknown backlog is an error (the HPA holds), not 0."""
+    from app.runtime.metrics import Metrics
+
+    exported = {metric.name for metric in Metrics().registry.collect()}
+    backlog = keda_trigger(scaled_object, PrometheusTrigger)
+    query = backlog.metadata.query
+    assert set(re.findall(r"\bacp_groq_\w+", query)) == {BACKLOG_METRIC}
+    assert BACKLOG_METRIC in exported
+    selectors = re.findall(rf"\b{BACKLOG_METRIC}\{{([^}}]*)\}}", query)
+    assert selectors, query
+    assert all(f'job="{JOB}"' in selector for selector in selectors), query
+    assert query.replace(" ", "").startswith("max(")  # never sum: one Redis, read by all
+    assert backlog.metadata.ignoreNullValues == "false"
+
+
+def test_keda_backlog_and_lag_triggers_share_one_target_per_replica(scaled_object, hpa):
+    """The prometheus threshold, the redis-streams lagCount and the HPA's averageValue are
+    one policy: so many events waiting per replica, whichever autoscaler reads them."""
+    backlog = keda_trigger(scaled_object, PrometheusTrigger)
+    lag = keda_trigger(scaled_object, RedisStreamsTrigger)
+    (metric,) = hpa["spec"]["metrics"]
+    target = metric["external"]["target"]["averageValue"]
+    assert backlog.metadata.threshold == lag.metadata.lagCount == target
+    assert backlog.metricType in (None, "AverageValue")  # divided among the replicas
+    assert lag.metricType in (None, "AverageValue")
 
 
 def test_keda_trigger_reads_the_workers_stream_and_group(scaled_object):
     """stream and consumerGroup are the worker's INSIGHT_STREAM and INSIGHT_GROUP defaults."""
-    (trigger,) = scaled_object.spec.triggers
+    trigger = keda_trigger(scaled_object, RedisStreamsTrigger)
     assert trigger.metadata.stream == Settings.model_fields["insight_stream"].default
     assert trigger.metadata.consumerGroup == Settings.model_fields["insight_group"].default
 
 
 def test_keda_trigger_reaches_the_redis_the_worker_uses(scaled_object, secret):
     """address, databaseIndex and TLS are REDIS_URL's (the example Secret's) host:port/db."""
-    (trigger,) = scaled_object.spec.triggers
+    trigger = keda_trigger(scaled_object, RedisStreamsTrigger)
     url = urlsplit(secret["stringData"]["REDIS_URL"])
     assert trigger.metadata.address == f"{url.hostname}:{url.port or 6379}"
     assert trigger.metadata.databaseIndex == (url.path.strip("/") or "0")
@@ -651,7 +784,7 @@ def test_keda_trigger_reaches_the_redis_the_worker_uses(scaled_object, secret):
 def test_keda_password_comes_from_the_workers_secret(scaled_object, trigger_authentication, secret):
     """The trigger authenticates through the TriggerAuthentication, whose password is the
     Secret's REDIS_PASSWORD: the same password the example REDIS_URL carries."""
-    (trigger,) = scaled_object.spec.triggers
+    trigger = keda_trigger(scaled_object, RedisStreamsTrigger)
     assert trigger.authenticationRef is not None
     assert trigger.authenticationRef.name == trigger_authentication.metadata.name
     refs = {ref.parameter: ref for ref in trigger_authentication.spec.secretTargetRef or []}
@@ -732,13 +865,15 @@ def test_hpa_scales_on_the_exported_backlog_gauge_served_by_the_adapter_rule(hpa
 
 
 def test_hpa_and_keda_scale_alike(hpa, scaled_object):
-    """The two alternatives have the same bounds, target lag per replica and behaviour."""
+    """The two alternatives have the same bounds, the same metric (the backlog) and target
+    per replica, and the same behaviour."""
     spec = scaled_object.spec
-    (trigger,) = spec.triggers
+    backlog = keda_trigger(scaled_object, PrometheusTrigger)
     assert hpa["spec"]["minReplicas"] == spec.minReplicaCount
     assert hpa["spec"]["maxReplicas"] == spec.maxReplicaCount
     (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["target"]["averageValue"] == trigger.metadata.lagCount
+    assert metric["external"]["metric"]["name"] in backlog.metadata.query
+    assert metric["external"]["target"]["averageValue"] == backlog.metadata.threshold
     assert hpa["spec"]["behavior"] == keda_hpa_behavior(scaled_object)
 
 
