@@ -10,6 +10,7 @@ which those schemas do not cover, against models of the fields KEDA documents.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -232,6 +233,161 @@ def test_prometheus_scrapes_the_worker_port_and_loads_the_alert_rules():
         for target in static["targets"]
     ]
     assert ports == [METRICS_PORT]
+
+
+# -- metric names in queries ---------------------------------------------------------------------
+
+DASHBOARD = DEPLOY / "grafana-dashboard.json"
+AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "topk"}
+AGGREGATIONS |= {"bottomk", "quantile", "count_values"}
+
+
+def exported_series() -> set[str]:
+    """Every series name the worker's registry can expose: a counter's ``_total``, a
+    histogram's ``_bucket``/``_count``/``_sum``, whether or not a labelled child exists."""
+    from app.runtime.metrics import Metrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    names: set[str] = set()
+    for metric in Metrics().registry.collect():
+        names |= {metric.name + suffix for suffix in suffixes.get(metric.type, ("",))}
+        names |= {sample.name for sample in metric.samples}
+    return names
+
+
+def sampled_gauges() -> set[str]:
+    """The gauges sampled from Redis: every process reports the same value."""
+    from app.runtime.metrics import Metrics
+
+    sampled = {
+        metric.name
+        for metric in Metrics().registry.collect()
+        if metric.type == "gauge" and "sampled" in metric.documentation
+    }
+    return sampled | {"acp_groq_dlq_size"}  # LLEN of the DLQ, sampled too
+
+
+def metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\b(?:acp_groq|process)_[a-z0-9_]*[a-z0-9]", text))
+
+
+def enclosing_aggregation(expr: str, at: int) -> str | None:
+    """The innermost aggregation (``sum``, ``max``...) whose argument holds ``expr[at]``,
+    past any function (``rate``, ``label_replace``...); None if there is none."""
+    depth = 0
+    for i in range(at - 1, -1, -1):
+        if expr[i] == ")":
+            depth += 1
+        elif expr[i] == "(" and depth:
+            depth -= 1
+        elif expr[i] == "(":
+            # expr[i] opens a group holding `at`: the word before it names it, past a
+            # `by (...)` or `without (...)` clause (`max by (job) (x)`).
+            named = re.search(r"(\w+)\s*(?:(?:by|without)\s*\([^()]*\)\s*)?$", expr[:i])
+            if named and named.group(1) in AGGREGATIONS:
+                return named.group(1)
+    return None
+
+
+def sums_of_sampled_gauges(expr: str) -> list[str]:
+    """The sampled gauges ``expr`` sums: each pod reports the same Redis, so the sum
+    would count it once per pod (max is the rule: docs/operations.md)."""
+    gauges = sampled_gauges()
+    return [
+        match.group(0)
+        for match in re.finditer(r"\bacp_groq_\w+", expr)
+        if match.group(0) in gauges and enclosing_aggregation(expr, match.start()) == "sum"
+    ]
+
+
+def test_enclosing_aggregation_finds_the_operator_around_a_series():
+    """The helper the checks below rely on, on the shapes the files use."""
+    expr = "max by (job) (acp_groq_group_lag) > 0 unless on (job) sum by (job) (rate(x[5m]))"
+    assert enclosing_aggregation(expr, expr.index("acp_groq_group_lag")) == "max"
+    assert enclosing_aggregation(expr, expr.index("x[5m]")) == "sum"
+    assert enclosing_aggregation("acp_groq_dlq_size > 0", 0) is None
+    assert sums_of_sampled_gauges("sum(acp_groq_backlog_events)") == ["acp_groq_backlog_events"]
+    assert sums_of_sampled_gauges('max(acp_groq_backlog_events{job=~"a|b"})') == []
+
+
+# -- grafana dashboard ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target and every templating variable."""
+    queries = [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            queries.append((variable["name"], variable["definition"]))
+    return queries
+
+
+def test_dashboard_queries_read_metrics_the_worker_exports(dashboard):
+    """Every series a panel or a variable queries is one the worker's registry exposes,
+    and no sampled gauge is summed over the processes."""
+    exported = exported_series()
+    for title, expr in _dashboard_queries(dashboard):
+        assert metric_names(expr), (title, expr)
+        assert metric_names(expr) <= exported, (title, metric_names(expr) - exported)
+        assert not sums_of_sampled_gauges(expr), (title, expr)
+
+
+def test_dashboard_panels_use_the_datasource_variable_and_do_not_overlap(dashboard):
+    """Unique ids; every panel, target and variable on ${datasource}; each panel inside the 24
+    columns and on no other (rows included), so Grafana lays it out as written."""
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    variable = {"type": "prometheus", "uid": "${datasource}"}
+    for template in dashboard["templating"]["list"]:
+        if template["type"] == "query":
+            assert template["datasource"] == variable, template["name"]
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["datasource"] == variable, panel["title"]
+            assert panel["targets"], panel["title"]
+            assert all(target["datasource"] == variable for target in panel["targets"])
+            refs = [target["refId"] for target in panel["targets"]]
+            assert len(set(refs)) == len(refs), panel["title"]
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] < grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
+                cells[(x, y)] = panel["title"]
+
+
+def test_dashboard_scheduling_row_shows_what_waits_and_the_service_tiers(dashboard):
+    """The Scheduling row: the backlog beside the lag, what waits by severity and by
+    tenant, the oldest wait, Groq's service tiers, the flex fallbacks and waits."""
+    panels = dashboard["panels"]
+    (row,) = [i for i, panel in enumerate(panels) if panel["title"] == "Scheduling"]
+    assert panels[row]["type"] == "row"
+    following = panels[row + 1 :]
+    end = next((i for i, panel in enumerate(following) if panel["type"] == "row"), None)
+    in_row = " ".join(
+        target["expr"] for panel in following[:end] for target in panel.get("targets", [])
+    )
+    assert metric_names(in_row) >= {
+        BACKLOG_METRIC,
+        "acp_groq_group_lag",
+        "acp_groq_waiting_events",
+        "acp_groq_oldest_waiting_seconds",
+        "acp_groq_waiting_events_by_tenant",
+        "acp_groq_service_tier_requests_total",
+        "acp_groq_service_tier_fallbacks_total",
+        "acp_groq_capacity_waits_total",
+    }
 
 
 # -- kubernetes ---------------------------------------------------------------------------------
