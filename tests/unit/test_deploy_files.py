@@ -390,6 +390,219 @@ def test_dashboard_scheduling_row_shows_what_waits_and_the_service_tiers(dashboa
     }
 
 
+# -- prometheus alert rules -----------------------------------------------------------------------
+
+ALERTS = DEPLOY / "prometheus-alerts.yml"
+ROUTING_SEVERITIES = {"critical", "warning", "info"}  # the rules' own `severity` labels
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    rules = [rule for group in load(ALERTS)["groups"] for rule in group["rules"]]
+    assert len({rule["alert"] for rule in rules}) == len(rules)  # names are unique
+    return {rule["alert"]: rule for rule in rules}
+
+
+def github_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file."""
+    anchors = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        heading = re.fullmatch(r"#{1,6} (.+)", line)
+        if heading:
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def test_alert_rules_read_metrics_the_worker_exports():
+    """Every series an expression reads is one the worker's registry exposes (but `up`,
+    Prometheus' own), and so is every metric an annotation names (a histogram by its
+    family's name too); no sampled gauge is summed."""
+    from app.runtime.metrics import Metrics
+
+    exported = exported_series()
+    families = {metric.name for metric in Metrics().registry.collect()}
+    for name, rule in alert_rules().items():
+        named = metric_names(rule["expr"])
+        assert named or "up{" in rule["expr"], name
+        assert named <= exported, (name, named - exported)
+        assert not sums_of_sampled_gauges(rule["expr"]), name
+        mentioned = metric_names(" ".join(rule["annotations"].values()))
+        assert mentioned <= exported | families, (name, mentioned - exported - families)
+
+
+def test_alert_rules_have_a_routing_severity_a_summary_and_a_description():
+    """The conventions of the file: a `severity` the routing knows, a summary and a
+    description; an expression that keeps no `severity` label of its series (the rule's
+    own would overwrite it: the events' severity is `event_severity` where it matters)."""
+    for name, rule in alert_rules().items():
+        assert rule["labels"]["severity"] in ROUTING_SEVERITIES, name
+        assert {"summary", "description"} <= set(rule["annotations"]), name
+        for clause in re.findall(r"\b(?:by|on|without)\s*\(([^)]*)\)", rule["expr"]):
+            assert "severity" not in re.split(r"\s*,\s*", clause.strip()), (name, clause)
+
+
+def test_alert_runbook_links_point_at_existing_sections():
+    """A `docs/operations.md#anchor` or `README.md#anchor` in an annotation is a heading
+    of that file."""
+    files = {"docs/operations.md": ROOT / "docs/operations.md", "README.md": ROOT / "README.md"}
+    linked = 0
+    for name, rule in alert_rules().items():
+        text = " ".join(rule["annotations"].values())
+        for path, anchor in re.findall(r"((?:docs/operations|README)\.md)#([\w-]+)", text):
+            assert anchor in github_anchors(files[path]), (name, f"{path}#{anchor}")
+            linked += 1
+    assert linked
+
+
+def test_alert_rules_for_what_waits_in_the_scheduler_and_flex():
+    """The scheduler's alerts: an urgent event waiting over a minute pages; flex refusing
+    most requests for 15 minutes is a ticket; no throughput reads the backlog, which the
+    lag alone misses under EVENT_ORDER=priority."""
+    rules = alert_rules()
+    urgent = rules["AcpGroqUrgentEventsWaiting"]
+    assert metric_names(urgent["expr"]) == {"acp_groq_oldest_waiting_seconds"}
+    assert 'severity=~"critical|high"' in urgent["expr"]
+    assert (urgent["for"], urgent["labels"]["severity"]) == ("2m", "critical")
+
+    flex = rules["AcpGroqFlexRefusing"]
+    assert metric_names(flex["expr"]) == {"acp_groq_service_tier_requests_total"}
+    assert 'result="capacity_exceeded"' in flex["expr"]
+    assert (flex["for"], flex["labels"]["severity"]) == ("15m", "warning")
+
+    assert BACKLOG_METRIC in rules["AcpGroqNoThroughput"]["expr"]
+
+
+def _series(name: str, values: str, **labels: str) -> dict[str, str]:
+    selector = ", ".join(f'{k}="{v}"' for k, v in {"job": JOB, "instance": "a", **labels}.items())
+    return {"series": f"{name}{{{selector}}}", "values": values}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool on this machine")
+def test_alert_rules_pass_promtool(tmp_path):
+    """`promtool check rules` accepts the file, and `promtool test rules` runs the
+    scheduler's alerts on made-up series (where Prometheus' promtool exists)."""
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(ALERTS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    rules = alert_rules()
+
+    def expected(alert: str, summary: str, **labels: str) -> dict[str, Any]:
+        rule = rules[alert]
+        return {
+            "exp_labels": {"job": JOB, **rule["labels"], **labels},
+            "exp_annotations": {**rule["annotations"], "summary": summary},
+        }
+
+    oldest = "acp_groq_oldest_waiting_seconds"
+    tiers = "acp_groq_service_tier_requests_total"
+    flex = {"service_tier": "flex"}
+    tests = [
+        {  # a high event waits; two pods report it (max, not sum); low waits are not paged
+            "interval": "1m",
+            "input_series": [
+                _series(oldest, "90+60x10", severity="high"),
+                _series(oldest, "90+60x10", severity="high", instance="b"),
+                _series(oldest, "600x10", severity="low"),
+                _series(oldest, "0x10", severity="critical"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "AcpGroqUrgentEventsWaiting", "exp_alerts": []},
+                {
+                    "eval_time": "3m",
+                    "alertname": "AcpGroqUrgentEventsWaiting",
+                    "exp_alerts": [
+                        expected(
+                            "AcpGroqUrgentEventsWaiting",
+                            "a high event has waited 4m 30s for a model slot",
+                            event_severity="high",
+                        )
+                    ],
+                },
+            ],
+        },
+        {  # flex refuses 3 requests of 4 for 20 minutes
+            "interval": "1m",
+            "input_series": [
+                _series(tiers, "0+30x40", result="capacity_exceeded", **flex),
+                _series(tiers, "0+10x40", result="answered", **flex),
+                _series(tiers, "0+50x40", result="answered", service_tier="on_demand"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "AcpGroqFlexRefusing", "exp_alerts": []},
+                {
+                    "eval_time": "20m",
+                    "alertname": "AcpGroqFlexRefusing",
+                    "exp_alerts": [
+                        expected(
+                            "AcpGroqFlexRefusing",
+                            "Groq's flex tier refuses 75% of the worker's requests",
+                        )
+                    ],
+                },
+            ],
+        },
+        {  # flex refuses all of a trickle (one request a minute): quiet
+            "interval": "1m",
+            "input_series": [_series(tiers, "0+1x40", result="capacity_exceeded", **flex)],
+            "alert_rule_test": [
+                {"eval_time": "35m", "alertname": "AcpGroqFlexRefusing", "exp_alerts": []},
+            ],
+        },
+        {  # flex refuses a fifth of many, two pods summed: quiet
+            "interval": "1m",
+            "input_series": [
+                _series(tiers, "0+10x40", result="capacity_exceeded", **flex),
+                _series(tiers, "0+40x40", result="answered", **flex, instance="b"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "35m", "alertname": "AcpGroqFlexRefusing", "exp_alerts": []},
+            ],
+        },
+        {  # a flood waits in the scheduler (lag 0) and nothing is processed
+            "interval": "1m",
+            "input_series": [
+                _series(BACKLOG_METRIC, "500x20"),
+                _series("acp_groq_group_lag", "0x20"),
+                _series("acp_groq_events_consumed_total", "7x20", result="enriched"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "15m",
+                    "alertname": "AcpGroqNoThroughput",
+                    "exp_alerts": [
+                        expected(
+                            "AcpGroqNoThroughput",
+                            rules["AcpGroqNoThroughput"]["annotations"]["summary"],
+                        )
+                    ],
+                },
+            ],
+        },
+    ]
+    unit = tmp_path / "alerts-test.yml"
+    unit.write_text(
+        yaml.safe_dump(
+            {"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests},
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # -- kubernetes ---------------------------------------------------------------------------------
 
 
