@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EventPath", "serve_events"]
 
-# The look-ahead reads past the group's position once this many entries wait unread: the
-# subscriber reads some 3,000 a second, so less is a fraction of a second behind.
-_LOOKAHEAD_MIN_LAG = 1000
+# The look-ahead reads past the group's position once more than twice its margin (what
+# the subscriber's next reads take) waits unread, and at least this many.
+_LOOKAHEAD_MIN_LAG = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,7 @@ def build_lookahead(worker: Worker, store: InsightStore, service: InsightService
         worker.state,
         worker.metrics,
         max_event_bytes=settings.max_event_bytes,
-        min_lag=max(_LOOKAHEAD_MIN_LAG, 4 * settings.read_count),
+        min_lag=max(_LOOKAHEAD_MIN_LAG, 8 * settings.read_count),
     )
 
 

@@ -11,6 +11,7 @@ scheduler's ``reap``), dead-lettering the poison ones (``MAX_DELIVERIES``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -36,13 +37,16 @@ class Slots:
 
     A job the scheduler hands out takes its slot even if an inline event took the last
     one while the pick was on its way (``take``): for the length of one round trip, when
-    the scheduler was empty as that event was admitted, a process may run one more.
+    the scheduler was empty as that event was admitted, a process may run one more. An
+    event waiting for a slot (``take_within``) is handed the next one given back, in
+    the order they came.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._free = size
         self._freed = asyncio.Event()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def free(self) -> int:
@@ -59,6 +63,26 @@ class Slots:
         """Take a slot for a job already handed to this process."""
         self._free -= 1
 
+    async def take_within(self, seconds: float) -> bool:
+        """Take a slot, waiting up to ``seconds`` for one to be given back."""
+        if self.try_take():
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(seconds):
+                await waiter
+        except TimeoutError:
+            pass
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # handed one as it was cancelled: pass it on
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+        return waiter.done() and not waiter.cancelled()
+
     async def wait_free(self) -> None:
         """Until a slot is free."""
         while self._free <= 0:
@@ -67,7 +91,13 @@ class Slots:
 
     def give_back(self) -> None:
         self._free += 1
-        self._freed.set()
+        while self._free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._free -= 1
+                waiter.set_result(None)  # the slot passes to it
+        if self._free > 0:
+            self._freed.set()
 
 
 class Dispatcher:
@@ -93,9 +123,13 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._due: float | None = None  # when the soonest job this process put off is due
+        # False once this process scheduled an event or a pick found the scheduler busy;
+        # True when its last pick found fewer jobs than it had slots for.
+        self.nothing_waits = False
 
     def wake(self) -> None:
         """An event was just scheduled here: look now rather than at the next poll."""
+        self.nothing_waits = False
         self._wake.set()
 
     def due_in(self, seconds: float) -> None:
@@ -140,6 +174,7 @@ class Dispatcher:
             for one in handed:
                 self.slots.take()
                 self._start(run_job, one)
+            self.nothing_waits = len(handed) < wanted
             if not handed:  # nothing waits: until this process schedules one, or a poll
                 self._wake.clear()
                 await wait_or_timeout(self._wake, _IDLE_POLL_SECONDS)

@@ -52,7 +52,7 @@ class Lookahead:
         metrics: Metrics,
         *,
         max_event_bytes: int,
-        min_lag: int = 1000,
+        min_lag: int = 256,
         chunk: int = 2000,
         poll_seconds: float = 0.2,
     ) -> None:

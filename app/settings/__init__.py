@@ -45,6 +45,9 @@ __all__ = [
 
 _UNPARSABLE_FIELD = re.compile(r'field "([a-z0-9_]+)"')
 
+# EVENT_ORDER=priority: the subscriber's handlers beyond WORKER_CONCURRENCY (see handlers).
+_SPARE_HANDLERS = 16
+
 
 class Settings(
     LogSettings,
@@ -116,10 +119,14 @@ class Settings(
     @property
     def handlers(self) -> int:
         """How many entries the subscriber handles at once: WORKER_CONCURRENCY, and with
-        EVENT_ORDER=priority as many again to schedule what finds no free slot (an
-        event that waits takes no slot; reading goes on during a flood)."""
-        priority = self.event_order is EventOrder.PRIORITY
-        return self.worker_concurrency * 2 if priority else self.worker_concurrency
+        EVENT_ORDER=priority up to 16 more to schedule what finds no free slot, so that
+        reading goes on during a flood (a handler schedules an event in about a round
+        trip: 16 read faster than a process can parse). Not more: where the worker, not
+        the model, is the bottleneck, every event a spare handler takes is scheduled,
+        which costs more than running it."""
+        if self.event_order is not EventOrder.PRIORITY:
+            return self.worker_concurrency
+        return self.worker_concurrency + min(self.worker_concurrency, _SPARE_HANDLERS)
 
     @model_validator(mode="after")
     def _service_tiers(self) -> Self:

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.redis_modes("standalone")]
 
 STREAM = "acp:groq_queue"
 GROUP = "acp_insights_consumer_group"
-FLOOD = 1500  # past the look-ahead's 1,000 unread entries
+FLOOD = 1500  # far past the unread entries the look-ahead waits for (256)
 NO_BUDGET = {"insight_budget_per_hour_per_tenant": 1_000_000}
 
 
