@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -210,6 +211,33 @@ def preload(client: sync_redis.Redis, count: int) -> None:
         pipe.execute()
 
 
+class SteadyProducer(threading.Thread):
+    """Writes ``count`` events at ``rate`` a second (every 10 ms, what is due), as a gateway
+    under steady traffic does. Its XADDs count in Redis' statistics like the preload's
+    do not: ``writes`` says how many round trips it made, to take them out."""
+
+    def __init__(self, client: Any, count: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.client, self.count, self.rate = client, count, rate
+        self.writes = 0
+        self.xadds = 0
+
+    def run(self) -> None:
+        began = time.monotonic()
+        written = 0
+        while written < self.count:
+            due = min(self.count, int((time.monotonic() - began) * self.rate) + 1)
+            if due > written:
+                pipe = self.client.pipeline(transaction=False)
+                for n in range(written, due):
+                    pipe.xadd(STREAM, {"payload": event_payload(n)})
+                pipe.execute()
+                self.writes += 1
+                self.xadds += due - written
+                written = due
+            time.sleep(0.01)
+
+
 def group_state(client: sync_redis.Redis) -> dict[str, Any] | None:
     try:
         groups = client.xinfo_groups(STREAM)
@@ -355,7 +383,8 @@ def measure(
         server.start()
         fake = Fake(spec.latency, spec.fake)
         client = server.client()
-        preload(client, spec.events)
+        if not spec.arrival_rate:
+            preload(client, spec.events)
         server.reset_stats()
         with log_path.open("wb") as log_file:
             command = IMPLEMENTATIONS[spec.impl]
@@ -371,6 +400,15 @@ def measure(
             )
         spawned = time.monotonic()
         polls = checks = 0  # the harness's own XINFO GROUPS and HLEN
+        producer = None
+        if spec.arrival_rate:  # the group exists once the worker started: then the events
+            while group_state(client) is None:
+                polls += 1
+                if time.monotonic() - spawned > 90:
+                    raise RuntimeError(f"{spec.impl} created no group within 90 s")
+                time.sleep(0.01)
+            producer = SteadyProducer(server.client(), spec.events, spec.arrival_rate)
+            producer.start()
 
         def alive() -> None:
             assert process is not None
@@ -460,11 +498,16 @@ def measure(
             if key.startswith("cmdstat_")
         }
         stats["xinfo|groups"] = stats.get("xinfo|groups", 0) - polls
+        if producer is not None:  # the gateway's writes are not the worker's cost
+            producer.join(timeout=5)
+            stats["xadd"] = stats.get("xadd", 0) - producer.xadds
         stats["hlen"] = stats.get("hlen", 0) - checks
         stats["config|resetstat"] = stats.get("config|resetstat", 0) - server.node_count
         stats = {name: calls for name, calls in sorted(stats.items()) if calls > 0}
         result.commandstats = stats
         round_trips = int(info["total_writes_processed"]) - polls - checks - server.node_count
+        if producer is not None:
+            round_trips -= producer.writes
         result.commands_per_event = round(sum(stats.values()) / per, 2)
         result.round_trips_per_event = round(round_trips / per, 3)
         result.reads_per_event = round(stats.get("xreadgroup", 0) / per, 4)

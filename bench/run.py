@@ -1,7 +1,7 @@
 """The throughput, latency, memory and Redis-cost benchmark of the worker against two baselines.
 
-``.venv/bin/python -m bench [--quick] [--runs N] [--scenario overhead|latency|memory|all|soak]
-[--impl worker,bare,naive] [--profile] [--json FILE]``
+``.venv/bin/python -m bench [--quick] [--runs N] [--scenario overhead|latency|memory|steady|all
+|soak|flood] [--impl worker,bare,naive] [--profile] [--json FILE]``
 
 For every measurement: a private ``redis-server`` (no persistence) and a lean loopback fake
 Groq (``bench.lean_groq``) are started, N events are pre-loaded in the gateway's wire format
@@ -13,9 +13,12 @@ Groq (``bench.lean_groq``) are started, N events are pre-loaded in the gateway's
 * ``naive``: ``faststream run bench.baseline_faststream:app`` (the docs-style FastStream app).
 
 The drain is timed from the first read (the first ``XINFO GROUPS`` poll, every 5 ms, that
-shows ``entries-read`` > 0) to the group settled (lag 0, nothing pending; polled every
-50 ms). Then the harness records the process's CPU (``/proc/<pid>/stat``, user+sys, counted
-from the first read), its peak RSS (``VmHWM``), the fake's and redis-server's CPU, the
+shows ``entries-read`` > 0) to the group settled (lag 0, nothing pending, nothing left in
+the scheduler; polled every 50 ms). The ``steady`` scenario writes its events while the
+worker runs, at ``--arrival-rate`` a second (under the worker's capacity: no backlog), so
+its figure is the cost per event of a worker that keeps up, not how fast it drains. Then
+the harness records the process's CPU (``/proc/<pid>/stat``, user+sys, counted from the
+first read), its peak RSS (``VmHWM``), the fake's and redis-server's CPU, the
 machine's CPU used by other processes meanwhile (``/proc/stat``), ``INFO commandstats`` and
 the round trips (``total_writes_processed``: redis-server's reply writes; one per request or
 pipeline or MULTI/EXEC when a client waits for each reply before sending more, as redis-py
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenario",
         default="all",
-        help="overhead, latency, memory or all (= overhead + latency); comma-separated; "
+        help="overhead, latency, memory, steady (no backlog: a steady arrival rate) or all "
+        "(= overhead + latency); comma-separated; "
         "or soak (python -m bench.soak: --minutes N and its other options); or flood "
         "(bench/flood.py: urgent events behind a flood, priority against fifo)",
     )
@@ -183,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--memory-seconds", type=float, default=60.0, help="memory runs: draining time measured"
+    )
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=500.0,
+        help="steady runs: events written per second while the worker runs (under its "
+        "capacity: no backlog)",
     )
     parser.add_argument(
         "--extras-every-round",

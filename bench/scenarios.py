@@ -41,6 +41,7 @@ class Spec:
     processes: int = 1  # worker only: `faststream run app:app --workers N`
     redis_mode: str = "standalone"  # or "cluster" (python -m bench --redis-mode cluster)
     code: str = ""  # worker only: the git revision measured (--against), "" for the tree
+    arrival_rate: float = 0.0  # steady: events written per second while it runs (0: preloaded)
 
     @property
     def variant(self) -> str:
@@ -57,6 +58,8 @@ class Spec:
             parts.append(f"{self.fake}-fake")
         if self.redis_mode != "standalone":
             parts.append(self.redis_mode)
+        if self.arrival_rate:
+            parts.append(f"{self.arrival_rate:g}ev/s")
         return "/".join(parts)
 
     @property
@@ -99,6 +102,13 @@ def scenario_specs(
                 specs.append(Spec("latency", impl, n, latency, concurrency))
         if "naive" in impls:
             specs.append(Spec("latency", "naive", max(20, int(target / latency)), latency, 1))
+    elif name == "steady":
+        # No backlog: events arrive at a steady rate under what the worker can do (a 0 ms
+        # model), so each finds a free slot; CPU and round trips per event are compared.
+        n = args.events or (3000 if quick else 15000)
+        for impl in impls:
+            if impl != "naive":
+                specs.append(Spec("steady", impl, n, 0.0, 64, arrival_rate=args.arrival_rate))
     elif name == "memory":
         n = args.events or (20_000 if quick else 200_000)
         cap = 15.0 if quick else args.memory_seconds
