@@ -42,6 +42,7 @@ log = get_logger("acp.groq_worker.kafka")
 # How long finished records wait to be committed together (a commit per record would be a
 # round trip to the coordinator per event).
 _COMMIT_EVERY_SECONDS = 0.2
+_COMMIT_RETRY_SECONDS = 1.0
 _RETRY_FIRST_SECONDS = 0.5
 _RETRY_MAX_SECONDS = 10.0
 
@@ -70,8 +71,11 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
         revoke_seconds: float,
         consumer: Callable[[], Any],
         state: WorkerState,
+        retry_seconds: float = _RETRY_FIRST_SECONDS,
     ) -> None:
-        """``consumer()`` is the subscriber's aiokafka consumer (None before it starts)."""
+        """``consumer()`` is the subscriber's aiokafka consumer (None before it starts);
+        ``retry_seconds`` the first pause before a failed handling is tried again."""
+        self._retry_seconds = retry_seconds
         self._slots = asyncio.Semaphore(concurrency)
         self._max_deliveries = max_deliveries
         self._revoke_seconds = revoke_seconds
@@ -81,6 +85,7 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._revoked: set[TopicPartition] = set()
         self._assigned: set[TopicPartition] | None = None  # None: no assignment seen yet
+        self._generation = 0  # moves at every revocation and assignment
         self._finished = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self.commits = 0
@@ -96,11 +101,19 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
         it is not begun (stopping, or its partition moved): it stays for the next read."""
         if not self.owns(work.partition):
             return False
+        generation = self._generation
         await self._slots.acquire()
-        if not self.owns(work.partition):
+        # A rebalance while it waited: the partition (even if this member got it back)
+        # is read again from its commit, which this record is not past.
+        if generation != self._generation or not self.owns(work.partition):
             self._slots.release()
             return False
-        self._progress.setdefault(work.partition, PartitionProgress()).begin(work.offset)
+        progress = self._progress.setdefault(work.partition, PartitionProgress())
+        if progress.next_offset is not None and work.offset < progress.next_offset:
+            self._slots.release()  # already begun in this assignment: read twice
+            log.warning("kafka_record_seen_twice", partition=work.partition.partition)
+            return False
+        progress.begin(work.offset)
         task = asyncio.create_task(self._run(work), name=f"kafka-{work.partition}-{work.offset}")
         self._tasks.setdefault(work.partition, set()).add(task)
         return True
@@ -119,7 +132,7 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _run(self, work: RecordWork) -> None:
         done = False
-        delay = _RETRY_FIRST_SECONDS
+        delay = self._retry_seconds
         try:
             while not done:
                 try:
@@ -159,13 +172,16 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._finished.wait()
             await asyncio.sleep(_COMMIT_EVERY_SECONDS)
             self._finished.clear()
-            await self.commit()
+            if not await self.commit():
+                self._finished.set()  # try again after a pause
+                await asyncio.sleep(_COMMIT_RETRY_SECONDS)
 
-    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Commit the done prefix of ``partitions`` (default: every partition owned)."""
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> bool:
+        """Commit the done prefix of ``partitions`` (default: every partition owned);
+        False when the commit failed (it is tried again)."""
         consumer = self._consumer()
         if consumer is None:
-            return
+            return True
         async with self._commit_lock:
             chosen = (
                 [tp for tp in self._progress if tp not in self._revoked]
@@ -178,16 +194,17 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
                 if offset is not None:
                     offsets[tp] = offset
             if not offsets:
-                return
+                return True
             try:
                 await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
             except Exception as exc:  # a rebalance under way, the coordinator away
                 log.warning("kafka_commit_failed", error=f"{type(exc).__name__}: {exc}")
-                self._finished.set()  # try again on the next round
-                return
+                return False
             self.commits += 1
             for tp, offset in offsets.items():
-                self._progress[tp].committed_at(offset)
+                if (progress := self._progress.get(tp)) is not None:  # not reassigned since
+                    progress.committed_at(offset)
+            return True
 
     # -- rebalances and the stop -----------------------------------------------------
 
@@ -196,6 +213,7 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
         before the group gives them to another member."""
         if not revoked:
             return
+        self._generation += 1
         self._revoked |= set(revoked)
         left = await self._settle(revoked, self._revoke_seconds)
         await self.commit(revoked)
@@ -209,6 +227,7 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._generation += 1
         self._assigned = set(assigned)
         self._revoked -= set(assigned)
         for tp in assigned:  # a new owner starts from the group's commit
