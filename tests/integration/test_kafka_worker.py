@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.bootstrap import build_worker
 from app.bootstrap.worker import Worker
+from app.cli import main
 from app.domain.keys import Keys
 from tests.conftest import running
 from tests.support.fakes import ScriptedLLM
@@ -238,3 +239,36 @@ async def test_one_tenant_on_one_partition_is_handled_in_order_with_concurrency_
     found = [re.search(r"agent-(\d+)", r.user) for r in llm.requests]
     numbers = [int(match.group(1)) for match in found if match]
     assert numbers == list(range(12))
+
+
+async def test_dlq_replay_sends_a_kafka_letter_back_to_its_topic_where_it_is_enriched(
+    redis, kafka_server, producer, topic, kafka_settings, monkeypatch
+):
+    """``groq-worker dlq replay`` with INBOUND=kafka: a letter of a Kafka record goes back to
+    its topic with its key and leaves the DLQ; the worker then enriches it."""
+    meta = await send(producer, topic, json.dumps(event(11)).encode(), key=b"acme", partition=0)
+    settings = kafka_settings(max_deliveries=1)
+    key = Keys.kafka_attempts(settings.insight_group, topic, 0, meta.offset)
+    await redis.set(key, 1)
+    worker = build_worker(settings, llm=ScriptedLLM())
+    async with running(worker.app):
+
+        async def lettered() -> bool:
+            return bool(await redis.llen(Keys.DLQ) == 1)
+
+        await wait_for(lettered, what="the dead letter")
+    for name, value in {
+        "REDIS_URL": settings.redis_url.unicode_string(),
+        "INBOUND": "kafka",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_server.bootstrap,
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert await asyncio.to_thread(main, ["dlq", "replay"]) == 0
+    assert await redis.llen(Keys.DLQ) == 0
+    again = build_worker(settings, llm=ScriptedLLM())
+    async with running(again.app):
+
+        async def enriched() -> bool:
+            return bool(await redis.exists(Keys.insight("kevt-11")))
+
+        await wait_for(enriched, what="the replayed event's insight")
