@@ -32,6 +32,7 @@ from app.adapters.redis_clients import RedisClient
 from app.handlers.kafka_events import KafkaPath, KafkaRoutes
 from app.operations.http import ReadinessCheck
 from app.runtime.logs import get_logger
+from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.rejections import Rejections
 from app.settings import Settings
@@ -43,6 +44,7 @@ __all__ = [
     "kafka_path",
     "kafka_security",
     "start_commit_loop",
+    "start_lag_sampler",
 ]
 
 log = get_logger("acp.groq_worker.kafka")
@@ -116,6 +118,23 @@ def start_commit_loop(routes: KafkaRoutes, started: asyncio.Event) -> asyncio.Ta
         await routes.inbound.commit_loop()
 
     return asyncio.create_task(run(), name="kafka-commits")
+
+
+def start_lag_sampler(
+    routes: KafkaRoutes, metrics: Metrics, started: asyncio.Event, every: float = 5.0
+) -> asyncio.Task[Any]:
+    """``acp_groq_kafka_lag{topic,partition}`` for the partitions this process owns."""
+
+    async def run() -> None:
+        await started.wait()
+        while True:
+            lags = routes.inbound.lags()
+            metrics.kafka_lag.clear()  # partitions moved away leave no stale figure
+            for tp, lag in lags.items():
+                metrics.kafka_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+            await asyncio.sleep(every)
+
+    return asyncio.create_task(run(), name="kafka-lag")
 
 
 def kafka_checks(

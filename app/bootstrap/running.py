@@ -23,7 +23,7 @@ from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import says_not_now
 from app.adapters.retention import start_retention
 from app.bootstrap.event_path import EventPath, serve_events
-from app.bootstrap.kafka import kafka_checks, start_commit_loop
+from app.bootstrap.kafka import kafka_checks, start_commit_loop, start_lag_sampler
 from app.bootstrap.providers import build_batch_api
 from app.domain.ports import LLM, BatchAPI
 from app.handlers.recovery import PendingRecovery
@@ -183,7 +183,10 @@ def background_tasks(
             group=worker.settings.insight_group,
             order="partition order; EVENT_ORDER applies to the Redis inbound only",
         )
-        kafka_tasks = [start_commit_loop(worker.kafka, started)]
+        kafka_tasks = [
+            start_commit_loop(worker.kafka, started),
+            start_lag_sampler(worker.kafka, worker.metrics, started),
+        ]
         if lane_runner is not None:
             kafka_tasks.append(once_started(lane_runner.run, "batch-lane"))
         return kafka_tasks

@@ -127,8 +127,18 @@ class KafkaInbound(ConsumerRebalanceListener):  # type: ignore[misc]
         """The partitions of the latest assignment (None before the first one)."""
         return None if self._assigned is None else set(self._assigned)
 
-    def progress(self) -> dict[TopicPartition, PartitionProgress]:
-        return dict(self._progress)
+    def lags(self) -> dict[TopicPartition, int]:
+        """Per partition owned: records up to the high watermark (the broker's, from the
+        last fetch) not yet done. A partition with nothing begun is left out."""
+        consumer = self._consumer()
+        if consumer is None:
+            return {}
+        lags = {}
+        for tp, progress in list(self._progress.items()):
+            highwater, safe = consumer.highwater(tp), progress.safe_offset
+            if tp not in self._revoked and highwater is not None and safe is not None:
+                lags[tp] = max(0, highwater - safe)
+        return lags
 
     async def _run(self, work: RecordWork) -> None:
         done = False

@@ -272,3 +272,86 @@ async def test_dlq_replay_sends_a_kafka_letter_back_to_its_topic_where_it_is_enr
             return bool(await redis.exists(Keys.insight("kevt-11")))
 
         await wait_for(enriched, what="the replayed event's insight")
+
+
+class GatedLLM(ScriptedLLM):
+    """Answers only once ``gate`` is set: records stay in flight until the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def complete(self, request: Any) -> Any:
+        await self.gate.wait()
+        return await super().complete(request)
+
+
+async def test_lag_per_partition_counts_what_is_not_done_and_reaches_zero(
+    producer, topic, kafka_settings
+):
+    """``acp_groq_kafka_lag{partition}``: records up to the high watermark not yet done
+    (in flight included), 0 once the partition is drained."""
+    for n in range(10):
+        await send(producer, topic, json.dumps(event(n)).encode(), partition=0)
+    llm = GatedLLM()
+    worker = build_worker(kafka_settings(worker_concurrency=2), llm=llm)
+    assert worker.kafka is not None
+    inbound = worker.kafka.inbound
+    async with running(worker.app):
+
+        async def two_in_flight() -> bool:
+            return inbound.in_flight == 2 and bool(inbound.lags())
+
+        await wait_for(two_in_flight, what="two records in flight")
+        assert inbound.lags() == {TopicPartition(topic, 0): 10}
+        llm.gate.set()
+
+        async def drained() -> bool:
+            sample = worker.metrics.registry.get_sample_value(
+                "acp_groq_kafka_lag", {"topic": topic, "partition": "0"}
+            )
+            return outcomes(worker) >= 10 and sample == 0
+
+        await wait_for(drained, what="lag 0 after the drain")
+
+
+async def test_status_shows_the_kafka_group_lag_per_partition(
+    redis, kafka_server, producer, topic, kafka_settings, monkeypatch, capsys
+):
+    """``groq-worker status --json`` with INBOUND=kafka: the lag per partition, all of it
+    before the first start (nothing committed), none once the worker drained the topic."""
+    for n in range(6):
+        await send(producer, topic, json.dumps(event(n)).encode(), partition=n % 3)
+    settings = kafka_settings()
+    for name, value in {
+        "REDIS_URL": settings.redis_url.unicode_string(),
+        "INBOUND": "kafka",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_server.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "INSIGHT_GROUP": settings.insight_group,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def status() -> dict[str, Any]:
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["status", "--json"]) == 0
+        kafka: dict[str, Any] = json.loads(capsys.readouterr().out)["kafka"]
+        return kafka
+
+    before = await status()
+    assert before["lag"] == 6
+    assert [p["committed"] for p in before["partitions"]] == [None, None, None]
+    worker = build_worker(settings, llm=ScriptedLLM())
+    async with running(worker.app):
+
+        async def drained() -> bool:
+            return outcomes(worker) >= 6
+
+        await wait_for(drained, what="six outcomes")
+    after = await status()
+    assert after["lag"] == 0
+    assert [(p["partition"], p["committed"], p["end"]) for p in after["partitions"]] == [
+        (0, 2, 2),
+        (1, 2, 2),
+        (2, 2, 2),
+    ]
