@@ -29,6 +29,7 @@ from faststream.security import (
 
 from app.adapters.kafka_attempts import RedisAttempts
 from app.adapters.redis_clients import RedisClient
+from app.handlers.kafka_asyncapi import KAFKA_SPEC_SERVER_URL
 from app.handlers.kafka_events import KafkaPath, KafkaRoutes
 from app.operations.http import ReadinessCheck
 from app.runtime.logs import get_logger
@@ -87,6 +88,7 @@ def build_kafka_broker(settings: Settings, routes: KafkaRoutes) -> KafkaBroker:
         logger=logging.getLogger("acp.groq_worker.faststream"),
         log_level=logging.DEBUG,
         description="The Kafka cluster carrying the gateway's decision events.",
+        specification_url=KAFKA_SPEC_SERVER_URL,  # the document is the same everywhere
     )
     broker.include_router(routes.router)
     return broker

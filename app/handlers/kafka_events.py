@@ -37,7 +37,7 @@ from app.adapters.kafka_attempts import RedisAttempts
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, describe_validation_error, rejected_event
 from app.domain.ports import EntryRef, Received
-from app.handlers import asyncapi
+from app.handlers.kafka_asyncapi import DOCUMENTED_TOPIC, KAFKA_INBOUND_DESCRIPTION
 from app.handlers.kafka_inbound import KafkaInbound, RecordWork
 from app.handlers.wire import INVALID_HEADER, PAYLOAD_FIELD, decode_entry
 from app.runtime.state import WorkerState
@@ -191,8 +191,8 @@ def kafka_routes(settings: Settings, state: WorkerState) -> KafkaRoutes:
         no_reply=True,
         parser=record_parser(settings.max_event_bytes),
         decoder=decode_entry,
-        title=f"{settings.kafka_topic}:consume",
-        description=asyncapi.INBOUND_DESCRIPTION,
+        title=f"{DOCUMENTED_TOPIC}:consume",
+        description=KAFKA_INBOUND_DESCRIPTION,
     )
     subscriber(handle_kafka_event)
     assert isinstance(subscriber, DefaultSubscriber)
