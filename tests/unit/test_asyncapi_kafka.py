@@ -30,7 +30,7 @@ def committed() -> dict[str, Any]:
 def test_the_committed_kafka_document_is_what_the_code_generates(fmt):
     """Regenerate with `groq-worker asyncapi --inbound kafka -o asyncapi/kafka/asyncapi.*`."""
     expected = (COMMITTED / f"asyncapi.{fmt}").read_text(encoding="utf-8")
-    assert generate(fmt, Inbound.KAFKA) == expected  # type: ignore[arg-type]
+    assert generate(fmt, Inbound.KAFKA) == expected
 
 
 def test_check_compares_the_kafka_document_in_its_own_directory(capsys):
