@@ -18,8 +18,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
 from faststream.security import (
     BaseSecurity,
     SASLPlaintext,
@@ -46,6 +49,7 @@ __all__ = [
     "kafka_security",
     "start_commit_loop",
     "start_lag_sampler",
+    "wait_for_kafka",
 ]
 
 log = get_logger("acp.groq_worker.kafka")
@@ -110,6 +114,30 @@ def kafka_path(
         stream=settings.kafka_stream_ref,
         group=settings.insight_group,
     )
+
+
+async def wait_for_kafka(settings: Settings, state: WorkerState) -> None:
+    """Before the Kafka consumer starts: wait out brokers that do not answer yet (as Redis
+    is waited for), so that a worker started before Kafka does not exit; refused
+    credentials and other errors are raised."""
+    delay = 0.5
+    options = parse_security(kafka_security(settings))
+    while not state.stopping.is_set():
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_servers, request_timeout_ms=10_000, **options
+        )
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            log.warning("kafka_unreachable_at_start", error=str(exc), retry_in=delay)
+            if await state.pause(delay):
+                return
+            delay = min(delay * 2, 10.0)
+            continue
+        finally:
+            await admin.close()
+        log.info("kafka_reachable", servers=settings.kafka_bootstrap_servers)
+        return
 
 
 def start_commit_loop(routes: KafkaRoutes, started: asyncio.Event) -> asyncio.Task[Any]:

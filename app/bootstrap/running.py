@@ -23,7 +23,12 @@ from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import says_not_now
 from app.adapters.retention import start_retention
 from app.bootstrap.event_path import EventPath, serve_events
-from app.bootstrap.kafka import kafka_checks, start_commit_loop, start_lag_sampler
+from app.bootstrap.kafka import (
+    kafka_checks,
+    start_commit_loop,
+    start_lag_sampler,
+    wait_for_kafka,
+)
 from app.bootstrap.providers import build_batch_api
 from app.domain.ports import LLM, BatchAPI
 from app.handlers.recovery import PendingRecovery
@@ -101,6 +106,8 @@ async def start(worker: Worker, *, process_index: int = 0) -> AsyncIterator[Runn
         )
         stack.push_async_callback(operations.stop)
         await wait_for_redis(worker.redis, settings)
+        if worker.kafka is not None:
+            await wait_for_kafka(settings, state)
         recovery = None
         if worker.routes.subscriber is not None:  # INBOUND=redis
             recovery = PendingRecovery(

@@ -381,3 +381,40 @@ def test_demo_kafka_refuses_publish_only(capsys):
     """--kafka runs the demo's own worker: --publish-only is refused as bad usage."""
     assert main(["demo", "--kafka", "--publish-only"]) == 2
     assert "--kafka" in capsys.readouterr().err
+
+
+async def test_a_worker_started_before_kafka_waits_for_it(redis, kafka_settings):
+    """No broker at start is waited out (as Redis is), not an exit: once a broker answers
+    on that address the worker joins and enriches what is there."""
+    from tests.support.kafka_broker import find_tansu
+    from tests.support.redis_server import free_port
+
+    binary = find_tansu()
+    assert binary is not None
+    port = free_port()
+    topic = f"late-{uuid.uuid4().hex[:8]}"
+    worker = build_worker(
+        kafka_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_topic=topic),
+        llm=ScriptedLLM(),
+    )
+    run = running(worker.app)  # kept: the app runs as long as this context is open
+    started = asyncio.create_task(run.__aenter__())
+    await asyncio.sleep(1.5)
+    assert not started.done()  # still waiting for Kafka
+    with TansuServer(binary, port) as late:
+        await late.create_topic(topic, partitions=1)
+        client = AIOKafkaProducer(bootstrap_servers=late.bootstrap)
+        await client.start()
+        try:
+            await send(client, topic, json.dumps(event(21)).encode())
+        finally:
+            await client.stop()
+        await asyncio.wait_for(started, 30)
+        try:
+
+            async def enriched() -> bool:
+                return bool(await redis.exists(Keys.insight("kevt-21")))
+
+            await wait_for(enriched, what="the insight")
+        finally:
+            await run.__aexit__(None, None, None)
