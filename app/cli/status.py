@@ -181,7 +181,9 @@ def render(report: StatusReport, console: Console) -> None:
     overview.add_column()
     overview.add_row("length", _number(report.stream_length))
     group = report.group
-    if group is None:
+    if report.kafka is not None:
+        overview.add_row("group", "not read: INBOUND=kafka (the Kafka group is above)")
+    elif group is None:
         overview.add_row("group", f"[red]{report.group_name} does not exist[/red]")
     else:
         overview.add_row("group", group.name)

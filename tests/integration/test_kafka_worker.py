@@ -355,6 +355,11 @@ async def test_status_shows_the_kafka_group_lag_per_partition(
         (1, 2, 2),
         (2, 2, 2),
     ]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["status"]) == 0
+    table = capsys.readouterr().out
+    assert "PARTITION" in table
+    assert "not read: INBOUND=kafka" in table
 
 
 async def test_demo_kafka_starts_the_bundled_broker_when_nothing_answers(
