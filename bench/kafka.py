@@ -23,6 +23,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -43,7 +44,12 @@ from tests.support.redis_server import RedisServer
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
-FASTSTREAM = ROOT / ".venv" / "bin" / "faststream"
+_VENV_FASTSTREAM = ROOT / ".venv" / "bin" / "faststream"
+FASTSTREAM = (
+    [str(_VENV_FASTSTREAM)]
+    if _VENV_FASTSTREAM.exists()
+    else [sys.executable, "-m", "faststream"]  # a clone without .venv (CI)
+)
 GROUP = "acp_insights_consumer_group"
 
 
@@ -150,7 +156,7 @@ def measure(
         log_path = logs / f"kafka-bench-{inbound}-{model_ms}ms-c{concurrency}.log"
         with log_path.open("wb") as log:
             worker = subprocess.Popen(
-                [str(FASTSTREAM), "run", "app:app"],
+                [*FASTSTREAM, "run", "app:app"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

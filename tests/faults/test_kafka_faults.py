@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from typing import Any
@@ -42,7 +43,9 @@ class KafkaWorkerProcess(WorkerProcess):
     def start(self) -> KafkaWorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "faststream"), "run", "app:app"],
+            [str(ROOT / ".venv" / "bin" / "faststream"), "run", "app:app"]
+            if (ROOT / ".venv" / "bin" / "faststream").exists()
+            else [sys.executable, "-m", "faststream", "run", "app:app"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
