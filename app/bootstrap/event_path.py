@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from app.adapters.insight_stream import announce
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_lookahead import RedisStreamAhead
@@ -22,11 +23,11 @@ from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap.providers import build_llm
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
+from app.domain.insight_stream import insight_created_fields
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, InsightStore
 from app.domain.prompt import build_insight_prompt
 from app.domain.scheduling import EventOrder, TenantWeights
-from app.handlers.events import EventRoutes
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.service.batch_lane import BatchLane
@@ -110,7 +111,7 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     writer = InsightWriter(
         store,
         steps,
-        publish_created=partial(_publish, worker.routes),
+        publish_created=partial(announce, worker.redis),
         spend=Spend(settings.groq_price_table, metrics),
         metrics=metrics,
         max_output_chars=settings.max_output_chars,
@@ -195,8 +196,8 @@ def build_store(worker: Worker) -> InsightStore:
     on a cluster."""
     dlq_max = worker.settings.dlq_max_entries
     if isinstance(worker.redis, RedisCluster):
-        announce = partial(_announce, worker.routes)
-        return RedisClusterInsightStore(worker.redis, announce=announce, dlq_max_entries=dlq_max)
+        resume = partial(_announce, worker.redis)
+        return RedisClusterInsightStore(worker.redis, announce=resume, dlq_max_entries=dlq_max)
     return RedisInsightStore(worker.redis, dlq_max_entries=dlq_max)
 
 
@@ -227,11 +228,9 @@ def build_lane(
     )
 
 
-async def _publish(routes: EventRoutes, created: InsightCreated, pipeline: Any) -> Any:
-    # No pipeline (cluster mode): FastStream publishes on its own connection.
-    return await routes.insights.publish(created, pipeline=pipeline)
-
-
-async def _announce(routes: EventRoutes, record: InsightRecord) -> Any:
-    """InsightCreated for a stored record (a cluster write resumed after a crash)."""
-    return await _publish(routes, InsightCreated.announcing(record), None)
+async def _announce(redis: Any, record: InsightRecord) -> Any:
+    """InsightCreated for a stored record (a cluster write resumed after a crash: the
+    event's trace context is gone with the process that wrote it)."""
+    return await announce(
+        redis, insight_created_fields(InsightCreated.announcing(record), {}), None
+    )

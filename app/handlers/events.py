@@ -27,7 +27,8 @@ from pydantic import ValidationError
 from app.adapters.faststream_workarounds import EventLoopContext, UncopiedStreamSub
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, describe_validation_error, rejected_event
-from app.domain.insights import DeadLetter, InsightCreated
+from app.domain.insight_stream import InsightCreatedEntry
+from app.domain.insights import DeadLetter
 from app.domain.keys import INSIGHT_STREAM_MAXLEN, Keys
 from app.handlers import asyncapi
 from app.handlers.wire import decode_entry, entry_parser, received
@@ -62,7 +63,9 @@ class EventRoutes:
 
     router: RedisRouter
     subscriber: StreamSubscriber  # the recovery loop feeds reclaimed entries to it
-    insights: StreamPublisher  # InsightCreated, published in the transaction of the writes
+    # InsightCreated, declared for the document: the store XADDs each entry's plain fields
+    # in the transaction of the writes (app/adapters/insight_stream.py).
+    insights: StreamPublisher
 
 
 def event_routes(settings: Settings) -> EventRoutes:
@@ -94,7 +97,7 @@ def event_routes(settings: Settings) -> EventRoutes:
         stream=UncopiedStreamSub(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
         title=f"{Keys.INSIGHTS_STREAM}:publish",
         description=asyncapi.OUTBOUND_DESCRIPTION,
-        schema=InsightCreated,
+        schema=InsightCreatedEntry,
     )
     # On a router of its own: a router keeps its publishers in a WeakSet, whose order
     # changes from run to run, but lists an included router's after its own, so the

@@ -11,11 +11,12 @@ both lanes, so a batch answer is written exactly like an online one.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from app.domain.costs import Lane
 from app.domain.events import AuditEvent
+from app.domain.insight_stream import insight_created_fields
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import EntryRef, InsightStore
 from app.domain.prompt import parse_insight_answer
@@ -28,8 +29,9 @@ from app.service.store_steps import StoreSteps
 
 __all__ = ["InsightWriter", "PublishCreated"]
 
-PublishCreated = Callable[[InsightCreated, Any], Awaitable[Any]]
-"""Publishes ``InsightCreated`` in the store's transaction (its pipeline, or None)."""
+PublishCreated = Callable[[Mapping[str, str], Any], Awaitable[Any]]
+"""Announces an insight: the fields of its ``acp:groq:insights:stream`` entry
+(``app/domain/insight_stream.py``), in the store's transaction (its pipeline, or None)."""
 
 
 class InsightWriter:
@@ -97,11 +99,11 @@ class InsightWriter:
             redactions=redactions,
             lane=lane,
         )
-        created = InsightCreated.announcing(record)
+        fields = insight_created_fields(InsightCreated.announcing(record), {})
         record_json = record.model_dump_json()
 
         async def publish(pipe: Any) -> Any:
-            result = await self._publish_created(created, pipe)
+            result = await self._publish_created(fields, pipe)
             if release is not None:
                 release(pipe)
             return result
