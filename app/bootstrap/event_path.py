@@ -30,6 +30,7 @@ from app.domain.prompt import build_insight_prompt
 from app.domain.scheduling import EventOrder, TenantWeights
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
 from app.service.dispatch import Dispatcher, Slots
@@ -77,7 +78,8 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
         settings, redis=worker.redis, metrics=worker.metrics, stopping=state.stopping
     )
     try:
-        path = build_event_path(worker, build_model_caller(settings, llm, worker.metrics, state))
+        model = build_model_caller(settings, llm, worker.metrics, state, worker.tracing)
+        path = build_event_path(worker, model)
         worker.broker.context.set_global("service", path.service)
         worker.broker.context.set_global("rejections", path.rejections)
         yield path
@@ -86,12 +88,18 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
 
 
 def build_model_caller(
-    settings: Settings, llm: LLM, metrics: Metrics, state: WorkerState
+    settings: Settings,
+    llm: LLM,
+    metrics: Metrics,
+    state: WorkerState,
+    tracing: Tracing | None = None,
 ) -> ModelCaller:
     breaker = CircuitBreaker(
         threshold=settings.breaker_failure_threshold, cooldown=settings.breaker_cooldown_seconds
     )
-    return ModelCaller(settings, llm=llm, metrics=metrics, state=state, breaker=breaker)
+    return ModelCaller(
+        settings, llm=llm, metrics=metrics, state=state, breaker=breaker, tracing=tracing
+    )
 
 
 def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
@@ -100,7 +108,17 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     store = worker.fakes.store or build_store(worker)
     dispatcher = build_dispatcher(worker, store)
     steps = StoreSteps(metrics, state)
-    reports = Reports(metrics)
+    reports = Reports(
+        metrics,
+        tracing=worker.tracing,
+        span_attributes={
+            "messaging.destination.name": settings.insight_stream,
+            "messaging.consumer.group.name": settings.insight_group,
+            "messaging.client.id": settings.worker_id,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+        },
+    )
     letters = DeadLetters(
         store,
         steps,
@@ -116,6 +134,7 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         metrics=metrics,
         max_output_chars=settings.max_output_chars,
         redact_pii=settings.prompt_redact_pii,
+        tracing=worker.tracing,
     )
     build_prompt = worker.fakes.build_prompt or partial(
         build_insight_prompt,

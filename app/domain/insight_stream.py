@@ -5,8 +5,8 @@ with ``XREAD``/``XRANGE``:
 
 * ``payload``: the ``InsightCreated`` JSON (UTF-8), ``JSON.parse``-able as is;
 * ``traceparent`` and ``tracestate``: the W3C trace context of the write that announced
-  it, only when the worker traces (``OTEL_EXPORTER_OTLP_ENDPOINT``) and the event's trace
-  is sampled.
+  it, only when the worker traces (``OTEL_EXPORTER_OTLP_ENDPOINT``); its flags say whether
+  the trace is sampled.
 
 The same shape as the inbound entries a gateway writes (``payload`` beside the trace
 fields). A FastStream subscriber receives an entry without ``__data__`` as the JSON of its
@@ -66,7 +66,7 @@ class InsightCreatedEntry(BaseModel):
     traceparent: str | None = Field(
         None,
         description="W3C trace context of the write that announced the insight; the field "
-        "is absent when the worker does not trace or the event's trace is not sampled.",
+        "is absent when the worker does not trace (its flags say whether the trace is sampled).",
         examples=[_EXAMPLE_TRACEPARENT],
     )
     tracestate: str | None = Field(

@@ -141,7 +141,8 @@ with `XREAD`/`XRANGE` and parses the field `payload` as JSON:
 - `payload`: the `InsightCreated` JSON (`event_id`, `tenant_id`, `agent_id`, `severity`,
   `model`, `insight_key`, `created_at`);
 - `traceparent`, `tracestate`: the W3C trace context of the write that announced it, present
-  only when the worker traces (`OTEL_EXPORTER_OTLP_ENDPOINT` set) and the trace is sampled.
+  only when the worker traces (`OTEL_EXPORTER_OTLP_ENDPOINT` set); the flags say whether the
+  trace is sampled.
 
 The insight itself (summary, risk, recommendation, model, latency) is the JSON at
 `insight_key` (`{Keys.insight("{event_id}")}`, TTL 24 h). A FastStream subscriber receives an

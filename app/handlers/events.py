@@ -68,12 +68,20 @@ class EventRoutes:
     insights: StreamPublisher
 
 
-def event_routes(settings: Settings) -> EventRoutes:
-    """Declare the handlers with this process's stream, group and consumer name."""
+def event_routes(settings: Settings, *, telemetry: Any = None) -> EventRoutes:
+    """Declare the handlers with this process's stream, group and consumer name.
+
+    ``telemetry`` (tracing on): FastStream's middleware, whose consume span wraps the
+    handler *and* the dead-lettering of an invalid entry: the exception handler runs
+    inside its scope (``publish_handlers``, which publish nothing here: no reply, no
+    publisher on the subscriber), so the letter is written under the span and the span
+    does not record the validation error (which would quote the entry's values).
+    """
     errors = ExceptionMiddleware(
-        handlers={InvalidEvent: dead_letter_invalid, ValidationError: dead_letter_invalid}
+        publish_handlers={InvalidEvent: dead_letter_invalid, ValidationError: dead_letter_invalid}
     )
-    router = RedisRouter(middlewares=[errors])
+    middlewares = [errors] if telemetry is None else [telemetry, errors]
+    router = RedisRouter(middlewares=middlewares)
     subscriber = router.subscriber(
         stream=UncopiedStreamSub(
             settings.insight_stream,

@@ -279,7 +279,7 @@ class InsightService:
         self, event: AuditEvent, entry: EntryRef, schedule: ScheduleRequest | None
     ) -> Admission:
         budget = self._settings.insight_budget_per_hour_per_tenant
-        return await self._steps.until_done(
+        admission = await self._steps.until_done(
             "admit",
             lambda: self._store.admit(
                 event_id=event.event_id,
@@ -289,6 +289,8 @@ class InsightService:
                 schedule=schedule,
             ),
         )
+        self._reports.admitted(admission.value)
+        return admission
 
     async def _refused(
         self,
