@@ -91,6 +91,27 @@ class Tracing:
                     span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
                 raise
 
+    @contextlib.contextmanager
+    def resumed(
+        self, fields: Mapping[Any, Any], name: str, attributes: Mapping[str, AttributeValue]
+    ) -> Iterator[None]:
+        """A consume span of the worker's own, child of the context in an entry's
+        ``traceparent``/``tracestate`` fields (an event taken up later, out of FastStream's
+        consume scope: a job of the scheduler)."""
+        carrier = {}
+        for key, value in fields.items():
+            name_of = key.decode() if isinstance(key, bytes) else str(key)
+            if name_of in ("traceparent", "tracestate"):
+                carrier[name_of] = value.decode() if isinstance(value, bytes) else str(value)
+        with self.tracer.start_as_current_span(
+            name,
+            context=_PROPAGATOR.extract(carrier),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+        ):
+            yield
+
     @staticmethod
     def carrier() -> dict[str, str]:
         """The current context as W3C fields (``traceparent``, ``tracestate``)."""

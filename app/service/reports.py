@@ -14,6 +14,7 @@ none of it runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -80,6 +81,15 @@ class Reports:
             yield
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "tenant_id", "entry_id")
+
+    def resumed(self, fields: Mapping[Any, Any]) -> contextlib.AbstractContextManager[None]:
+        """An event taken up again later (a job of the scheduler): its own consume span,
+        in the trace of its entry's ``traceparent`` field (a new trace without one)."""
+        if self._tracing is None:
+            return contextlib.nullcontext()
+        stream = self._span_attributes.get("messaging.destination.name", "")
+        attributes = {**self._span_attributes, "acp.scheduled": True}
+        return self._tracing.resumed(fields, f"{stream} process", attributes)
 
     def admitted(self, verdict: str) -> None:
         """The admission's verdict on the event's span (admitted, duplicate, ...)."""

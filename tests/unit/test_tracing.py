@@ -23,6 +23,7 @@ from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.runtime.tracing import Tracing, add_trace_ids, start_tracing
 from app.service.model_calls import ModelCaller
+from app.service.reports import Reports
 from app.settings import SettingsError, load_settings
 from tests.support.environment import settings_from
 from tests.support.fakes import ScriptedLLM
@@ -179,3 +180,24 @@ def test_the_latency_exemplar_names_a_sampled_trace_in_openmetrics():
     assert exemplar == {"trace_id": trace_id}
     exposition = generate_latest(metrics.registry).decode()  # type: ignore[no-untyped-call]
     assert f'# {{trace_id="{trace_id}"}} 0.2' in exposition
+
+
+def test_a_scheduled_event_resumes_the_trace_of_its_entry_fields():
+    """A job of the scheduler, taken up out of FastStream's consume scope, gets a consume
+    span of its own in the trace of its entry's `traceparent` (bytes or text fields)."""
+    tracing, exporter = in_memory()
+    reports = Reports(
+        Metrics(), tracing=tracing, span_attributes={"messaging.destination.name": "in"}
+    )
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for fields in ({b"traceparent": parent.encode()}, {"traceparent": parent}):
+        with reports.resumed(fields), reports.about("evt-1", "acme", "1-0"):
+            pass
+    for span in exporter.get_finished_spans():
+        assert span.name == "in process"
+        assert format(span.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert span.parent is not None
+        assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+        assert attrs(span)["acp.scheduled"] is True
+        assert attrs(span)["acp.tenant_id"] == "acme"
+    assert len(exporter.get_finished_spans()) == 2
