@@ -137,7 +137,7 @@ def scenario_specs(
         paired: list[Spec] = []
         for spec in specs:
             paired.append(spec)
-            if spec.impl == "worker":
+            if spec.impl == "worker" and not spec.otel:  # a revision may not trace at all
                 paired.append(replace(spec, code=against))
         specs = paired
     if args.worker_processes > 1:
