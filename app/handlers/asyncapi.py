@@ -10,7 +10,9 @@ deployment rather than the process that generates it:
   ``${WORKER_ID}`` (the setting), whatever this process's settings say, so the document
   is the same on every host;
 * the dead-letter list says ``lpush``: the store pushes each letter on the head of the
-  list (newest first), where FastStream's list publisher binding says ``rpush``.
+  list (newest first), where FastStream's list publisher binding says ``rpush``;
+* the two outbound messages have no correlation id: the worker writes plain fields and
+  plain JSON, with no FastStream headers to hold one.
 
 ``faststream docs gen app:app`` writes it; ``groq-worker asyncapi --check`` guards the
 committed copy in ``asyncapi/``.
@@ -179,4 +181,8 @@ class WorkerAsyncAPI(AsyncAPI):
                 binding.consumerName = DOCUMENTED_CONSUMER
             elif binding.channel == Keys.DLQ:
                 binding.method = "lpush"
+        messages = getattr(getattr(spec, "components", None), "messages", None) or {}
+        for name, message in messages.items():
+            if name.startswith((f"{Keys.INSIGHTS_STREAM}:", f"{Keys.DLQ}:")):
+                message.correlationId = None
         return spec
