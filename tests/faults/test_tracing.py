@@ -20,7 +20,7 @@ from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 pytestmark = pytest.mark.faults
 
 FAKE_LATENCY = 0.0
-WORKER_ENV = {"event_order": "fifo", "groq_max_attempts": 3}
+WORKER_ENV = {"groq_max_attempts": 3}  # EVENT_ORDER=priority, the default
 DEEP, FAST = "openai/gpt-oss-120b", "openai/gpt-oss-20b"
 SECRET_HINT = "sk-live-do-not-trace"  # in raw_input: never sent, never traced
 
@@ -70,7 +70,8 @@ def test_one_trace_from_the_gateway_span_to_the_insight_created_entry(
 ):
     """Gateway span → consume span → model call spans (a retry, a fallback) → the write →
     the InsightCreated entry's traceparent, one trace id; no prompt text in any attribute;
-    a dead letter says its reason; the event's log line names the trace."""
+    a duplicate's admission and a dead letter's reason are on their spans; the event's log
+    line names the trace."""
     worker = workers.start(
         "w-traced", **receiver.environment(OTEL_SERVICE_NAME="worker-under-test")
     )
@@ -133,6 +134,20 @@ def test_one_trace_from_the_gateway_span_to_the_insight_created_entry(
     assert SECRET_HINT not in text
     assert "gen_ai.input.messages" not in {k for span in mine for k in span.attributes}
 
+    # The same event again: the admission says duplicate, no model call, no write.
+    trace_4, _, traceparent_4 = gateway_context(4)
+    write(client, "evt-traced-1", "high", traceparent_4)
+    spans = receiver.wait_for(
+        lambda s: any(x.trace_id == trace_4 and "acp.outcome" in x.attributes for x in s),
+        within=20,
+    )
+    [again] = [s for s in spans if s.trace_id == trace_4 and s.name == f"{STREAM} process"]
+    assert again.attributes["acp.outcome"] == "duplicate"
+    assert [e.attributes["acp.admission"] for e in again.events if e.name == "admission"] == [
+        "duplicate"
+    ]
+    assert not [s for s in spans if s.trace_id == trace_4 and s.name != again.name]
+
     # A permanent error: a dead letter whose reason is on the event's span.
     fake.script(script=[{"status": 400, "code": "invalid_request_error"}])
     trace_2, _, traceparent_2 = gateway_context(2)
@@ -166,7 +181,9 @@ def test_one_trace_from_the_gateway_span_to_the_insight_created_entry(
     [processed] = [
         line
         for line in lines
-        if line.get("event") == "event_processed" and line.get("event_id") == "evt-traced-1"
+        if line.get("event") == "event_processed"
+        and line.get("event_id") == "evt-traced-1"
+        and line.get("outcome") == "enriched"
     ]
     assert processed["trace_id"] == trace_id
     assert processed["span_id"] == consume.span_id
