@@ -231,6 +231,23 @@ async def test_a_dead_workers_jobs_go_to_another_worker_after_claim_idle(
     assert await redis.exists(Keys.SCHED_JOBS, Keys.SCHED_RUNNING, Keys.SCHED_OWNERS) == 0
 
 
+async def test_a_fifo_worker_runs_what_a_priority_deployment_left_waiting(
+    redis, fake_groq, make_settings
+):
+    """Switched to EVENT_ORDER=fifo, the workers schedule nothing more but still run the
+    jobs left waiting (their entries were acknowledged: nothing else would)."""
+    await schedule_only(redis, make_settings, fake_groq, 4)
+    worker = worker_of(make_settings, fake_groq, event_order="fifo", worker_id="fifo")
+    async with running(worker.app):
+        await until(
+            lambda: _insights(redis, [f"job-{n}" for n in range(4)]), what="the jobs left done"
+        )
+        await write(redis, event("new-1"))
+        await until(lambda: _insights(redis, ["new-1"]), what="a new event, in stream order")
+    assert await redis.exists(Keys.SCHED_JOBS, Keys.SCHED_RUNNING) == 0
+    assert consumed(worker, "enriched") >= 5
+
+
 async def _insights(redis: Any, event_ids: list[str]) -> bool:
     return bool(await redis.exists(*(Keys.insight(e) for e in event_ids)) == len(event_ids))
 
