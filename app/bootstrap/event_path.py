@@ -29,6 +29,7 @@ from app.domain.scheduling import EventOrder, TenantWeights
 from app.handlers.events import EventRoutes
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.service.admission import Admitter
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
 from app.service.dispatch import Dispatcher, Slots
@@ -124,10 +125,21 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         max_chars=settings.max_prompt_chars,
     )
     lane = build_lane(worker, model, writer, letters, reports, steps)
+    priority = dispatcher is not None and settings.event_order is EventOrder.PRIORITY
+    admitter = Admitter(
+        store,
+        steps,
+        letters,
+        metrics,
+        budget=settings.insight_budget_per_hour_per_tenant,
+        dispatcher=dispatcher if priority else None,
+        weights=TenantWeights(settings.tenant_weights),
+    )
     service = InsightService(
         settings,
         store=store,
         steps=steps,
+        admitter=admitter,
         prompter=Prompter(build_prompt, metrics),
         model=model,
         writer=writer,
@@ -136,8 +148,6 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         metrics=metrics,
         state=state,
         lane=lane,
-        dispatcher=dispatcher if settings.event_order is EventOrder.PRIORITY else None,
-        weights=TenantWeights(settings.tenant_weights),
     )
     rejections = Rejections(
         letters,
@@ -146,7 +156,6 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         group=settings.insight_group,
         max_deliveries=settings.max_deliveries,
     )
-    priority = dispatcher is not None and settings.event_order is EventOrder.PRIORITY
     lookahead = build_lookahead(worker, store, service) if priority else None
     return EventPath(model.llm, model, service, rejections, lane, dispatcher, lookahead)
 
