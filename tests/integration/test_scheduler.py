@@ -248,6 +248,20 @@ async def test_a_fifo_worker_runs_what_a_priority_deployment_left_waiting(
     assert consumed(worker, "enriched") >= 5
 
 
+async def test_waiting_events_need_no_stream_entry_once_retention_trims_it(
+    redis, fake_groq, make_settings
+):
+    """A waiting event's entry is acknowledged, so retention may trim it: the job holds
+    the event, and it is answered all the same."""
+    await schedule_only(redis, make_settings, fake_groq, 3)
+    await redis.xtrim(STREAM, maxlen=0)  # what retention may do to acknowledged entries
+    assert await redis.xlen(STREAM) == 0
+    worker = worker_of(make_settings, fake_groq, worker_id="after-trim")
+    async with running(worker.app):
+        await until(lambda: _insights(redis, [f"job-{n}" for n in range(3)]), what="the jobs")
+    assert await redis.llen(Keys.DLQ) == 0
+
+
 async def _insights(redis: Any, event_ids: list[str]) -> bool:
     return bool(await redis.exists(*(Keys.insight(e) for e in event_ids)) == len(event_ids))
 
