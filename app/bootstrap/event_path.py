@@ -31,6 +31,7 @@ from app.domain.scheduling import EventOrder, TenantWeights
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.runtime.tracing import Tracing
+from app.service.admission import Admitter
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
 from app.service.dispatch import Dispatcher, Slots
@@ -53,6 +54,8 @@ __all__ = ["EventPath", "serve_events"]
 # The look-ahead reads past the group's position once more than twice its margin (what
 # the subscriber's next reads take) waits unread, and at least this many.
 _LOOKAHEAD_MIN_LAG = 256
+# EVENT_ORDER=fifo: how often a process looks for jobs a priority deployment left waiting.
+_LEFTOVERS_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ class EventPath:
     service: InsightService
     rejections: Rejections
     lane: BatchLane | None
-    dispatcher: Dispatcher | None  # EVENT_ORDER=priority
+    dispatcher: Dispatcher | None  # on a single Redis: what waits in the scheduler, run
     lookahead: Lookahead | None  # EVENT_ORDER=priority
 
 
@@ -142,10 +145,22 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         max_chars=settings.max_prompt_chars,
     )
     lane = build_lane(worker, model, writer, letters, reports, steps)
+    priority = dispatcher is not None and settings.event_order is EventOrder.PRIORITY
+    admitter = Admitter(
+        store,
+        steps,
+        letters,
+        metrics,
+        budget=settings.insight_budget_per_hour_per_tenant,
+        dispatcher=dispatcher if priority else None,
+        weights=TenantWeights(settings.tenant_weights),
+        reports=reports,
+    )
     service = InsightService(
         settings,
         store=store,
         steps=steps,
+        admitter=admitter,
         prompter=Prompter(build_prompt, metrics),
         model=model,
         writer=writer,
@@ -154,8 +169,6 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         metrics=metrics,
         state=state,
         lane=lane,
-        dispatcher=dispatcher,
-        weights=TenantWeights(settings.tenant_weights),
     )
     rejections = Rejections(
         letters,
@@ -164,7 +177,7 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         group=settings.insight_group,
         max_deliveries=settings.max_deliveries,
     )
-    lookahead = build_lookahead(worker, store, service) if dispatcher is not None else None
+    lookahead = build_lookahead(worker, store, service) if priority else None
     return EventPath(model.llm, model, service, rejections, lane, dispatcher, lookahead)
 
 
@@ -189,12 +202,15 @@ def build_lookahead(worker: Worker, store: InsightStore, service: InsightService
 
 
 def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:
-    """EVENT_ORDER=priority: this process's model slots, fed by the scheduler in Redis
-    (its picks ride in the store's transactions). None in the stream's order, or with a
-    store of a test that has no scheduler."""
+    """This process's model slots, fed by the scheduler in Redis (its picks ride in the
+    store's transactions). With EVENT_ORDER=fifo nothing is scheduled, but what a
+    priority deployment left waiting is still run (looked for every few seconds): an
+    operator who switches to fifo strands no event. None with a store of a test that has
+    no scheduler (and on a cluster, where the scheduler does not run)."""
     settings = worker.settings
-    if settings.event_order is not EventOrder.PRIORITY or not isinstance(store, RedisInsightStore):
+    if not isinstance(store, RedisInsightStore):
         return None
+    priority = settings.event_order is EventOrder.PRIORITY
     scheduler = RedisScheduler(
         store.redis,
         commit=store.commit,
@@ -207,6 +223,7 @@ def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:
         worker.state,
         idle_seconds=settings.claim_idle_seconds,
         max_deliveries=settings.max_deliveries,
+        **({} if priority else {"idle_poll_seconds": _LEFTOVERS_POLL_SECONDS}),
     )
 
 

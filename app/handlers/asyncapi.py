@@ -72,6 +72,11 @@ _KEY_TABLE = "\n".join(
         *(f"| `{key}` | {kind} | {what} |" for key, kind, what in _KEYS),
     ]
 )
+_INTERNAL_KEYS = f"""\
+Every other key the worker writes is internal: the event leases and owners, the shared rate
+limiter (`acp:groq:limiter:*`), the batch lane (`acp:groq:batch:*`), the scheduler
+(`{Keys.SCHED}*`) and the retention lock. Their shape may change in any release: gateways
+and readers never read or write them."""
 
 APP_DESCRIPTION = f"""\
 The LLM enrichment worker of the agent-security platform. It reads the gateway's audit
@@ -86,6 +91,8 @@ event schema, examples, and the outcomes an event can have.
 **Redis keys of the contract**
 
 {_KEY_TABLE}
+
+{_INTERNAL_KEYS}
 """
 
 INBOUND_DESCRIPTION = f"""\
@@ -130,6 +137,15 @@ gateway gets no reply. `event_id` is the idempotency key: writing an event twice
   `scrub_failed` (the prompt could not be scrubbed, so it was never sent). A letter holds
   the event once; an entry over `MAX_EVENT_BYTES` leaves excerpts, its size and a SHA-256.
   The list keeps the newest `DLQ_MAX_ENTRIES` letters (100,000).
+
+**In which order.** Not the stream's. With the worker's default `EVENT_ORDER=priority`,
+`critical` and `high` events are answered before waiting events of lower severity, and
+tenants with waiting events of one severity share the model calls fairly; one tenant's
+events of one severity start in the order written. An event that waits is kept in the
+worker's own scheduler and its entry acknowledged at once, so an acknowledged entry does not
+mean its insight is written: the insight key, the `InsightCreated` message, or the dead
+letter say when it is done. With `EVENT_ORDER=fifo` entries are taken in the stream's order
+and acknowledged with their outcome.
 """
 
 OUTBOUND_DESCRIPTION = f"""\
@@ -162,7 +178,9 @@ JSON document (a plain `LPUSH` of the JSON below, not a FastStream message), wri
 same transaction as the acknowledgement of its stream entry. It keeps the entry's fields as
 received, so nothing is lost: `groq-worker dlq list` shows them and `groq-worker dlq replay`
 puts them back on the inbound stream once the cause is fixed. Read them with
-`LRANGE {Keys.DLQ} 0 9`. The list is not trimmed: it grows until replayed or purged.
+`LRANGE {Keys.DLQ} 0 9`. The list keeps the newest `DLQ_MAX_ENTRIES` letters (100,000 by
+default): a letter pushed past that drops the oldest, counted by the metric
+`acp_groq_dlq_dropped_total`.
 """
 
 

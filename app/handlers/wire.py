@@ -30,6 +30,7 @@ from app.domain.dead_letters import entry_size
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent
 from app.domain.ports import Received
+from app.domain.text import as_text
 
 __all__ = [
     "INVALID_HEADER",
@@ -144,7 +145,7 @@ def entry_id(message: Any) -> str:
     """The stream entry id of a message (the ack and dead-letter key)."""
     # FastStream's in-memory TestRedisBroker has no stream ids: its message id stands in.
     raw_id = (message.raw_message.get("message_ids") or [message.message_id])[0]
-    return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+    return as_text(raw_id)
 
 
 def received(message: Any) -> Received:

@@ -195,6 +195,19 @@ def test_inbound_channel_says_how_to_write_an_event_and_what_becomes_of_it(docum
         assert key in text
 
 
+def test_document_says_the_order_the_cap_and_which_keys_are_internal(document):
+    """A gateway learns that an acknowledged entry may still be waiting (priority order),
+    that the DLQ is capped, and that the scheduler's keys are not its to read."""
+    inbound = next(c for c in document["channels"].values() if c["address"] == "acp:groq_queue")
+    assert "EVENT_ORDER=priority" in inbound["description"]
+    assert "does not\nmean its insight is written" in inbound["description"]
+    dlq = next(c for c in document["channels"].values() if c["address"] == Keys.DLQ)
+    assert "DLQ_MAX_ENTRIES" in dlq["description"]
+    assert "acp_groq_dlq_dropped_total" in dlq["description"]
+    assert f"`{Keys.SCHED}*`" in document["info"]["description"]
+    assert "internal" in document["info"]["description"]
+
+
 def test_every_schema_and_every_field_has_a_description_and_examples(document):
     """Each payload field (nested types too) is described and has at least one example."""
     undocumented = []
