@@ -127,17 +127,6 @@ class Tracing:
             return None
         return {"trace_id": format(context.trace_id, "032x")}
 
-    @staticmethod
-    @contextlib.contextmanager
-    def within(span: Any) -> Iterator[None]:
-        """``span`` current inside (a FastStream consume span kept in its context), or
-        nothing when it is not a span."""
-        if not isinstance(span, Span):
-            yield
-            return
-        with trace.use_span(span, end_on_exit=False):
-            yield
-
     def shutdown(self) -> None:
         """Export what is queued (bounded), then stop the processor's thread."""
         self.provider.force_flush(_SHUTDOWN_MILLIS)
