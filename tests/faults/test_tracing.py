@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from app.domain.keys import Keys
 from tests.faults.harness import STREAM, FakeGroqProcess, RedisClient, Workers, wait_until
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -187,3 +189,21 @@ def test_one_trace_from_the_gateway_span_to_the_insight_created_entry(
     ]
     assert processed["trace_id"] == trace_id
     assert processed["span_id"] == consume.span_id
+
+
+def test_a_collector_that_is_down_loses_spans_not_events_and_the_stop_stays_bounded(
+    workers: Workers, client: RedisClient
+):
+    """OTLP endpoint refusing connections: events are enriched all the same, and SIGTERM
+    still exits 0 promptly (the last export is bounded)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    worker = workers.start(
+        "w-no-collector", otel_exporter_otlp_endpoint=dead, otel_bsp_schedule_delay="50"
+    )
+    _, _, traceparent = gateway_context(5)
+    write(client, "evt-untraced-5", "low", traceparent)
+    wait_until(lambda: client.exists(Keys.insight("evt-untraced-5")), within=20, what="insight")
+    began = time.monotonic()
+    assert worker.terminate(within=60) == 0
+    stopped = time.monotonic() - began
+    assert stopped < 25, stopped
