@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from app.adapters.insight_stream import announce
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_lookahead import RedisStreamAhead
@@ -22,13 +23,14 @@ from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap.providers import build_llm
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
+from app.domain.insight_stream import insight_created_fields
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, InsightStore
 from app.domain.prompt import build_insight_prompt
 from app.domain.scheduling import EventOrder, TenantWeights
-from app.handlers.events import EventRoutes
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing
 from app.service.admission import Admitter
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
@@ -79,7 +81,8 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
         settings, redis=worker.redis, metrics=worker.metrics, stopping=state.stopping
     )
     try:
-        path = build_event_path(worker, build_model_caller(settings, llm, worker.metrics, state))
+        model = build_model_caller(settings, llm, worker.metrics, state, worker.tracing)
+        path = build_event_path(worker, model)
         worker.broker.context.set_global("service", path.service)
         worker.broker.context.set_global("rejections", path.rejections)
         yield path
@@ -88,12 +91,18 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
 
 
 def build_model_caller(
-    settings: Settings, llm: LLM, metrics: Metrics, state: WorkerState
+    settings: Settings,
+    llm: LLM,
+    metrics: Metrics,
+    state: WorkerState,
+    tracing: Tracing | None = None,
 ) -> ModelCaller:
     breaker = CircuitBreaker(
         threshold=settings.breaker_failure_threshold, cooldown=settings.breaker_cooldown_seconds
     )
-    return ModelCaller(settings, llm=llm, metrics=metrics, state=state, breaker=breaker)
+    return ModelCaller(
+        settings, llm=llm, metrics=metrics, state=state, breaker=breaker, tracing=tracing
+    )
 
 
 def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
@@ -102,7 +111,17 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     store = worker.fakes.store or build_store(worker)
     dispatcher = build_dispatcher(worker, store)
     steps = StoreSteps(metrics, state)
-    reports = Reports(metrics)
+    reports = Reports(
+        metrics,
+        tracing=worker.tracing,
+        span_attributes={
+            "messaging.destination.name": settings.insight_stream,
+            "messaging.consumer.group.name": settings.insight_group,
+            "messaging.client.id": settings.worker_id,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+        },
+    )
     letters = DeadLetters(
         store,
         steps,
@@ -113,11 +132,12 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     writer = InsightWriter(
         store,
         steps,
-        publish_created=partial(_publish, worker.routes),
+        publish_created=partial(announce, worker.redis),
         spend=Spend(settings.groq_price_table, metrics),
         metrics=metrics,
         max_output_chars=settings.max_output_chars,
         redact_pii=settings.prompt_redact_pii,
+        tracing=worker.tracing,
     )
     build_prompt = worker.fakes.build_prompt or partial(
         build_insight_prompt,
@@ -134,6 +154,7 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         budget=settings.insight_budget_per_hour_per_tenant,
         dispatcher=dispatcher if priority else None,
         weights=TenantWeights(settings.tenant_weights),
+        reports=reports,
     )
     service = InsightService(
         settings,
@@ -211,8 +232,8 @@ def build_store(worker: Worker) -> InsightStore:
     on a cluster."""
     dlq_max = worker.settings.dlq_max_entries
     if isinstance(worker.redis, RedisCluster):
-        announce = partial(_announce, worker.routes)
-        return RedisClusterInsightStore(worker.redis, announce=announce, dlq_max_entries=dlq_max)
+        resume = partial(_announce, worker.redis)
+        return RedisClusterInsightStore(worker.redis, announce=resume, dlq_max_entries=dlq_max)
     return RedisInsightStore(worker.redis, dlq_max_entries=dlq_max)
 
 
@@ -243,11 +264,9 @@ def build_lane(
     )
 
 
-async def _publish(routes: EventRoutes, created: InsightCreated, pipeline: Any) -> Any:
-    # No pipeline (cluster mode): FastStream publishes on its own connection.
-    return await routes.insights.publish(created, pipeline=pipeline)
-
-
-async def _announce(routes: EventRoutes, record: InsightRecord) -> Any:
-    """InsightCreated for a stored record (a cluster write resumed after a crash)."""
-    return await _publish(routes, InsightCreated.announcing(record), None)
+async def _announce(redis: Any, record: InsightRecord) -> Any:
+    """InsightCreated for a stored record (a cluster write resumed after a crash: the
+    event's trace context is gone with the process that wrote it)."""
+    return await announce(
+        redis, insight_created_fields(InsightCreated.announcing(record), {}), None
+    )

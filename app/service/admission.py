@@ -20,7 +20,7 @@ from app.domain.scheduling import TenantWeights, schedule_request
 from app.runtime.metrics import Metrics
 from app.service.dead_letters import DeadLetters
 from app.service.dispatch import Dispatcher
-from app.service.reports import Report
+from app.service.reports import Report, Reports
 from app.service.store_steps import StoreSteps
 
 __all__ = ["Admitter"]
@@ -42,8 +42,11 @@ class Admitter:
         budget: int,
         dispatcher: Dispatcher | None = None,
         weights: TenantWeights | None = None,
+        reports: Reports | None = None,
     ) -> None:
+        """``reports``: each verdict told on the event's span, when the worker traces."""
         self._store = store
+        self._reports = reports
         self._steps = steps
         self._letters = letters
         self._budget = budget
@@ -134,7 +137,7 @@ class Admitter:
     async def _admit(
         self, event: AuditEvent, entry: EntryRef, schedule: ScheduleRequest | None
     ) -> Admission:
-        return await self._steps.until_done(
+        admission = await self._steps.until_done(
             "admit",
             lambda: self._store.admit(
                 event_id=event.event_id,
@@ -144,3 +147,6 @@ class Admitter:
                 schedule=schedule,
             ),
         )
+        if self._reports is not None:
+            self._reports.admitted(admission.value)
+        return admission

@@ -143,7 +143,10 @@ class InsightService:
         received = job.received()
         self._in_flight.inc()
         try:
-            with self._reports.about(event.event_id, event.tenant_id, entry.entry_id):
+            with (
+                self._reports.resumed(received.fields),
+                self._reports.about(event.event_id, event.tenant_id, entry.entry_id),
+            ):
                 report = await self._answer(
                     event, entry, received, started, deliveries=handed.deliveries
                 )

@@ -32,6 +32,7 @@ from app.settings.sections import (
     SchedulingSettings,
     StreamTuning,
 )
+from app.settings.tracing import TracingSettings
 
 __all__ = [
     "LLMProvider",
@@ -50,6 +51,7 @@ _SPARE_HANDLERS = 16
 
 
 class Settings(
+    TracingSettings,
     LogSettings,
     ClusterSettings,
     RetentionSettings,

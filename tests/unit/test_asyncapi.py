@@ -22,6 +22,7 @@ from app.cli.asyncapi import generate
 from app.cli.asyncapi_html import render_html
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, Finding, describe_validation_error
+from app.domain.insight_stream import InsightCreatedEntry
 from app.domain.insights import DeadLetter, DeadLetterReason, InsightCreated
 from app.domain.keys import Keys
 from app.handlers.wire import decode_entry, entry_parser
@@ -175,7 +176,7 @@ def test_document_names_the_worker_the_redis_server_and_every_channel(document):
     titles = {address: schema["title"] for address, schema in payload_schemas(document).items()}
     assert titles == {
         "acp:groq_queue": "AuditEvent",
-        Keys.INSIGHTS_STREAM: "InsightCreated",
+        Keys.INSIGHTS_STREAM: "InsightCreatedEntry",
         Keys.DLQ: "DeadLetter",
     }
 
@@ -266,13 +267,19 @@ def test_every_field_example_of_an_event_is_a_valid_value_of_its_field(document)
 
 
 def test_outbound_examples_are_what_the_worker_publishes(document):
-    """InsightCreated examples validate and point at the insight key of their event."""
+    """InsightCreated entries: plain fields, `payload` a JSON InsightCreated that points at
+    the insight key of its event, the trace fields optional."""
     schema = payload_schemas(document)[Keys.INSIGHTS_STREAM]
+    assert schema["properties"]["payload"]["type"] == "string"
+    assert schema["properties"]["payload"]["contentMediaType"] == "application/json"
+    assert schema["required"] == ["payload"]
     for example in schema["examples"]:
-        created = InsightCreated.model_validate(example)
-        assert created.insight_key == Keys.insight(created.event_id)
-    full = schema["examples"][0]
-    for field, spec in schema["properties"].items():
+        entry = InsightCreatedEntry.model_validate(example)
+        assert entry.payload.insight_key == Keys.insight(entry.payload.event_id)
+        assert set(example) <= {"payload", "traceparent", "tracestate"}
+    created = document["components"]["schemas"]["InsightCreated"]
+    full = created["examples"][0]
+    for field, spec in created["properties"].items():
         for value in spec["examples"]:
             InsightCreated.model_validate({**full, field: value})
 
@@ -332,5 +339,8 @@ def test_html_page_is_self_contained_and_shows_every_channel_field_and_example(d
         for field in schema["properties"]:
             assert f"<code>{field}</code>" in page
         for example in schema["examples"]:
-            assert example["event_id"] is None or example["event_id"] in page
+            event_id = example.get("event_id")
+            if address == Keys.INSIGHTS_STREAM:  # inside the JSON of the entry's `payload`
+                event_id = json.loads(example["payload"])["event_id"]
+            assert event_id is None or event_id in page
     assert "XADD acp:groq_queue * payload" in page

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from app.settings import Settings, sections
+from app.settings.tracing import TracingSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -23,6 +24,7 @@ TABLES: list[tuple[str, type[BaseSettings]]] = [
     ("Stream retention", sections.RetentionSettings),
     ("Cluster", sections.ClusterSettings),
     ("Logs", sections.LogSettings),
+    ("Tracing", TracingSettings),
 ]
 
 
