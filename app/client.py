@@ -24,6 +24,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, describe_validation_error, rejected_event
+from app.domain.text import as_text
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,4 +82,4 @@ async def publish_event(
     """
     payload = entry_fields(event, max_event_bytes=max_event_bytes)[PAYLOAD_FIELD]
     entry_id = await redis.xadd(stream, {PAYLOAD_FIELD: payload})
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return as_text(entry_id)

@@ -219,7 +219,7 @@ class BareWorker:
             pipe.ltrim(agent_key, 0, AGENT_KEEP - 1)
             pipe.xadd(
                 INSIGHTS_STREAM,
-                {"data": json.dumps(insight_created(record))},
+                {"payload": json.dumps(insight_created(record))},
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
             )

@@ -25,6 +25,7 @@ import redis as sync_redis
 
 from app.domain.keys import Keys
 from bench.common import DLQ, GROUP, STREAM, event_payload
+from bench.otlp_sink import OtlpSink
 from bench.scenarios import BIN, IMPLEMENTATIONS, Spec
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_cluster import RedisCluster
@@ -76,6 +77,8 @@ class Result:
     log_lines: int = 0
     log_errors: int = 0
     profile: str | None = None
+    otlp_exports: int = 0  # --otel: export requests the sink received during the run
+    otlp_bytes: int = 0
 
 
 # -- /proc -----------------------------------------------------------------------------------
@@ -260,8 +263,21 @@ def count_keys(client: sync_redis.Redis, pattern: str) -> int:
     return sum(1 for _ in client.scan_iter(match=pattern, count=5000))
 
 
-def implementation_env(spec: Spec, redis_url: str, groq_url: str, code_dir: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GROQ_")}
+def implementation_env(
+    spec: Spec, redis_url: str, groq_url: str, code_dir: Path, otlp: str | None = None
+) -> dict[str, str]:
+    """The implementation's environment; ``otlp``: tracing on (--otel), every event sampled,
+    exported to that endpoint. Without it no ``OTEL_*`` variable of the shell gets through."""
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("GROQ_", "OTEL_"))
+    }
+    if otlp is not None:
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=otlp,
+            OTEL_TRACES_SAMPLER="always_on",
+            # Room for a drain's spans: a full queue would drop spans, and their cost.
+            OTEL_BSP_MAX_QUEUE_SIZE="200000",
+        )
     env.update(
         PYTHONPATH=os.pathsep.join(dict.fromkeys([str(code_dir), str(ROOT)])),
         REDIS_URL=redis_url,
@@ -375,6 +391,7 @@ def measure(
     result = Result(spec=asdict(spec), variant=spec.variant, round=round_no)
     result.loadavg = loadavg()
     server = RedisUnderTest(spec.redis_mode)
+    sink = OtlpSink().__enter__() if spec.otel else None
     fake: Fake | None = None
     process: subprocess.Popen[bytes] | None = None
     profiler: subprocess.Popen[bytes] | None = None
@@ -393,7 +410,9 @@ def measure(
             process = subprocess.Popen(
                 command,
                 cwd=code_dir,
-                env=implementation_env(spec, server.url, fake.url, code_dir),
+                env=implementation_env(
+                    spec, server.url, fake.url, code_dir, sink.endpoint if sink else None
+                ),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -540,6 +559,10 @@ def measure(
             problems.append(f"not drained in {cap:.0f} s ({drained}/{spec.events})")
         if not complete and drained == 0:
             problems.append(f"nothing acknowledged in {elapsed:.0f} s")
+        if sink is not None:
+            result.otlp_exports, result.otlp_bytes = sink.received
+            if not result.otlp_exports:
+                problems.append("tracing on (--otel) but no span was exported")
         result.error = "; ".join(problems) or None
         result.ok = not problems
         client.close()
@@ -556,6 +579,8 @@ def measure(
         if fake is not None:
             fake.stop()
         server.close()
+        if sink is not None:
+            sink.__exit__(None, None, None)
         if not keep_logs and result.ok:
             log_path.unlink(missing_ok=True)
     return result

@@ -184,6 +184,8 @@ COLUMNS: dict[str, list[_Column]] = {
     ],
 }
 
+COLUMNS["steady"] = COLUMNS["overhead"]  # the same figures, of a worker that keeps up
+
 
 def render_tables(summary: dict[str, Any]) -> str:
     lines: list[str] = []
@@ -195,7 +197,7 @@ def render_tables(summary: dict[str, Any]) -> str:
         for variant, entry in variants.items():
             cells = [render(entry) for _, render in columns]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-        if scenario in ("overhead", "latency"):
+        if scenario in ("overhead", "steady", "latency"):
             lines.append("\nRedis commands per event (`INFO commandstats`, all runs):\n")
             for variant, entry in variants.items():
                 calls = ", ".join(

@@ -228,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep every implementation's log")
     parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="beside each worker run, the same with tracing on (every event sampled, OTLP/HTTP "
+        "to a loopback sink that drops what it gets)",
+    )
+    parser.add_argument(
         "--against",
         metavar="REV",
         default=None,

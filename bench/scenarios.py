@@ -42,6 +42,7 @@ class Spec:
     redis_mode: str = "standalone"  # or "cluster" (python -m bench --redis-mode cluster)
     code: str = ""  # worker only: the git revision measured (--against), "" for the tree
     arrival_rate: float = 0.0  # steady: events written per second while it runs (0: preloaded)
+    otel: bool = False  # worker only: tracing on, every event sampled, exported to a sink
 
     @property
     def variant(self) -> str:
@@ -60,6 +61,8 @@ class Spec:
             parts.append(self.redis_mode)
         if self.arrival_rate:
             parts.append(f"{self.arrival_rate:g}ev/s")
+        if self.otel:
+            parts.append("otel")
         return "/".join(parts)
 
     @property
@@ -116,6 +119,16 @@ def scenario_specs(
             specs.append(Spec("memory", impl, n, 0.0, 64, time_cap=cap))
     else:
         raise SystemExit(f"unknown scenario {name!r}")
+    if getattr(args, "otel", False):  # beside each plain worker run: the same, traced
+        specs = [
+            variant
+            for spec in specs
+            for variant in (
+                [spec, replace(spec, otel=True)]
+                if spec.impl == "worker" and not spec.extra
+                else [spec]
+            )
+        ]
     for spec in specs:
         spec.fake = args.fake
         spec.redis_mode = args.redis_mode
@@ -124,7 +137,7 @@ def scenario_specs(
         paired: list[Spec] = []
         for spec in specs:
             paired.append(spec)
-            if spec.impl == "worker":
+            if spec.impl == "worker" and not spec.otel:  # a revision may not trace at all
                 paired.append(replace(spec, code=against))
         specs = paired
     if args.worker_processes > 1:

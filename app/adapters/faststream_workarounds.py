@@ -47,6 +47,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from app.domain.text import as_text
+
 __all__ = [
     "EventLoopContext",
     "GroupHealingBroker",
@@ -79,7 +81,7 @@ async def _recreate_groups(
 ) -> list[Any]:
     """After NOGROUP: the group recreated at ``0`` on each stream; nothing read this time."""
     for stream in streams:
-        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        name = as_text(stream)
         if await ensure_group(redis, name, groupname):
             log.warning(
                 "consumer group %s on %s was gone (NOGROUP); recreated at 0", groupname, name

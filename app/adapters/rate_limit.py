@@ -66,6 +66,7 @@ from app.domain.limits import (
     limit_bucket,
 )
 from app.domain.ports import LLM, Completion, CompletionRequest
+from app.domain.text import as_text
 from app.runtime.state import wait_or_timeout
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ return answer(1, 0, eff)
 
 def _grant(raw: list[Any]) -> Grant:
     def number(value: Any) -> float:
-        return float(value.decode() if isinstance(value, bytes) else value)
+        return float(as_text(value))
 
     allowance = {
         kind: number(value)

@@ -28,6 +28,7 @@ from app.domain.keys import (
     Keys,
 )
 from app.domain.ports import Admission, DeadLettered, EntryRef, Publish, ScheduleRequest
+from app.domain.text import as_text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -325,7 +326,7 @@ class RedisInsightStore:
             (verdict,) = await self.commit.submit(queue, scripts=(self._admit_sha,))
             if isinstance(verdict, Exception):  # the script's error reply
                 raise verdict
-        return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict)
+        return Admission(as_text(verdict))
 
     async def write_insight(
         self,

@@ -55,6 +55,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from app.domain.keys import Keys
 from app.domain.retention import GroupState, StreamId, TrimPlan, plan_trim
+from app.domain.text import as_text
 from app.runtime.logs import get_logger
 from app.runtime.state import wait_or_timeout
 from app.settings import RetentionMode
@@ -124,10 +125,6 @@ return 0
 """
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _field(info: dict[Any, Any], name: str) -> Any:
     return info[name] if name in info else info.get(name.encode())
 
@@ -140,7 +137,7 @@ async def read_groups(redis: RedisClient, stream: str) -> list[GroupState]:
         if "no such key" in str(exc).lower():
             return []
         raise
-    names = [_text(_field(info, "name")) for info in replies]
+    names = [as_text(_field(info, "name")) for info in replies]
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.xpending(stream, name)
@@ -151,8 +148,8 @@ async def read_groups(redis: RedisClient, stream: str) -> list[GroupState]:
         groups.append(
             GroupState(
                 name=name,
-                last_delivered=StreamId.parse(_text(_field(info, "last-delivered-id"))),
-                oldest_pending=StreamId.parse(_text(oldest)) if oldest else None,
+                last_delivered=StreamId.parse(as_text(_field(info, "last-delivered-id"))),
+                oldest_pending=StreamId.parse(as_text(oldest)) if oldest else None,
             )
         )
     return groups
@@ -224,7 +221,7 @@ class StreamRetention:
             reply = await self._redis.evalsha(_TRIM_SHA, 1, self._stream, *args)
         except NoScriptError:
             reply = await self._redis.eval(_TRIM, 1, self._stream, *args)
-        removed, outcome, read = int(reply[0]), _text(reply[1]), int(reply[2])
+        removed, outcome, read = int(reply[0]), as_text(reply[1]), int(reply[2])
         if removed:
             self._metrics.stream_trimmed.inc(removed)
         return StepResult(removed, outcome, full_batch=read >= plan.at_most == self._batch)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from app.adapters.insight_stream import announce
 from app.adapters.redis_cluster_store import RedisClusterInsightStore
 from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_lookahead import RedisStreamAhead
@@ -23,13 +24,15 @@ from app.bootstrap.kafka import kafka_path
 from app.bootstrap.providers import build_llm
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
+from app.domain.insight_stream import insight_created_fields
 from app.domain.insights import InsightCreated, InsightRecord
 from app.domain.ports import LLM, InsightStore
 from app.domain.prompt import build_insight_prompt
 from app.domain.scheduling import EventOrder, TenantWeights
-from app.handlers.events import EventRoutes
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing
+from app.service.admission import Admitter
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
 from app.service.dispatch import Dispatcher, Slots
@@ -52,6 +55,8 @@ __all__ = ["EventPath", "serve_events"]
 # The look-ahead reads past the group's position once more than twice its margin (what
 # the subscriber's next reads take) waits unread, and at least this many.
 _LOOKAHEAD_MIN_LAG = 256
+# EVENT_ORDER=fifo: how often a process looks for jobs a priority deployment left waiting.
+_LEFTOVERS_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ class EventPath:
     service: InsightService
     rejections: Rejections
     lane: BatchLane | None
-    dispatcher: Dispatcher | None  # EVENT_ORDER=priority
+    dispatcher: Dispatcher | None  # on a single Redis: what waits in the scheduler, run
     lookahead: Lookahead | None  # EVENT_ORDER=priority
 
 
@@ -77,7 +82,8 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
         settings, redis=worker.redis, metrics=worker.metrics, stopping=state.stopping
     )
     try:
-        path = build_event_path(worker, build_model_caller(settings, llm, worker.metrics, state))
+        model = build_model_caller(settings, llm, worker.metrics, state, worker.tracing)
+        path = build_event_path(worker, model)
         worker.broker.context.set_global("service", path.service)
         worker.broker.context.set_global("rejections", path.rejections)
         if worker.kafka is not None and worker.kafka_broker is not None:
@@ -93,12 +99,18 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
 
 
 def build_model_caller(
-    settings: Settings, llm: LLM, metrics: Metrics, state: WorkerState
+    settings: Settings,
+    llm: LLM,
+    metrics: Metrics,
+    state: WorkerState,
+    tracing: Tracing | None = None,
 ) -> ModelCaller:
     breaker = CircuitBreaker(
         threshold=settings.breaker_failure_threshold, cooldown=settings.breaker_cooldown_seconds
     )
-    return ModelCaller(settings, llm=llm, metrics=metrics, state=state, breaker=breaker)
+    return ModelCaller(
+        settings, llm=llm, metrics=metrics, state=state, breaker=breaker, tracing=tracing
+    )
 
 
 def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
@@ -107,7 +119,17 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     store = worker.fakes.store or build_store(worker)
     dispatcher = build_dispatcher(worker, store)
     steps = StoreSteps(metrics, state)
-    reports = Reports(metrics)
+    reports = Reports(
+        metrics,
+        tracing=worker.tracing,
+        span_attributes={
+            "messaging.destination.name": settings.insight_stream,
+            "messaging.consumer.group.name": settings.insight_group,
+            "messaging.client.id": settings.worker_id,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+        },
+    )
     letters = DeadLetters(
         store,
         steps,
@@ -118,11 +140,12 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     writer = InsightWriter(
         store,
         steps,
-        publish_created=partial(_publish, worker.routes),
+        publish_created=partial(announce, worker.redis),
         spend=Spend(settings.groq_price_table, metrics),
         metrics=metrics,
         max_output_chars=settings.max_output_chars,
         redact_pii=settings.prompt_redact_pii,
+        tracing=worker.tracing,
     )
     build_prompt = worker.fakes.build_prompt or partial(
         build_insight_prompt,
@@ -130,10 +153,22 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         max_chars=settings.max_prompt_chars,
     )
     lane = build_lane(worker, model, writer, letters, reports, steps)
+    priority = dispatcher is not None and settings.event_order is EventOrder.PRIORITY
+    admitter = Admitter(
+        store,
+        steps,
+        letters,
+        metrics,
+        budget=settings.insight_budget_per_hour_per_tenant,
+        dispatcher=dispatcher if priority else None,
+        weights=TenantWeights(settings.tenant_weights),
+        reports=reports,
+    )
     service = InsightService(
         settings,
         store=store,
         steps=steps,
+        admitter=admitter,
         prompter=Prompter(build_prompt, metrics),
         model=model,
         writer=writer,
@@ -142,8 +177,6 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         metrics=metrics,
         state=state,
         lane=lane,
-        dispatcher=dispatcher,
-        weights=TenantWeights(settings.tenant_weights),
     )
     rejections = Rejections(
         letters,
@@ -152,7 +185,7 @@ def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
         group=settings.insight_group,
         max_deliveries=settings.max_deliveries,
     )
-    lookahead = build_lookahead(worker, store, service) if dispatcher is not None else None
+    lookahead = build_lookahead(worker, store, service) if priority else None
     return EventPath(model.llm, model, service, rejections, lane, dispatcher, lookahead)
 
 
@@ -177,14 +210,17 @@ def build_lookahead(worker: Worker, store: InsightStore, service: InsightService
 
 
 def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:
-    """EVENT_ORDER=priority: this process's model slots, fed by the scheduler in Redis
-    (its picks ride in the store's transactions). None in the stream's order, or with a
-    store of a test that has no scheduler."""
+    """This process's model slots, fed by the scheduler in Redis (its picks ride in the
+    store's transactions). With EVENT_ORDER=fifo nothing is scheduled, but what a
+    priority deployment left waiting is still run (looked for every few seconds): an
+    operator who switches to fifo strands no event. None with a store of a test that has
+    no scheduler (and on a cluster, where the scheduler does not run)."""
     settings = worker.settings
-    if settings.event_order is not EventOrder.PRIORITY or not isinstance(store, RedisInsightStore):
+    if not isinstance(store, RedisInsightStore):
         return None
     if settings.inbound is Inbound.KAFKA:  # Kafka: partition order (app/bootstrap/kafka.py)
         return None
+    priority = settings.event_order is EventOrder.PRIORITY
     scheduler = RedisScheduler(
         store.redis,
         commit=store.commit,
@@ -197,6 +233,7 @@ def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:
         worker.state,
         idle_seconds=settings.claim_idle_seconds,
         max_deliveries=settings.max_deliveries,
+        **({} if priority else {"idle_poll_seconds": _LEFTOVERS_POLL_SECONDS}),
     )
 
 
@@ -205,8 +242,8 @@ def build_store(worker: Worker) -> InsightStore:
     on a cluster."""
     dlq_max = worker.settings.dlq_max_entries
     if isinstance(worker.redis, RedisCluster):
-        announce = partial(_announce, worker.routes)
-        return RedisClusterInsightStore(worker.redis, announce=announce, dlq_max_entries=dlq_max)
+        resume = partial(_announce, worker.redis)
+        return RedisClusterInsightStore(worker.redis, announce=resume, dlq_max_entries=dlq_max)
     return RedisInsightStore(worker.redis, dlq_max_entries=dlq_max)
 
 
@@ -245,11 +282,9 @@ def _event_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"insight_stream": settings.kafka_stream_ref})
 
 
-async def _publish(routes: EventRoutes, created: InsightCreated, pipeline: Any) -> Any:
-    # No pipeline (cluster mode): FastStream publishes on its own connection.
-    return await routes.insights.publish(created, pipeline=pipeline)
-
-
-async def _announce(routes: EventRoutes, record: InsightRecord) -> Any:
-    """InsightCreated for a stored record (a cluster write resumed after a crash)."""
-    return await _publish(routes, InsightCreated.announcing(record), None)
+async def _announce(redis: Any, record: InsightRecord) -> Any:
+    """InsightCreated for a stored record (a cluster write resumed after a crash: the
+    event's trace context is gone with the process that wrote it)."""
+    return await announce(
+        redis, insight_created_fields(InsightCreated.announcing(record), {}), None
+    )

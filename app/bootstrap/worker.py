@@ -7,6 +7,7 @@ builds the same app with no Redis and no key. What runs is built when the app st
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.redis import RedisBroker
+from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 
 from app.adapters.faststream_workarounds import GroupHealingBroker, GroupHealingClusterBroker
 from app.adapters.redis_clients import RedisClient, connect_redis
@@ -29,6 +31,7 @@ from app.handlers.kafka_events import KafkaRoutes, kafka_routes
 from app.runtime.logs import configure_logging, get_logger
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing, start_tracing
 from app.service.lane_runner import TICK_SECONDS
 from app.service.prompting import BuildPrompt
 from app.settings import Inbound, RedisMode, Settings, SettingsError, load_settings
@@ -63,6 +66,7 @@ class Worker:
     # INBOUND=kafka: the Kafka broker beside the Redis one (which keeps every write)
     kafka: KafkaRoutes | None = None
     kafka_broker: KafkaBroker | None = None
+    tracing: Tracing | None = None  # None: OTEL_EXPORTER_OTLP_ENDPOINT unset, nothing built
     app: FastStream = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,8 +95,12 @@ class Worker:
     async def _lifespan(self, worker_id: int | None = None) -> AsyncIterator[None]:
         # `worker_id` is FastStream's process index under `faststream run --workers N`
         # (not the consumer name, settings.worker_id); process i serves METRICS_PORT + i.
-        async with start(self, process_index=worker_id or 0):
-            yield
+        try:
+            async with start(self, process_index=worker_id or 0):
+                yield
+        finally:
+            if self.tracing is not None:  # the last spans exported, bounded
+                await asyncio.to_thread(self.tracing.shutdown)
 
     async def _drain_kafka(self) -> None:
         if self.kafka is not None:
@@ -115,12 +123,16 @@ class Worker:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Running]:
         """Run the app in this loop as ``faststream run`` does (lifespan, hooks, broker)."""
-        async with start(self) as live:
-            await self.app.start()
-            try:
-                yield live
-            finally:
-                await self.app.stop()
+        try:
+            async with start(self) as live:
+                await self.app.start()
+                try:
+                    yield live
+                finally:
+                    await self.app.stop()
+        finally:
+            if self.tracing is not None:
+                await asyncio.to_thread(self.tracing.shutdown)
 
 
 def build_worker(
@@ -139,12 +151,19 @@ def build_worker(
     settings = settings if settings is not None else load_settings()
     if refusal := settings.scheduler_refusal():
         raise SettingsError(refusal)
+    tracing = start_tracing(settings, version=package_version())
     if configure_logs:
         configure_logging(
-            level=settings.log_level, fmt=settings.log_format, secrets=secrets(settings)
+            level=settings.log_level,
+            fmt=settings.log_format,
+            secrets=secrets(settings),
+            trace_ids=tracing is not None,
         )
     broker = build_broker(settings)
-    routes = event_routes(settings)
+    telemetry = (
+        None if tracing is None else RedisTelemetryMiddleware(tracer_provider=tracing.provider)
+    )
+    routes = event_routes(settings, telemetry=telemetry)
     broker.include_router(routes.router)
     state = WorkerState()
     kafka = kafka_routes(settings, state) if settings.inbound is Inbound.KAFKA else None
@@ -158,6 +177,7 @@ def build_worker(
         fakes=Fakes(llm, store, batch_api, build_prompt, lane_tick_seconds),
         kafka=kafka,
         kafka_broker=build_kafka_broker(settings, kafka) if kafka is not None else None,
+        tracing=tracing,
     )
 
 

@@ -10,7 +10,9 @@ deployment rather than the process that generates it:
   ``${WORKER_ID}`` (the setting), whatever this process's settings say, so the document
   is the same on every host;
 * the dead-letter list says ``lpush``: the store pushes each letter on the head of the
-  list (newest first), where FastStream's list publisher binding says ``rpush``.
+  list (newest first), where FastStream's list publisher binding says ``rpush``;
+* the two outbound messages have no correlation id: the worker writes plain fields and
+  plain JSON, with no FastStream headers to hold one.
 
 ``faststream docs gen app:app`` writes it; ``groq-worker asyncapi --check`` guards the
 committed copy in ``asyncapi/``.
@@ -59,7 +61,7 @@ _KEYS = (
     (Keys.TIMELINE, "ZSET", "event ids scored by event time, newest 10,000"),
     (Keys.by_tenant("{tenant_id}"), "ZSET", "the same, one tenant's"),
     (Keys.by_agent("{agent_id}"), "LIST", "event ids, newest first, newest 100"),
-    (Keys.INSIGHTS_STREAM, "STREAM", "`InsightCreated`, one per insight written"),
+    (Keys.INSIGHTS_STREAM, "STREAM", "`InsightCreated` JSON in field `payload`, one per insight"),
     (Keys.DLQ, "LIST", "dead letters (JSON), newest first"),
     (Keys.rate_limit("{tenant_id}"), "STRING", "enrichments in the tenant's current hour"),
 )
@@ -70,6 +72,11 @@ _KEY_TABLE = "\n".join(
         *(f"| `{key}` | {kind} | {what} |" for key, kind, what in _KEYS),
     ]
 )
+_INTERNAL_KEYS = f"""\
+Every other key the worker writes is internal: the event leases and owners, the shared rate
+limiter (`acp:groq:limiter:*`), the batch lane (`acp:groq:batch:*`), the scheduler
+(`{Keys.SCHED}*`) and the retention lock. Their shape may change in any release: gateways
+and readers never read or write them."""
 
 APP_DESCRIPTION = f"""\
 The LLM enrichment worker of the agent-security platform. It reads the gateway's audit
@@ -84,6 +91,8 @@ event schema, examples, and the outcomes an event can have.
 **Redis keys of the contract**
 
 {_KEY_TABLE}
+
+{_INTERNAL_KEYS}
 """
 
 INBOUND_DESCRIPTION = f"""\
@@ -100,7 +109,15 @@ worker's setting `INSIGHT_STREAM` (default `{DOCUMENTED_STREAM}`).
 
 Python gateways can call `app.client.publish_event(redis, event)`, which validates the event
 with the worker's own model first and then writes exactly this. Entries published by a
-FastStream publisher (one field `__data__`) are accepted too. Fields the schema does not
+FastStream publisher (one field `__data__`) are accepted too.
+
+**Tracing.** A gateway that traces may add its W3C trace context as fields of their own
+beside `payload` (or as headers of a FastStream message):
+`XADD {DOCUMENTED_STREAM} * payload '<event JSON>' traceparent '00-<trace id>-<span id>-01'
+tracestate '<vendor state>'`. A worker that traces (`OTEL_EXPORTER_OTLP_ENDPOINT` set) makes
+its spans of the event children of that span, and carries the context on to the
+InsightCreated entry; without one, a new trace starts. The fields count towards
+`MAX_EVENT_BYTES`. Fields the schema does not
 list are allowed (`raw_input`, tool arguments, ...): they are kept, and never sent to the
 model.
 
@@ -120,15 +137,39 @@ gateway gets no reply. `event_id` is the idempotency key: writing an event twice
   `scrub_failed` (the prompt could not be scrubbed, so it was never sent). A letter holds
   the event once; an entry over `MAX_EVENT_BYTES` leaves excerpts, its size and a SHA-256.
   The list keeps the newest `DLQ_MAX_ENTRIES` letters (100,000).
+
+**In which order.** Not the stream's. With the worker's default `EVENT_ORDER=priority`,
+`critical` and `high` events are answered before waiting events of lower severity, and
+tenants with waiting events of one severity share the model calls fairly; one tenant's
+events of one severity start in the order written. An event that waits is kept in the
+worker's own scheduler and its entry acknowledged at once, so an acknowledged entry does not
+mean its insight is written: the insight key, the `InsightCreated` message, or the dead
+letter say when it is done. With `EVENT_ORDER=fifo` entries are taken in the stream's order
+and acknowledged with their outcome.
 """
 
 OUTBOUND_DESCRIPTION = f"""\
-One message per insight written, published by the worker in the same transaction as the
-insight. The insight itself (summary, risk, recommendation, model, latency) is the JSON at
-`insight_key` (`{Keys.insight("{event_id}")}`, TTL 24 h). The entries are FastStream messages
-(one field `__data__`): read them with a FastStream subscriber, or read the keys directly.
-The stream keeps about the newest {INSIGHT_STREAM_MAXLEN:,} messages \
-(`MAXLEN ~ {INSIGHT_STREAM_MAXLEN}`).
+One entry per insight written, added by the worker in the same transaction as the insight.
+The entries are plain stream fields, not FastStream messages: any Redis client reads them
+with `XREAD`/`XRANGE` and parses the field `payload` as JSON:
+
+    XREAD COUNT 10 STREAMS {Keys.INSIGHTS_STREAM} 0
+    -> payload '{{"event_id": "...", "insight_key": "...", ...}}' traceparent '00-...-01'
+
+- `payload`: the `InsightCreated` JSON (`event_id`, `tenant_id`, `agent_id`, `severity`,
+  `model`, `insight_key`, `created_at`);
+- `traceparent`, `tracestate`: the W3C trace context of the write that announced it, present
+  only when the worker traces (`OTEL_EXPORTER_OTLP_ENDPOINT` set); the flags say whether the
+  trace is sampled.
+
+The insight itself (summary, risk, recommendation, model, latency) is the JSON at
+`insight_key` (`{Keys.insight("{event_id}")}`, TTL 24 h). A FastStream subscriber receives an
+entry as the JSON object of its fields: annotate the handler's argument with this schema
+(`app.domain.insight_stream.InsightCreatedEntry`, whose `payload` is parsed into the model).
+Since version 0.2.0; before, each entry was one FastStream-framed field `__data__`. The
+stream keeps about the newest {INSIGHT_STREAM_MAXLEN:,} entries \
+(`MAXLEN ~ {INSIGHT_STREAM_MAXLEN}`); after a crash an insight may be announced twice, so
+readers key on `event_id`.
 """
 
 DEAD_LETTER_DESCRIPTION = f"""\
@@ -137,7 +178,9 @@ JSON document (a plain `LPUSH` of the JSON below, not a FastStream message), wri
 same transaction as the acknowledgement of its stream entry. It keeps the entry's fields as
 received, so nothing is lost: `groq-worker dlq list` shows them and `groq-worker dlq replay`
 puts them back on the inbound stream once the cause is fixed. Read them with
-`LRANGE {Keys.DLQ} 0 9`. The list is not trimmed: it grows until replayed or purged.
+`LRANGE {Keys.DLQ} 0 9`. The list keeps the newest `DLQ_MAX_ENTRIES` letters (100,000 by
+default): a letter pushed past that drops the oldest, counted by the metric
+`acp_groq_dlq_dropped_total`.
 """
 
 
@@ -156,4 +199,8 @@ class WorkerAsyncAPI(AsyncAPI):
                 binding.consumerName = DOCUMENTED_CONSUMER
             elif binding.channel == Keys.DLQ:
                 binding.method = "lpush"
+        messages = getattr(getattr(spec, "components", None), "messages", None) or {}
+        for name, message in messages.items():
+            if name.startswith((f"{Keys.INSIGHTS_STREAM}:", f"{Keys.DLQ}:")):
+                message.correlationId = None
         return spec

@@ -27,7 +27,8 @@ from pydantic import ValidationError
 from app.adapters.faststream_workarounds import EventLoopContext, UncopiedStreamSub
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, describe_validation_error, rejected_event
-from app.domain.insights import DeadLetter, InsightCreated
+from app.domain.insight_stream import InsightCreatedEntry
+from app.domain.insights import DeadLetter
 from app.domain.keys import INSIGHT_STREAM_MAXLEN, Keys
 from app.handlers import asyncapi
 from app.handlers.wire import decode_entry, entry_parser, received
@@ -63,15 +64,25 @@ class EventRoutes:
     router: RedisRouter
     # the recovery loop feeds reclaimed entries to it; None with INBOUND=kafka
     subscriber: StreamSubscriber | None
-    insights: StreamPublisher  # InsightCreated, published in the transaction of the writes
+    # InsightCreated, declared for the document: the store XADDs each entry's plain fields
+    # in the transaction of the writes (app/adapters/insight_stream.py).
+    insights: StreamPublisher
 
 
-def event_routes(settings: Settings) -> EventRoutes:
-    """Declare the handlers with this process's stream, group and consumer name."""
+def event_routes(settings: Settings, *, telemetry: Any = None) -> EventRoutes:
+    """Declare the handlers with this process's stream, group and consumer name.
+
+    ``telemetry`` (tracing on): FastStream's middleware, whose consume span wraps the
+    handler *and* the dead-lettering of an invalid entry: the exception handler runs
+    inside its scope (``publish_handlers``, which publish nothing here: no reply, no
+    publisher on the subscriber), so the letter is written under the span and the span
+    does not record the validation error (which would quote the entry's values).
+    """
     errors = ExceptionMiddleware(
-        handlers={InvalidEvent: dead_letter_invalid, ValidationError: dead_letter_invalid}
+        publish_handlers={InvalidEvent: dead_letter_invalid, ValidationError: dead_letter_invalid}
     )
-    router = RedisRouter(middlewares=[errors])
+    middlewares = [errors] if telemetry is None else [telemetry, errors]
+    router = RedisRouter(middlewares=middlewares)
     subscriber: StreamSubscriber | None = None
     if settings.inbound is Inbound.REDIS:
         subscriber = _stream_subscriber(router, settings)
@@ -79,7 +90,7 @@ def event_routes(settings: Settings) -> EventRoutes:
         stream=UncopiedStreamSub(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
         title=f"{Keys.INSIGHTS_STREAM}:publish",
         description=asyncapi.OUTBOUND_DESCRIPTION,
-        schema=InsightCreated,
+        schema=InsightCreatedEntry,
     )
     # On a router of its own: a router keeps its publishers in a WeakSet, whose order
     # changes from run to run, but lists an included router's after its own, so the

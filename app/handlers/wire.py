@@ -9,6 +9,11 @@ crash again): it is marked with ``INVALID_HEADER``, and the decoder turns the ma
 ``InvalidEvent``, which the subscriber's exception handler dead-letters. A ``__data__``
 field must hold a FastStream message: its binary format, or the JSON envelope with a
 ``data`` string (FastStream itself would take anything else for a body).
+
+A gateway's ``traceparent`` and ``tracestate`` fields beside ``payload`` become headers of
+the parsed message (where a FastStream message has them), so that the telemetry
+middleware, which runs after the parser, makes the event's spans children of the
+gateway's span.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from app.domain.dead_letters import entry_size
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent
 from app.domain.ports import Received
+from app.domain.text import as_text
 
 __all__ = [
     "INVALID_HEADER",
@@ -36,6 +42,7 @@ __all__ = [
 ]
 
 PAYLOAD_FIELD = b"payload"
+_TRACE_FIELDS = ((b"traceparent", "traceparent"), (b"tracestate", "tracestate"))
 INVALID_HEADER = "x-acp-invalid"
 
 
@@ -92,6 +99,10 @@ def entry_parser(max_event_bytes: int) -> Callable[..., Awaitable[Any]]:
         message.body = b"" if problem else fields[PAYLOAD_FIELD]
         if problem:
             message.headers[INVALID_HEADER] = problem
+        for field, header in _TRACE_FIELDS:
+            value = fields.get(field)
+            if value is not None:
+                message.headers[header] = value.decode("utf-8", "replace")
         return message
 
     return parse_entry
@@ -134,7 +145,7 @@ def entry_id(message: Any) -> str:
     """The stream entry id of a message (the ack and dead-letter key)."""
     # FastStream's in-memory TestRedisBroker has no stream ids: its message id stands in.
     raw_id = (message.raw_message.get("message_ids") or [message.message_id])[0]
-    return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+    return as_text(raw_id)
 
 
 def received(message: Any) -> Received:

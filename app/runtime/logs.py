@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from app.domain.sanitize import REDACTED, redact_secrets
+from app.runtime.tracing import add_trace_ids
 
 __all__ = ["RedactSecrets", "configure_logging", "get_logger"]
 
@@ -40,6 +41,8 @@ _NOT_SECRET = frozenset(
         "reason",
         "latency_ms",
         "attempts",
+        "trace_id",
+        "span_id",
     }
 )
 
@@ -94,9 +97,12 @@ def _stderr_logger(*args: Any) -> _StderrLogger:
 
 
 def configure_logging(
-    *, level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()
+    *, level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), trace_ids: bool = False
 ) -> None:
-    """Configure structlog and the standard library's root logger once per process."""
+    """Configure structlog and the standard library's root logger once per process.
+
+    ``trace_ids`` (tracing on): every line logged inside a span says its ``trace_id`` and
+    ``span_id``; off, the processor is not even in the chain."""
     redact = RedactSecrets(secrets)
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any = (
@@ -111,6 +117,8 @@ def configure_logging(
         structlog.stdlib.PositionalArgumentsFormatter(),  # stdlib-style "%s" messages
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if trace_ids:
+        shared.append(add_trace_ids)
     # Tracebacks are rendered to text before redaction, so a key inside an exception
     # message or a local variable's repr is removed too.
     final: list[Any] = [

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from app.domain.dead_letters import build_dead_letter
+from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetter, DeadLetterReason
 from app.domain.ports import DeadLettered, EntryRef, InsightStore, Received
 from app.runtime.clock import utc_now
@@ -69,6 +70,20 @@ class DeadLetters:
             max_event_bytes=self._max_event_bytes,
             **known,
         )
+
+    async def end(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        received: Received,
+        reason: DeadLetterReason,
+        error: str,
+        attempts: int = 0,
+    ) -> None:
+        """A valid event that cannot become an insight: its letter pushed, its entry acked."""
+        known = {"event_id": event.event_id, "tenant_id": event.tenant_id}
+        letter = self.letter(entry, received, reason, error, attempts=attempts, **known)
+        await self.push(entry, letter)
 
     async def push(self, entry: EntryRef, letter: DeadLetter, put: PutLetter | None = None) -> None:
         """Push ``letter`` (by default through the store, which also acks ``entry``)."""

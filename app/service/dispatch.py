@@ -111,15 +111,18 @@ class Dispatcher:
         *,
         idle_seconds: float,
         max_deliveries: int,
+        idle_poll_seconds: float = _IDLE_POLL_SECONDS,
     ) -> None:
         """``idle_seconds``: CLAIM_IDLE_SECONDS, how long a running job of a dead worker
         waits before it is handed out again (this process marks its own alive well
-        within it)."""
+        within it). ``idle_poll_seconds``: how often an idle process looks for jobs
+        other processes scheduled."""
         self._scheduler = scheduler
         self.slots = slots
         self._state = state
         self._idle = idle_seconds
         self._max_deliveries = max_deliveries
+        self._idle_poll = idle_poll_seconds
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._due: float | None = None  # when the soonest job this process put off is due
@@ -177,7 +180,7 @@ class Dispatcher:
             self.nothing_waits = len(handed) < wanted
             if not handed:  # nothing waits: until this process schedules one, or a poll
                 self._wake.clear()
-                await wait_or_timeout(self._wake, _IDLE_POLL_SECONDS)
+                await wait_or_timeout(self._wake, self._idle_poll)
 
     def _start(self, run_job: Callable[[Handed], Awaitable[object]], handed: Handed) -> None:
         event_id = handed.job.event_id

@@ -2,8 +2,8 @@
 
 ``InsightService.process`` reads top to bottom as the event goes:
 
-1. **admit** it (the store: a duplicate, another tenant's id, over its tenant's budget, or
-   admitted and charged once);
+1. **admit** it (``Admitter``: a duplicate, another tenant's id, over its tenant's budget,
+   or admitted and charged once);
 2. **route** it to a model (``app.domain.routing``) and **prompt** it (``Prompter``:
    scrubbed; an event whose prompt cannot be scrubbed is never sent);
 3. **defer** it to the batch lane (``BatchLane``) when it takes the lane, or
@@ -31,14 +31,14 @@ from app.domain.dead_letters import llm_failure_reason
 from app.domain.errors import LLMError, Postponed, ScrubFailed, WaitForCapacity
 from app.domain.events import AuditEvent
 from app.domain.insights import DeadLetterReason, Outcome
-from app.domain.ports import Admission, EntryRef, InsightStore, Received, ScheduleRequest
+from app.domain.ports import Admission, EntryRef, InsightStore, Received
 from app.domain.routing import choose_model
-from app.domain.scheduling import Handed, TenantWeights, schedule_request
+from app.domain.scheduling import Handed
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.service.admission import Admitter
 from app.service.batch_lane import BatchLane
 from app.service.dead_letters import DeadLetters
-from app.service.dispatch import Dispatcher
 from app.service.model_calls import ModelCaller
 from app.service.prompting import Prompter
 from app.service.reports import Report, Reports
@@ -66,6 +66,7 @@ class InsightService:
         *,
         store: InsightStore,
         steps: StoreSteps,
+        admitter: Admitter,
         prompter: Prompter,
         model: ModelCaller,
         writer: InsightWriter,
@@ -74,23 +75,21 @@ class InsightService:
         metrics: Metrics,
         state: WorkerState,
         lane: BatchLane | None = None,
-        dispatcher: Dispatcher | None = None,
-        weights: TenantWeights | None = None,
     ) -> None:
-        """``dispatcher``: EVENT_ORDER=priority (None: the stream's order)."""
+        """The admitter's dispatcher, if any, is EVENT_ORDER=priority (None: the stream's
+        order)."""
         self._settings = settings
         self._store = store
         self._steps = steps
+        self._admitter = admitter
+        self._dispatcher = admitter.dispatcher
         self._prompter = prompter
         self._model = model
         self._writer = writer
         self._letters = letters
         self._reports = reports
         self._lane = lane
-        self._dispatcher = dispatcher
-        self._weights = weights or TenantWeights()
         self._in_flight = metrics.in_flight
-        self._rate_limited = metrics.rate_limited
         self._state = state
 
     def entry(self, entry_id: str) -> EntryRef:
@@ -144,7 +143,10 @@ class InsightService:
         received = job.received()
         self._in_flight.inc()
         try:
-            with self._reports.about(event.event_id, event.tenant_id, entry.entry_id):
+            with (
+                self._reports.resumed(received.fields),
+                self._reports.about(event.event_id, event.tenant_id, entry.entry_id),
+            ):
                 report = await self._answer(
                     event, entry, received, started, deliveries=handed.deliveries
                 )
@@ -158,18 +160,9 @@ class InsightService:
         """An urgent event the look-ahead found before the group delivered it: schedule
         it now (admitted and charged once; its delivery will be acknowledged without an
         outcome). False when the store said no (left to its delivery)."""
-        assert self._dispatcher is not None
         entry = self.entry(received.entry_id)
-        cost = self._weights.cost(event.tenant_id)
-        schedule = schedule_request(
-            event, received, cost=cost, may_run=False, now=time.time(), ahead=True
-        )
         with self._reports.about(event.event_id, event.tenant_id, entry.entry_id):
-            admission = await self._admit(event, entry, schedule)
-        if admission is not Admission.SCHEDULED:
-            return False
-        self._dispatcher.wake()
-        return True
+            return await self._admitter.look_ahead(event, entry, received)
 
     # -- the path of a valid event --------------------------------------------------
 
@@ -177,28 +170,19 @@ class InsightService:
         self, event: AuditEvent, entry: EntryRef, received: Received, started: float, slot: bool
     ) -> Report | None:
         lane = self._lane is not None and self._lane.takes(event.severity)
-        schedule = None if lane else self._schedule(event, received, may_run=slot)
-        admission = await self._admit(event, entry, schedule)
+        if lane:
+            admission = await self._admitter.admit_unscheduled(event, entry)
+        else:
+            admission = await self._admitter.admit(event, entry, received, may_run=slot)
         if admission is Admission.SCHEDULED:
-            assert self._dispatcher is not None
-            self._dispatcher.wake()
             return None
         if admission is Admission.AHEAD:  # its job (the look-ahead's) has the outcome
             await self._steps.until_done("ack", lambda: self._store.ack(entry))
             log.debug("event_looked_ahead", note="scheduled before its delivery; acked")
             return None
         if admission is not Admission.ADMITTED:
-            return await self._refused(admission, event, entry, received, started)
+            return await self._admitter.refused(admission, event, entry, received, started)
         return await self._answer(event, entry, received, started, lane=lane)
-
-    def _schedule(
-        self, event: AuditEvent, received: Received, *, may_run: bool
-    ) -> ScheduleRequest | None:
-        """EVENT_ORDER=priority: what the admission needs to schedule the event."""
-        if self._dispatcher is None:
-            return None
-        cost = self._weights.cost(event.tenant_id)
-        return schedule_request(event, received, cost=cost, may_run=may_run, now=time.time())
 
     async def _answer(
         self,
@@ -236,10 +220,15 @@ class InsightService:
         except WaitForCapacity as wait:
             if entry.job:
                 raise  # the dispatcher hands the job back to the scheduler, to wait
-            return await self._wait_in_scheduler(event, entry, received, started, wait)
+            admission = await self._admitter.wait_for_capacity(
+                event, entry, received, wait.retry_in
+            )
+            if admission is Admission.SCHEDULED:
+                return None
+            return await self._admitter.refused(admission, event, entry, received, started)
         except LLMError as exc:
             reason = llm_failure_reason(exc)
-            await self._dead_letter(event, entry, received, reason, str(exc), exc.attempts)
+            await self._letters.end(event, entry, received, reason, str(exc), exc.attempts)
             facts = {"model": model, "attempts": exc.attempts, "redactions": prompt.redaction_count}
             return Report(
                 Outcome.DEAD_LETTERED,
@@ -252,63 +241,6 @@ class InsightService:
         return Report(
             Outcome.ENRICHED, started, {**answer.facts(), "redactions": prompt.redaction_count}
         )
-
-    async def _wait_in_scheduler(
-        self,
-        event: AuditEvent,
-        entry: EntryRef,
-        received: Received,
-        started: float,
-        wait: WaitForCapacity,
-    ) -> Report | None:
-        """An event that ran at once and must wait for capacity: it becomes a job waiting
-        ``wait.retry_in`` (admitted again: never charged twice), its slot freed."""
-        cost = self._weights.cost(event.tenant_id)
-        schedule = schedule_request(
-            event, received, cost=cost, may_run=False, now=time.time(), later=wait.retry_in
-        )
-        admission = await self._admit(event, entry, schedule)
-        if admission is Admission.SCHEDULED:
-            assert self._dispatcher is not None
-            self._dispatcher.due_in(wait.retry_in)
-            return None
-        assert admission is not Admission.ADMITTED  # may_run=False: it runs later or not
-        return await self._refused(admission, event, entry, received, started)
-
-    async def _admit(
-        self, event: AuditEvent, entry: EntryRef, schedule: ScheduleRequest | None
-    ) -> Admission:
-        budget = self._settings.insight_budget_per_hour_per_tenant
-        return await self._steps.until_done(
-            "admit",
-            lambda: self._store.admit(
-                event_id=event.event_id,
-                tenant_id=event.tenant_id,
-                budget=budget,
-                entry=entry,
-                schedule=schedule,
-            ),
-        )
-
-    async def _refused(
-        self,
-        admission: Admission,
-        event: AuditEvent,
-        entry: EntryRef,
-        received: Received,
-        started: float,
-    ) -> Report:
-        """A delivery the store did not admit: acked as a duplicate or over its budget, or
-        dead-lettered when its id belongs to another tenant."""
-        if admission is Admission.CONFLICT:
-            error = "event_id already has an insight of another tenant; not overwritten"
-            await self._dead_letter(event, entry, received, DeadLetterReason.CONFLICT, error, 0)
-            return Report(Outcome.DEAD_LETTERED, started, {"reason": "conflict"})
-        await self._steps.until_done("ack", lambda: self._store.ack(entry))
-        if admission is Admission.RATE_LIMITED:
-            self._rate_limited.labels(tenant_id=event.tenant_id).inc()
-            return Report(Outcome.RATE_LIMITED, started)
-        return Report(Outcome.DUPLICATE, started)
 
     async def _unscrubbable(
         self,
@@ -334,29 +266,9 @@ class InsightService:
         if deliveries < self._settings.max_deliveries:
             raise failure  # the entry stays pending, to be claimed and tried again
         reason = DeadLetterReason.SCRUB_FAILED
-        await self._dead_letter(event, entry, received, reason, str(failure), 0)
+        await self._letters.end(event, entry, received, reason, str(failure))
         return Report(
             Outcome.DEAD_LETTERED,
             started,
             {"reason": reason.value, "error": str(failure), "deliveries": deliveries},
         )
-
-    async def _dead_letter(
-        self,
-        event: AuditEvent,
-        entry: EntryRef,
-        received: Received,
-        reason: DeadLetterReason,
-        error: str,
-        attempts: int,
-    ) -> None:
-        letter = self._letters.letter(
-            entry,
-            received,
-            reason,
-            error,
-            attempts=attempts,
-            event_id=event.event_id,
-            tenant_id=event.tenant_id,
-        )
-        await self._letters.push(entry, letter)

@@ -44,8 +44,10 @@ from app.domain.ports import LLM, Completion, CompletionRequest
 from app.domain.prompt import INSIGHT_JSON_SCHEMA
 from app.domain.routing import URGENT_SEVERITIES, ServiceTier, choose_tier
 from app.domain.scheduling import EventOrder, rank
+from app.runtime.genai_spans import traced_completion
 from app.runtime.metrics import Labelled, Metrics
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing
 from app.settings import Settings
 
 __all__ = ["Answer", "ModelCaller"]
@@ -115,8 +117,11 @@ class ModelCaller:
         breaker: CircuitBreaker | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        tracing: Tracing | None = None,
     ) -> None:
+        """``tracing``: a ``chat {model}`` span per attempt (None: no spans, no cost)."""
         self._settings = settings
+        self._tracing = tracing
         self.llm = llm
         self.breaker = breaker
         self._metrics = metrics
@@ -216,15 +221,27 @@ class ModelCaller:
             self._metrics.fallbacks.inc()
             log.warning("model_fallback", model=model, fallback_model=fast, error=str(exc))
         try:
-            completion, _ = await self._complete(fast, system, user, attempts=1, manner=manner)
+            completion, _ = await self._complete(
+                fast, system, user, attempts=1, manner=manner, first=spent + 1, fallback=True
+            )
         except LLMError as exc:
             exc.attempts = spent + 1
             raise
         return Answer(completion, completion.model or fast, spent + 1, fallback=True)
 
     async def _complete(
-        self, model: str, system: str, user: str, *, attempts: int, manner: _Manner
+        self,
+        model: str,
+        system: str,
+        user: str,
+        *,
+        attempts: int,
+        manner: _Manner,
+        first: int = 1,
+        fallback: bool = False,
     ) -> tuple[Completion, int]:
+        """Up to ``attempts`` requests to ``model``; ``first``: the event's number of the
+        first of them (after a ``fallback``, the attempts the deep model spent plus one)."""
         request = CompletionRequest(
             model=model,
             system=system,
@@ -238,7 +255,7 @@ class ModelCaller:
         # The first attempt runs outside tenacity: nearly every event needs no other, and
         # tenacity's machinery (built per call) costs more than the attempt's bookkeeping.
         try:
-            return await self._attempt(request), 1
+            return await self._attempt(request, number=first, fallback=fallback), 1
         except LLMError as exc:
             exc.attempts = 1
             if not isinstance(exc, TransientLLMError) or attempts <= 1:
@@ -257,17 +274,27 @@ class ModelCaller:
             async for attempt in retrying:
                 with attempt:
                     attempt_number = attempt.retry_state.attempt_number + 1
-                    return await self._attempt(request), attempt_number
+                    number = first + attempt_number - 1
+                    completion = await self._attempt(request, number=number, fallback=fallback)
+                    return completion, attempt_number
         except LLMError as exc:
             exc.attempts = attempt_number
             raise
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _attempt(self, request: CompletionRequest) -> Completion:
+    async def _attempt(
+        self, request: CompletionRequest, *, number: int = 1, fallback: bool = False
+    ) -> Completion:
+        """One request (the event's attempt ``number``), counted and timed."""
         began = self._clock()
         tier = request.service_tier or "default"
         try:
-            completion = await self.llm.complete(request)
+            if self._tracing is None:
+                completion = await self.llm.complete(request)
+            else:
+                completion = await traced_completion(
+                    self._tracing, self.llm.complete, request, attempt=number, fallback=fallback
+                )
         except LLMError as exc:
             self._metrics.api_errors.labels(error_type=exc.kind).inc()
             if request.service_tier == ServiceTier.FLEX and exc.status == 498:

@@ -11,25 +11,32 @@ both lanes, so a batch answer is written exactly like an online one.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from app.domain.costs import Lane
 from app.domain.events import AuditEvent
+from app.domain.insight_stream import insight_created_fields
 from app.domain.insights import InsightCreated, InsightRecord
+from app.domain.keys import Keys
 from app.domain.ports import EntryRef, InsightStore
 from app.domain.prompt import parse_insight_answer
 from app.domain.sanitize import echo_candidates, sanitize_insight
 from app.runtime.clock import utc_now
 from app.runtime.metrics import Labelled, Metrics
+from app.runtime.tracing import Tracing
 from app.service.model_calls import Answer
 from app.service.spend import Spend
 from app.service.store_steps import StoreSteps
 
 __all__ = ["InsightWriter", "PublishCreated"]
 
-PublishCreated = Callable[[InsightCreated, Any], Awaitable[Any]]
-"""Publishes ``InsightCreated`` in the store's transaction (its pipeline, or None)."""
+PublishCreated = Callable[[Mapping[str, str], Any], Awaitable[Any]]
+"""Announces an insight: the fields of its ``acp:groq:insights:stream`` entry
+(``app/domain/insight_stream.py``), in the store's transaction (its pipeline, or None)."""
 
 
 class InsightWriter:
@@ -46,8 +53,12 @@ class InsightWriter:
         max_output_chars: int,
         redact_pii: bool,
         clock: Callable[[], float] = time.monotonic,
+        tracing: Tracing | None = None,
     ) -> None:
+        """``tracing``: the write is a span, whose context the InsightCreated entry
+        carries, and the latency histogram gets the trace as an exemplar."""
         self._store = store
+        self._tracing = tracing
         self._steps = steps
         self._publish_created = publish_created
         self._spend = spend
@@ -98,10 +109,36 @@ class InsightWriter:
             lane=lane,
         )
         created = InsightCreated.announcing(record)
+        if self._tracing is None:
+            await self._store_record(event, entry, record, created, {}, release)
+            self._latency(answer.model).observe(self._clock() - started)
+        else:
+            with self._tracing.span(
+                "write_insight", _write_attributes(created), kind=SpanKind.PRODUCER
+            ):
+                # The context is taken here, in the event's task: the store's group commit
+                # queues the XADD from a task of its own.
+                carrier = self._tracing.carrier()
+                await self._store_record(event, entry, record, created, carrier, release)
+            exemplar = self._tracing.exemplar()
+            self._latency(answer.model).observe(self._clock() - started, exemplar)
+        self._spend.count(event.tenant_id, answer.model, completion, lane)
+
+    async def _store_record(
+        self,
+        event: AuditEvent,
+        entry: EntryRef,
+        record: InsightRecord,
+        created: InsightCreated,
+        trace: Mapping[str, str],
+        release: Callable[[Any], None] | None,
+    ) -> None:
+        """The insight, its indexes, its InsightCreated entry and the ack: one store step."""
+        fields = insight_created_fields(created, trace)
         record_json = record.model_dump_json()
 
         async def publish(pipe: Any) -> Any:
-            result = await self._publish_created(created, pipe)
+            result = await self._publish_created(fields, pipe)
             if release is not None:
                 release(pipe)
             return result
@@ -118,5 +155,14 @@ class InsightWriter:
                 publish=publish,
             ),
         )
-        self._latency(answer.model).observe(self._clock() - started)
-        self._spend.count(event.tenant_id, answer.model, completion, lane)
+
+
+def _write_attributes(created: InsightCreated) -> dict[str, AttributeValue]:
+    """The write span's: the insight's key, and the InsightCreated message it sends."""
+    return {
+        "db.system.name": "redis",
+        "acp.insight_key": created.insight_key,
+        "messaging.system": "redis",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": Keys.INSIGHTS_STREAM,
+    }

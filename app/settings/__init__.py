@@ -33,6 +33,7 @@ from app.settings.sections import (
     SchedulingSettings,
     StreamTuning,
 )
+from app.settings.tracing import TracingSettings
 
 __all__ = [
     "Inbound",
@@ -53,6 +54,7 @@ _SPARE_HANDLERS = 16
 
 class Settings(
     KafkaSettings,
+    TracingSettings,
     LogSettings,
     ClusterSettings,
     RetentionSettings,

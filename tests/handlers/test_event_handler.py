@@ -30,24 +30,23 @@ def event(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def announced(store: MemoryStore) -> list[InsightCreated]:
+    """The InsightCreated messages the store's entries carry, read as a plain client would."""
+    return [InsightCreated.model_validate_json(fields["payload"]) for fields in store.stream]
+
+
 @pytest.fixture
 def wired(make_settings):
     store, llm = MemoryStore(), ScriptedLLM()
     worker = build_worker(
         make_settings(llm_provider="offline"), llm=llm, store=store, configure_logs=False
     )
-    created: list[InsightCreated] = []
-
-    @worker.broker.subscriber(stream="acp:groq:insights:stream")
-    async def follow(message: InsightCreated) -> None:
-        created.append(message)
-
-    return worker, store, llm, created
+    return worker, store, llm
 
 
 async def test_a_valid_event_is_enriched_written_published_and_acked(wired):
     """The subscriber validates the event, the service writes it, InsightCreated is published."""
-    worker, store, llm, created = wired
+    worker, store, llm = wired
     async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(), stream=STREAM)
     assert list(store.insights) == ["evt-1"]
@@ -55,15 +54,15 @@ async def test_a_valid_event_is_enriched_written_published_and_acked(wired):
     assert record["model"] == "openai/gpt-oss-20b"  # medium -> fast model
     assert len(llm.requests) == 1
     assert "do not send me" not in llm.requests[0].user
-    assert [c.event_id for c in created] == ["evt-1"]
+    assert [c.event_id for c in announced(store)] == ["evt-1"]
     assert len(store.acked) == 1
     assert worker.metrics.events_consumed.labels(result="enriched")._value.get() == 1
 
 
 async def test_an_invalid_event_is_dead_lettered_without_a_model_call(wired):
     """A schema violation never reaches the handler body: it becomes a dead letter."""
-    worker, store, llm, created = wired
-    assert created == []
+    worker, store, llm = wired
+    assert announced(store) == []
     async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(severity="apocalyptic"), stream=STREAM)
     letters = store.letters()
@@ -79,7 +78,7 @@ async def test_an_invalid_event_is_dead_lettered_without_a_model_call(wired):
 
 async def test_a_json_array_is_dead_lettered_as_not_an_object(wired):
     """A payload that is JSON but not an object is invalid, and says so."""
-    worker, store, llm, _ = wired
+    worker, store, llm = wired
     async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish([1, 2, 3], stream=STREAM)
     assert llm.requests == []
@@ -89,18 +88,18 @@ async def test_a_json_array_is_dead_lettered_as_not_an_object(wired):
 
 async def test_a_permanent_llm_error_is_dead_lettered_as_llm_permanent(wired):
     """A 400 from the model ends the event with reason llm_permanent after one attempt."""
-    worker, store, llm, created = wired
+    worker, store, llm = wired
     llm.script.append(PermanentLLMError("bad_request", "nope", status=400))
     async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(), stream=STREAM)
     assert [letter["reason"] for letter in store.letters()] == ["llm_permanent"]
     assert len(llm.requests) == 1
-    assert created == []
+    assert announced(store) == []
 
 
 async def test_a_redelivered_event_is_a_duplicate(wired):
     """The same event twice: one model call, the second outcome is duplicate."""
-    worker, store, llm, _ = wired
+    worker, store, llm = wired
     async with worker.event_path(), TestRedisBroker(worker.broker) as broker:
         await broker.publish(event(), stream=STREAM)
         await broker.publish(event(), stream=STREAM)

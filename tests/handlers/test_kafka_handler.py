@@ -30,25 +30,24 @@ def event(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def announced(store: MemoryStore) -> list[InsightCreated]:
+    """The InsightCreated messages the store's entries carry, read as a plain client would."""
+    return [InsightCreated.model_validate_json(fields["payload"]) for fields in store.stream]
+
+
 @pytest.fixture
 def wired(make_settings):
     store, llm = MemoryStore(), ScriptedLLM()
     settings = make_settings(llm_provider="offline", inbound="kafka", insight_group="g-wiring")
     worker = build_worker(settings, llm=llm, store=store, configure_logs=False)
-    created: list[InsightCreated] = []
-
-    @worker.broker.subscriber(stream="acp:groq:insights:stream")
-    async def follow(message: InsightCreated) -> None:
-        created.append(message)
-
-    return worker, store, llm, created
+    return worker, store, llm
 
 
 async def test_a_record_is_enriched_by_the_same_service_and_published_on_redis(wired):
     """The Kafka subscriber validates the record's value as an event, the service writes
     the insight, InsightCreated goes to the Redis stream, and the record's end names
     ``kafka:<topic>`` / ``<partition>-<offset>``."""
-    worker, store, llm, created = wired
+    worker, store, llm = wired
     assert worker.kafka is not None
     assert worker.kafka_broker is not None
     assert worker.routes.subscriber is None  # no Redis stream is read
@@ -61,14 +60,14 @@ async def test_a_record_is_enriched_by_the_same_service_and_published_on_redis(w
         assert await worker.kafka.inbound.drain(5.0) == 0
     assert list(store.insights) == ["kafka-evt-1"]
     assert "do not send me" not in llm.requests[0].user
-    assert [c.event_id for c in created] == ["kafka-evt-1"]
+    assert [c.event_id for c in announced(store)] == ["kafka-evt-1"]
     assert store.acked == ["0-0"]  # partition 0, offset 0
     assert worker.metrics.events_consumed.labels(result="enriched")._value.get() == 1
 
 
 async def test_an_invalid_record_is_dead_lettered_with_its_key(wired):
     """A schema violation never reaches the service: a dead letter keeps the value and key."""
-    worker, store, llm, _ = wired
+    worker, store, llm = wired
     assert worker.kafka is not None
     assert worker.kafka_broker is not None
     async with (

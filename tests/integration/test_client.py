@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.bootstrap import build_worker
 from app.client import InvalidEvent, publish_event
@@ -133,7 +132,7 @@ async def test_published_examples_become_insights_and_resending_is_a_duplicate(
     assert len(published) == len(examples)
     documented_fields = set(schema_examples("InsightCreated")[0])
     for _, fields in published:
-        body, _headers = BinaryMessageFormatV1.parse(fields[b"__data__"])
+        body = fields[b"payload"]
         created = InsightCreated.model_validate_json(body)
         assert set(json.loads(body)) == documented_fields
         assert created.insight_key == Keys.insight(created.event_id)

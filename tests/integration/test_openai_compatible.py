@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.adapters.openai_compatible_llm import OpenAICompatibleLLM, chat_completions_url
 from app.adapters.rate_limit import RateLimitedLLM
@@ -123,7 +122,7 @@ async def test_insight_keys_and_published_message_are_written(redis, fake_groq, 
     assert await redis.zscore("acp:groq:insights:by_tenant:acme", "evt-1") == 1_795_573_200.0
     assert await redis.lrange("acp:groq:insights:by_agent:billing-agent", 0, -1) == [b"evt-1"]
     [published] = await redis.xrange("acp:groq:insights:stream")
-    payload, _ = BinaryMessageFormatV1.parse(published[1][b"__data__"])
+    payload = published[1][b"payload"]
     assert InsightCreated.model_validate_json(payload).event_id == "evt-1"
 
 

@@ -231,6 +231,37 @@ async def test_a_dead_workers_jobs_go_to_another_worker_after_claim_idle(
     assert await redis.exists(Keys.SCHED_JOBS, Keys.SCHED_RUNNING, Keys.SCHED_OWNERS) == 0
 
 
+async def test_a_fifo_worker_runs_what_a_priority_deployment_left_waiting(
+    redis, fake_groq, make_settings
+):
+    """Switched to EVENT_ORDER=fifo, the workers schedule nothing more but still run the
+    jobs left waiting (their entries were acknowledged: nothing else would)."""
+    await schedule_only(redis, make_settings, fake_groq, 4)
+    worker = worker_of(make_settings, fake_groq, event_order="fifo", worker_id="fifo")
+    async with running(worker.app):
+        await until(
+            lambda: _insights(redis, [f"job-{n}" for n in range(4)]), what="the jobs left done"
+        )
+        await write(redis, event("new-1"))
+        await until(lambda: _insights(redis, ["new-1"]), what="a new event, in stream order")
+    assert await redis.exists(Keys.SCHED_JOBS, Keys.SCHED_RUNNING) == 0
+    assert consumed(worker, "enriched") >= 5
+
+
+async def test_waiting_events_need_no_stream_entry_once_retention_trims_it(
+    redis, fake_groq, make_settings
+):
+    """A waiting event's entry is acknowledged, so retention may trim it: the job holds
+    the event, and it is answered all the same."""
+    await schedule_only(redis, make_settings, fake_groq, 3)
+    await redis.xtrim(STREAM, maxlen=0)  # what retention may do to acknowledged entries
+    assert await redis.xlen(STREAM) == 0
+    worker = worker_of(make_settings, fake_groq, worker_id="after-trim")
+    async with running(worker.app):
+        await until(lambda: _insights(redis, [f"job-{n}" for n in range(3)]), what="the jobs")
+    assert await redis.llen(Keys.DLQ) == 0
+
+
 async def _insights(redis: Any, event_ids: list[str]) -> bool:
     return bool(await redis.exists(*(Keys.insight(e) for e in event_ids)) == len(event_ids))
 

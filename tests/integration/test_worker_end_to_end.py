@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from app.bootstrap import build_worker
 from app.domain.insights import InsightCreated
@@ -167,7 +166,8 @@ async def test_insight_keys_ttls_scores_and_published_message(redis, fake_groq, 
 
     published = await redis.xrange("acp:groq:insights:stream")
     assert len(published) == 1
-    payload, _headers = BinaryMessageFormatV1.parse(published[0][1][b"__data__"])
+    assert set(published[0][1]) == {b"payload"}  # plain fields; no trace context: not tracing
+    payload = published[0][1][b"payload"]
     created = InsightCreated.model_validate_json(payload)
     assert created.event_id == "evt-1"
     assert created.insight_key == "acp:groq:insight:evt-1"

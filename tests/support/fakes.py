@@ -55,6 +55,17 @@ class ScriptedLLM:
         return None
 
 
+class _StreamRecorder:
+    """A pipeline that only takes ``XADD``: the InsightCreated entries, in ``stream``."""
+
+    def __init__(self, stream: list[dict[str, str]]) -> None:
+        self._stream = stream
+
+    def xadd(self, name: str, fields: dict[str, str], **_: Any) -> None:
+        assert name == "acp:groq:insights:stream"
+        self._stream.append(dict(fields))
+
+
 @dataclass
 class MemoryStore:
     """``InsightStore`` in memory, with the same admission rules as the Lua script."""
@@ -67,6 +78,7 @@ class MemoryStore:
     published: list[Any] = field(default_factory=list)
     leases: dict[str, str] = field(default_factory=dict)
     charged: set[str] = field(default_factory=set)
+    stream: list[dict[str, str]] = field(default_factory=list)  # InsightCreated entries' fields
 
     async def admit(
         self,
@@ -109,7 +121,7 @@ class MemoryStore:
         publish: Publish,
     ) -> None:
         self.insights[event_id] = record_json
-        self.published.append(await publish(None))
+        self.published.append(await publish(_StreamRecorder(self.stream)))
         self.acked.append(entry.entry_id)
 
     async def dead_letter(self, entry: EntryRef, letter_json: str) -> DeadLettered:

@@ -22,6 +22,7 @@ from app.cli.asyncapi import generate
 from app.cli.asyncapi_html import render_html
 from app.domain.errors import InvalidEvent
 from app.domain.events import AuditEvent, Finding, describe_validation_error
+from app.domain.insight_stream import InsightCreatedEntry
 from app.domain.insights import DeadLetter, DeadLetterReason, InsightCreated
 from app.domain.keys import Keys
 from app.handlers.wire import decode_entry, entry_parser
@@ -175,7 +176,7 @@ def test_document_names_the_worker_the_redis_server_and_every_channel(document):
     titles = {address: schema["title"] for address, schema in payload_schemas(document).items()}
     assert titles == {
         "acp:groq_queue": "AuditEvent",
-        Keys.INSIGHTS_STREAM: "InsightCreated",
+        Keys.INSIGHTS_STREAM: "InsightCreatedEntry",
         Keys.DLQ: "DeadLetter",
     }
 
@@ -192,6 +193,19 @@ def test_inbound_channel_says_how_to_write_an_event_and_what_becomes_of_it(docum
         assert f"`{reason.value}`" in text
     for key in ("acp:groq:insight:{event_id}", "acp:groq:dlq", "acp:groq:rate_limit:{tenant_id}"):
         assert key in text
+
+
+def test_document_says_the_order_the_cap_and_which_keys_are_internal(document):
+    """A gateway learns that an acknowledged entry may still be waiting (priority order),
+    that the DLQ is capped, and that the scheduler's keys are not its to read."""
+    inbound = next(c for c in document["channels"].values() if c["address"] == "acp:groq_queue")
+    assert "EVENT_ORDER=priority" in inbound["description"]
+    assert "does not\nmean its insight is written" in inbound["description"]
+    dlq = next(c for c in document["channels"].values() if c["address"] == Keys.DLQ)
+    assert "DLQ_MAX_ENTRIES" in dlq["description"]
+    assert "acp_groq_dlq_dropped_total" in dlq["description"]
+    assert f"`{Keys.SCHED}*`" in document["info"]["description"]
+    assert "internal" in document["info"]["description"]
 
 
 def test_every_schema_and_every_field_has_a_description_and_examples(document):
@@ -253,13 +267,19 @@ def test_every_field_example_of_an_event_is_a_valid_value_of_its_field(document)
 
 
 def test_outbound_examples_are_what_the_worker_publishes(document):
-    """InsightCreated examples validate and point at the insight key of their event."""
+    """InsightCreated entries: plain fields, `payload` a JSON InsightCreated that points at
+    the insight key of its event, the trace fields optional."""
     schema = payload_schemas(document)[Keys.INSIGHTS_STREAM]
+    assert schema["properties"]["payload"]["type"] == "string"
+    assert schema["properties"]["payload"]["contentMediaType"] == "application/json"
+    assert schema["required"] == ["payload"]
     for example in schema["examples"]:
-        created = InsightCreated.model_validate(example)
-        assert created.insight_key == Keys.insight(created.event_id)
-    full = schema["examples"][0]
-    for field, spec in schema["properties"].items():
+        entry = InsightCreatedEntry.model_validate(example)
+        assert entry.payload.insight_key == Keys.insight(entry.payload.event_id)
+        assert set(example) <= {"payload", "traceparent", "tracestate"}
+    created = document["components"]["schemas"]["InsightCreated"]
+    full = created["examples"][0]
+    for field, spec in created["properties"].items():
         for value in spec["examples"]:
             InsightCreated.model_validate({**full, field: value})
 
@@ -319,5 +339,8 @@ def test_html_page_is_self_contained_and_shows_every_channel_field_and_example(d
         for field in schema["properties"]:
             assert f"<code>{field}</code>" in page
         for example in schema["examples"]:
-            assert example["event_id"] is None or example["event_id"] in page
+            event_id = example.get("event_id")
+            if address == Keys.INSIGHTS_STREAM:  # inside the JSON of the entry's `payload`
+                event_id = json.loads(example["payload"])["event_id"]
+            assert event_id is None or event_id in page
     assert "XADD acp:groq_queue * payload" in page

@@ -188,6 +188,26 @@ def test_compose_prometheus_mounts_its_config_and_the_alert_rules(compose):
     assert all(path.is_file() for path in mounts.values())
 
 
+def test_compose_tracing_profile_has_a_collector_exporting_to_jaeger(compose):
+    """The `tracing` profile: an OpenTelemetry Collector taking OTLP/HTTP on 4318 (what the
+    worker exports to) and sending traces to Jaeger, whose UI is on a local port; no
+    service of the default run changes."""
+    services = compose["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    assert collector["profiles"] == jaeger["profiles"] == ["tracing"]
+    [mount] = collector["volumes"]
+    source, target = mount.split(":")[:2]
+    assert collector["command"] == [f"--config={target}"]
+    config = load((DEPLOY / source).resolve())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    [pipeline_exporter] = config["service"]["pipelines"]["traces"]["exporters"]
+    assert config["exporters"][pipeline_exporter]["endpoint"] == "jaeger:4317"
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    example = env_example_lines()
+    assert example["OTEL_EXPORTER_OTLP_ENDPOINT"] == (True, "")  # off unless .env turns it on
+
+
 def _compose_plugin() -> bool:
     docker = shutil.which("docker")
     if docker is None:

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from app.settings import Settings, sections
 from app.settings.kafka import KafkaSettings
+from app.settings.tracing import TracingSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -24,6 +25,7 @@ TABLES: list[tuple[str, type[BaseSettings]]] = [
     ("Stream retention", sections.RetentionSettings),
     ("Cluster", sections.ClusterSettings),
     ("Logs", sections.LogSettings),
+    ("Tracing", TracingSettings),
     ("Kafka inbound", KafkaSettings),
 ]
 
