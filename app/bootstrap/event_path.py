@@ -88,7 +88,12 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
         worker.broker.context.set_global("rejections", path.rejections)
         if worker.kafka is not None and worker.kafka_broker is not None:
             kafka = kafka_path(
-                _event_settings(settings), worker.kafka, worker.redis, path.rejections, state
+                _event_settings(settings),
+                worker.kafka,
+                worker.redis,
+                path.rejections,
+                state,
+                worker.tracing,
             )
             for context in (worker.broker.context, worker.kafka_broker.context):
                 context.set_global("service", path.service)

@@ -38,6 +38,7 @@ from app.operations.http import ReadinessCheck
 from app.runtime.logs import get_logger
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing
 from app.service.rejections import Rejections
 from app.settings import Settings
 from app.settings.kafka import SaslMechanism
@@ -104,6 +105,7 @@ def kafka_path(
     redis: RedisClient,
     rejections: Rejections,
     state: WorkerState,
+    tracing: Tracing | None = None,
 ) -> KafkaPath:
     """What the Kafka handlers need beside the service."""
     return KafkaPath(
@@ -113,6 +115,7 @@ def kafka_path(
         state=state,
         stream=settings.kafka_stream_ref,
         group=settings.insight_group,
+        tracing=tracing,
     )
 
 

@@ -25,7 +25,8 @@ decision. Every worker process is a member of the consumer group `{_GROUP}`
 
 **How a producer writes an event.** The record's value is the event as a JSON object
 (UTF-8, at most `MAX_EVENT_BYTES`); its key may be the tenant id (records of one key keep
-their order on one partition); headers are not read. Any Kafka client does; no FastStream
+their order on one partition); a W3C `traceparent` (and `tracestate`) header puts the
+worker's spans in the producer's trace. Any Kafka client does; no FastStream
 is needed.
 
 **What happens to an event** is what happens to one read from the Redis stream: exactly

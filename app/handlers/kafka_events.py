@@ -12,11 +12,13 @@ To the store and the dead letters a record is the entry ``<partition>-<offset>``
 stream ``kafka:<topic>`` (a name no Redis key has, so the store's XACK of it is a no-op):
 its lease, its one budget charge and its dead letter work as on Redis, and ``dlq replay``
 knows where a letter came from. The record's key (the tenant, if the producer sets it) is
-kept in the letter; headers are not read.
+kept in the letter, and so are its ``traceparent``/``tracestate`` headers, whose trace the
+record's consume span joins when tracing is on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
@@ -41,6 +43,7 @@ from app.handlers.kafka_asyncapi import DOCUMENTED_TOPIC, KAFKA_INBOUND_DESCRIPT
 from app.handlers.kafka_inbound import KafkaInbound, RecordWork
 from app.handlers.wire import INVALID_HEADER, PAYLOAD_FIELD, decode_entry
 from app.runtime.state import WorkerState
+from app.runtime.tracing import Tracing
 from app.service.insights import InsightService
 from app.service.rejections import Rejections
 from app.settings import Settings
@@ -48,6 +51,7 @@ from app.settings import Settings
 __all__ = ["KafkaPath", "KafkaRoutes", "handle_kafka_event", "kafka_routes", "received_record"]
 
 KEY_FIELD = b"key"
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,28 @@ class KafkaPath:
     state: WorkerState
     stream: str  # kafka:<topic>
     group: str
+    tracing: Tracing | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT set
+
+
+def _span(kafka: KafkaPath, message: KafkaMessage, received: Received) -> Any:
+    """The record's consume span (tracing on), in the trace of its ``traceparent`` header
+    (a trace of its own without one): the event's spans are its children. The record is
+    handled in a task of its own, outside FastStream's consume scope, so the span is the
+    worker's own, as for an event the scheduler hands out later."""
+    if kafka.tracing is None:
+        return contextlib.nullcontext()
+    record = message.raw_message
+    assert not isinstance(record, tuple)
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+        "messaging.consumer.group.name": kafka.group,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+    }
+    return kafka.tracing.resumed(received.fields, f"{record.topic} process", attributes)
 
 
 Message = Annotated[KafkaMessage, EventLoopContext("message")]
@@ -74,7 +100,8 @@ async def handle_kafka_event(
     received = received_record(message)
 
     async def handle() -> bool:
-        outcome = await service.process(event, received)
+        with _span(kafka, message, received):
+            outcome = await service.process(event, received)
         # None: the batch lane took it (kept in Redis: done), or the worker began stopping
         # before it started (not done: read again after the restart).
         return outcome is not None or not kafka.state.stopping.is_set()
@@ -91,7 +118,8 @@ async def reject_invalid_record(exc: Exception, message: Message, kafka: Path) -
         error = exc if isinstance(exc, InvalidEvent) else InvalidEvent(str(exc))
 
     async def handle() -> bool:
-        await kafka.rejections.reject(received, error)
+        with _span(kafka, message, received):
+            await kafka.rejections.reject(received, error)
         return True
 
     await kafka.inbound.accept(_work(message, received, kafka, handle))
@@ -124,6 +152,9 @@ def received_record(message: Any) -> Received:
     record = message.raw_message
     value: bytes = record.value or b""
     fields: dict[bytes, bytes] = {PAYLOAD_FIELD: value}
+    for name, header in record.headers or ():
+        if name in _TRACE_HEADERS and isinstance(header, bytes):  # kept for the letter
+            fields[name.encode()] = header
     if record.key:
         fields[KEY_FIELD] = (
             record.key if isinstance(record.key, bytes) else str(record.key).encode()

@@ -423,3 +423,41 @@ async def test_a_worker_started_before_kafka_waits_for_it(redis, kafka_settings)
             await wait_for(enriched, what="the insight")
         finally:
             await run.__aexit__(None, None, None)
+
+
+async def test_a_records_traceparent_header_parents_the_workers_spans(
+    redis, producer, topic, kafka_settings
+):
+    """Tracing on: a record's `traceparent` header is joined (the consume span of the
+    record, the model call and the write are in its trace), InsightCreated carries it on."""
+    from tests.support.otlp_receiver import OtlpReceiver
+
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    await send(
+        producer,
+        topic,
+        json.dumps(event(31)).encode(),
+        headers=[("traceparent", f"00-{trace_id}-{parent}-01".encode())],
+    )
+    with OtlpReceiver() as receiver:
+        settings = kafka_settings(
+            llm_provider="offline", otel_exporter_otlp_endpoint=receiver.endpoint
+        )
+        worker = build_worker(settings, configure_logs=False)
+        assert worker.tracing is not None
+        async with running(worker.app):
+
+            async def one() -> bool:
+                return outcomes(worker) >= 1
+
+            await wait_for(one, what="an outcome")
+        spans = receiver.spans()
+    [consume] = [s for s in spans if s.name == f"{topic} process"]
+    assert consume.trace_id == trace_id
+    assert consume.parent_span_id == parent
+    assert consume.attributes["messaging.system"] == "kafka"
+    assert consume.attributes["acp.event_id"] == "kevt-31"
+    names = {s.name for s in spans if s.trace_id == trace_id}
+    assert "write_insight" in names
+    [(_, entry)] = await redis.xrange(Keys.INSIGHTS_STREAM)
+    assert entry[b"traceparent"].decode().startswith(f"00-{trace_id}-")
