@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import flood
 
         return flood.main(_without_scenario(given))
+    if "--inbound" in given or any(arg.startswith("--inbound=") for arg in given):
+        from bench import kafka  # the Kafka inbound beside the Redis one: bench/kafka.py
+
+        return kafka.main(given)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--scenario",

@@ -102,6 +102,12 @@ class SkipCause(StrEnum):
 class Replayed:
     letter: DeadLetter
     stream_entry_id: str | None  # the new entry on the stream; None on a dry run
+    target: str | None = None  # where it went when not the stream (kafka:<topic>)
+
+
+# INBOUND=kafka: sends a letter's payload (and key) to a topic; returns "<partition>-<offset>".
+KafkaSend = Callable[[str, str, bytes | None], Awaitable[str]]
+KAFKA_PREFIX = "kafka:"  # the stream a Kafka record's letter names: kafka:<topic>
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +203,7 @@ async def replay(
     limit: int | None = None,
     reason: DeadLetterReason | str | None = None,
     dry_run: bool = False,
+    kafka: KafkaSend | None = None,
 ) -> ReplayResult:
     """Put dead letters back on ``stream``, oldest first, each leaving the DLQ as it lands.
 
@@ -205,6 +212,11 @@ async def replay(
     DLQ held when the replay started are looked at, so letters that fail again while it
     runs are not replayed a second time in the same run. Raises ``ReplayInterrupted``
     (with the partial result) when Redis fails part-way.
+
+    With ``kafka`` (INBOUND=kafka), a letter of a Kafka record (its stream is
+    ``kafka:<topic>``) goes back to its topic instead, with its key: sent first and taken
+    off the DLQ after, so a crash in between replays it twice (a ``duplicate``), never zero
+    times.
     """
     wanted = DeadLetterReason(reason) if reason is not None else None
     result = ReplayResult(stream=stream, dry_run=dry_run)
@@ -239,6 +251,12 @@ async def replay(
                 elif dry_run:
                     result.replayed.append(Replayed(item, None))
                     kept += 1
+                elif kafka is not None and item.stream.startswith(KAFKA_PREFIX):
+                    where = await _to_kafka(redis, kafka, raw, item)
+                    if where is None:
+                        result.skipped.append(Skipped(SkipCause.GONE, item))
+                    else:
+                        result.replayed.append(Replayed(item, where, item.stream))
                 else:
                     entry_id = await move(raw, item.payload)
                     if entry_id is None:
@@ -276,6 +294,23 @@ def _mover(redis: RedisClient, stream: str) -> Callable[[bytes | str, str], Awai
         return entry_id
 
     return move_in_two_steps
+
+
+async def _to_kafka(
+    redis: RedisClient, send: KafkaSend, raw: bytes | str, letter: DeadLetter
+) -> str | None:
+    """Send one Kafka letter back to its topic, then take it off the DLQ (None: gone)."""
+    if await redis.lpos(Keys.DLQ, raw, rank=-1) is None:  # type: ignore[arg-type]
+        return None
+    assert letter.payload is not None
+    key = letter.fields.get("key")
+    where = await send(
+        letter.stream.removeprefix(KAFKA_PREFIX),
+        letter.payload,
+        key.encode() if isinstance(key, str) and key else None,
+    )
+    await redis.lrem(Keys.DLQ, -1, raw)  # type: ignore[arg-type]
+    return where
 
 
 async def purge(redis: RedisClient) -> int:

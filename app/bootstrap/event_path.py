@@ -20,6 +20,7 @@ from app.adapters.redis_lane import RedisLaneStore
 from app.adapters.redis_lookahead import RedisStreamAhead
 from app.adapters.redis_scheduler import RedisScheduler
 from app.adapters.redis_store import RedisInsightStore
+from app.bootstrap.kafka import kafka_path
 from app.bootstrap.providers import build_llm
 from app.domain.batch import LanePolicy
 from app.domain.breaker import CircuitBreaker
@@ -44,7 +45,7 @@ from app.service.reports import Reports
 from app.service.spend import Spend
 from app.service.store_steps import StoreSteps
 from app.service.writing import InsightWriter
-from app.settings import Settings
+from app.settings import Inbound, Settings
 
 if TYPE_CHECKING:
     from app.bootstrap.worker import Worker
@@ -85,6 +86,18 @@ async def serve_events(worker: Worker) -> AsyncIterator[EventPath]:
         path = build_event_path(worker, model)
         worker.broker.context.set_global("service", path.service)
         worker.broker.context.set_global("rejections", path.rejections)
+        if worker.kafka is not None and worker.kafka_broker is not None:
+            kafka = kafka_path(
+                _event_settings(settings),
+                worker.kafka,
+                worker.redis,
+                path.rejections,
+                state,
+                worker.tracing,
+            )
+            for context in (worker.broker.context, worker.kafka_broker.context):
+                context.set_global("service", path.service)
+                context.set_global("kafka", kafka)
         yield path
     finally:
         await llm.aclose()
@@ -107,7 +120,7 @@ def build_model_caller(
 
 def build_event_path(worker: Worker, model: ModelCaller) -> EventPath:
     """The units one event goes through (``app/service/``), wired to this worker's store."""
-    settings, metrics, state = worker.settings, worker.metrics, worker.state
+    settings, metrics, state = _event_settings(worker.settings), worker.metrics, worker.state
     store = worker.fakes.store or build_store(worker)
     dispatcher = build_dispatcher(worker, store)
     steps = StoreSteps(metrics, state)
@@ -210,6 +223,8 @@ def build_dispatcher(worker: Worker, store: InsightStore) -> Dispatcher | None:
     settings = worker.settings
     if not isinstance(store, RedisInsightStore):
         return None
+    if settings.inbound is Inbound.KAFKA:  # Kafka: partition order (app/bootstrap/kafka.py)
+        return None
     priority = settings.event_order is EventOrder.PRIORITY
     scheduler = RedisScheduler(
         store.redis,
@@ -262,6 +277,14 @@ def build_lane(
         max_completion_tokens=settings.groq_max_completion_tokens,
         reasoning_effort=settings.groq_reasoning_effort,
     )
+
+
+def _event_settings(settings: Settings) -> Settings:
+    """The settings the event path sees: with INBOUND=kafka, its entries are the records
+    of ``kafka:<topic>`` (a name no Redis key has: the store's XACK of one does nothing)."""
+    if settings.inbound is not Inbound.KAFKA:
+        return settings
+    return settings.model_copy(update={"insight_stream": settings.kafka_stream_ref})
 
 
 async def _announce(redis: Any, record: InsightRecord) -> Any:

@@ -23,10 +23,16 @@ from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_errors import says_not_now
 from app.adapters.retention import start_retention
 from app.bootstrap.event_path import EventPath, serve_events
+from app.bootstrap.kafka import (
+    kafka_checks,
+    start_commit_loop,
+    start_lag_sampler,
+    wait_for_kafka,
+)
 from app.bootstrap.providers import build_batch_api
 from app.domain.ports import LLM, BatchAPI
 from app.handlers.recovery import PendingRecovery
-from app.operations.http import OperationsServer, start_operations
+from app.operations.http import OperationsServer, default_checks, start_operations
 from app.runtime.heap import freeze_startup_heap, thaw_heap
 from app.runtime.logs import get_logger
 from app.runtime.state import WorkerState
@@ -35,7 +41,7 @@ from app.service.dispatch import Dispatcher
 from app.service.insights import InsightService
 from app.service.lane_runner import LaneRunner
 from app.service.model_calls import ModelCaller
-from app.settings import Settings, SettingsError
+from app.settings import Inbound, Settings, SettingsError
 
 if TYPE_CHECKING:
     from app.bootstrap.worker import Worker
@@ -58,7 +64,7 @@ class Running:
     model: ModelCaller
     service: InsightService
     operations: OperationsServer
-    recovery: PendingRecovery
+    recovery: PendingRecovery | None  # None with INBOUND=kafka
     lane: BatchLane | None
     lane_runner: LaneRunner | None
     batch_api: BatchAPI | None
@@ -76,29 +82,48 @@ async def start(worker: Worker, *, process_index: int = 0) -> AsyncIterator[Runn
         path = await stack.enter_async_context(serve_events(worker))
         llm, model, service, lane = path.llm, path.model, path.service, path.lane
         # Before waiting for Redis: /health/live answers (and /ready says 503) meanwhile.
+        checks = default_checks(
+            settings,
+            worker.redis,
+            subscriber_running=lambda: worker.running_brokers,
+            breaker_open=model.breaker_open,
+            llm=llm,
+            redis_refusal=lambda: state.redis_refusal,
+        )
+        if worker.kafka is not None:  # the Kafka group's membership, not the Redis group's
+            checks = [check for check in checks if check.name != "redis_group"]
+            checks += kafka_checks(worker.kafka, worker.redis, lambda: worker.running_brokers)
         operations = await start_operations(
             settings,
             worker.redis,
             worker.metrics,
-            subscriber_running=lambda: worker.broker.running,
+            subscriber_running=lambda: worker.running_brokers,
             breaker_open=model.breaker_open,
             llm=llm,
             redis_refusal=lambda: state.redis_refusal,
             process_index=process_index,
+            checks=checks,
         )
         stack.push_async_callback(operations.stop)
         await wait_for_redis(worker.redis, settings)
-        recovery = PendingRecovery(
-            RedisClaims(
-                worker.redis, settings.insight_stream, settings.insight_group, settings.worker_id
-            ),
-            settings,
-            subscriber=worker.routes.subscriber,
-            rejections=path.rejections,
-            state=state,
-        )
-        await recovery.prepare()
-        stack.push_async_callback(_hand_back, recovery)
+        if worker.kafka is not None:
+            await wait_for_kafka(settings, state)
+        recovery = None
+        if worker.routes.subscriber is not None:  # INBOUND=redis
+            recovery = PendingRecovery(
+                RedisClaims(
+                    worker.redis,
+                    settings.insight_stream,
+                    settings.insight_group,
+                    settings.worker_id,
+                ),
+                settings,
+                subscriber=worker.routes.subscriber,
+                rejections=path.rejections,
+                state=state,
+            )
+            await recovery.prepare()
+            stack.push_async_callback(_hand_back, recovery)
         batch_api, lane_runner = await build_lane_runner(worker, lane, service)
         if batch_api is not None:
             stack.push_async_callback(batch_api.aclose)
@@ -142,9 +167,13 @@ async def build_lane_runner(
 
 
 def background_tasks(
-    worker: Worker, path: EventPath, recovery: PendingRecovery, lane_runner: LaneRunner | None
+    worker: Worker,
+    path: EventPath,
+    recovery: PendingRecovery | None,
+    lane_runner: LaneRunner | None,
 ) -> list[asyncio.Task[Any]]:
-    """The loops beside the subscriber; each starts once the broker runs."""
+    """The loops beside the subscriber; each starts once the broker runs (Kafka: the
+    commit loop, and the batch lane's runner)."""
     started = worker.state.started
 
     def once_started(loop: Callable[[], Awaitable[Any]], name: str) -> asyncio.Task[Any]:
@@ -154,6 +183,21 @@ def background_tasks(
 
         return asyncio.create_task(run(), name=name)
 
+    if worker.kafka is not None:
+        log.info(
+            "kafka_inbound",
+            topic=worker.settings.kafka_topic,
+            group=worker.settings.insight_group,
+            order="partition order; EVENT_ORDER applies to the Redis inbound only",
+        )
+        kafka_tasks = [
+            start_commit_loop(worker.kafka, started),
+            start_lag_sampler(worker.kafka, worker.metrics, started),
+        ]
+        if lane_runner is not None:
+            kafka_tasks.append(once_started(lane_runner.run, "batch-lane"))
+        return kafka_tasks
+    assert recovery is not None
     tasks = [
         once_started(recovery.run, "pending-recovery"),
         start_retention(worker.redis, worker.settings, worker.metrics),
@@ -172,10 +216,14 @@ def background_tasks(
 
 
 async def wait_for_redis(redis: RedisClient, settings: Settings) -> None:
-    """Create the group at 0 (MKSTREAM) before the subscriber starts; wait out an outage."""
+    """Create the group at 0 (MKSTREAM) before the subscriber starts; wait out an outage.
+    With INBOUND=kafka only the outage: no stream of Redis is read."""
     delay = 0.5
     while True:
         try:
+            if settings.inbound is Inbound.KAFKA:
+                await redis.ping()
+                return
             created = await ensure_group(redis, settings.insight_stream, settings.insight_group)
         except Exception as exc:
             if not says_not_now(exc):

@@ -12,27 +12,33 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from faststream import FastStream
+from faststream.kafka import KafkaBroker
 from faststream.redis import RedisBroker
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 
 from app.adapters.faststream_workarounds import GroupHealingBroker, GroupHealingClusterBroker
 from app.adapters.redis_clients import RedisClient, connect_redis
 from app.bootstrap.event_path import EventPath, serve_events
+from app.bootstrap.kafka import build_kafka_broker
 from app.bootstrap.running import Running, start
 from app.domain.ports import LLM, BatchAPI, InsightStore
 from app.handlers.asyncapi import APP_DESCRIPTION, SPEC_SERVER_URL, WorkerAsyncAPI
 from app.handlers.events import EventRoutes, event_routes
-from app.runtime.logs import configure_logging
+from app.handlers.kafka_events import KafkaRoutes, kafka_routes
+from app.runtime.logs import configure_logging, get_logger
 from app.runtime.metrics import Metrics
 from app.runtime.state import WorkerState
 from app.runtime.tracing import Tracing, start_tracing
 from app.service.lane_runner import TICK_SECONDS
 from app.service.prompting import BuildPrompt
-from app.settings import RedisMode, Settings, SettingsError, load_settings
+from app.settings import Inbound, RedisMode, Settings, SettingsError, load_settings
 
 __all__ = ["Fakes", "Worker", "build_worker", "create_app", "package_version"]
+
+log = get_logger("acp.groq_worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +63,25 @@ class Worker:
     broker: RedisBroker
     routes: EventRoutes
     fakes: Fakes
+    # INBOUND=kafka: the Kafka broker beside the Redis one (which keeps every write)
+    kafka: KafkaRoutes | None = None
+    kafka_broker: KafkaBroker | None = None
     tracing: Tracing | None = None  # None: OTEL_EXPORTER_OTLP_ENDPOINT unset, nothing built
     app: FastStream = field(init=False)
 
     def __post_init__(self) -> None:
+        brokers: list[Any] = [self.broker]
+        if self.kafka_broker is not None:
+            brokers.append(self.kafka_broker)
         app = FastStream(
-            self.broker,
+            *brokers,
             logger=logging.getLogger("acp.groq_worker.app"),
             lifespan=self._lifespan,
             # Signals, not state: the background tasks wait for the first, and no new
             # claim or model call starts after the second (before the broker drains).
             after_startup=[self.state.started.set],
-            on_shutdown=[self.state.stop],
+            # Kafka: the records in flight finish and are committed before any broker stops.
+            on_shutdown=[self.state.stop, self._drain_kafka],
             specification=WorkerAsyncAPI(
                 title="acp-groq-worker",
                 version=package_version(),
@@ -88,6 +101,19 @@ class Worker:
         finally:
             if self.tracing is not None:  # the last spans exported, bounded
                 await asyncio.to_thread(self.tracing.shutdown)
+
+    async def _drain_kafka(self) -> None:
+        if self.kafka is not None:
+            left = self.state.left_of(self.settings.shutdown_timeout_seconds)
+            cancelled = await self.kafka.inbound.drain(left)
+            if cancelled:
+                log.warning("kafka_records_cancelled", records=cancelled, note="not committed")
+
+    @property
+    def running_brokers(self) -> bool:
+        """Every broker of the app runs (not starting, not draining)."""
+        kafka = self.kafka_broker
+        return self.broker.running and (kafka is None or kafka.running)
 
     def event_path(self) -> contextlib.AbstractAsyncContextManager[EventPath]:
         """Only the event path, in the broker's context (handler tests on an in-memory
@@ -139,14 +165,18 @@ def build_worker(
     )
     routes = event_routes(settings, telemetry=telemetry)
     broker.include_router(routes.router)
+    state = WorkerState()
+    kafka = kafka_routes(settings, state) if settings.inbound is Inbound.KAFKA else None
     return Worker(
         settings=settings,
         metrics=metrics if metrics is not None else Metrics(),
         redis=build_redis(settings),
-        state=WorkerState(),
+        state=state,
         broker=broker,
         routes=routes,
         fakes=Fakes(llm, store, batch_api, build_prompt, lane_tick_seconds),
+        kafka=kafka,
+        kafka_broker=build_kafka_broker(settings, kafka) if kafka is not None else None,
         tracing=tracing,
     )
 
@@ -164,7 +194,8 @@ def create_app(
 
 def secrets(settings: Settings) -> list[str]:
     """The configured keys, which no log line may show."""
-    return [key.get_secret_value() for key in (settings.groq_api_key, settings.llm_api_key) if key]
+    keys = (settings.groq_api_key, settings.llm_api_key, settings.kafka_sasl_plain_password)
+    return [key.get_secret_value() for key in keys if key]
 
 
 def build_redis(settings: Settings) -> RedisClient:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from app.settings import SettingsError, load_settings
+from app.settings import Inbound, Settings, SettingsError, load_settings
 
 __all__ = ["DOCUMENT_DIR", "document", "generate", "register"]
 
@@ -32,17 +32,22 @@ FORMATS: tuple[Format, ...] = ("yaml", "json")
 DOCUMENT_DIR = Path("asyncapi")
 
 
-def _specification() -> Any:
-    """The app's specification, built like ``app:app`` (settings from the environment)."""
+def _specification(inbound: Inbound) -> Any:
+    """The app's specification, built like ``app:app`` (settings from the environment, but
+    the inbound asked for and, on Kafka, the contract's topic)."""
     from app.bootstrap import build_worker
 
-    worker = build_worker(load_settings(), configure_logs=False)
+    overrides: dict[str, object] = {"inbound": inbound}
+    if inbound is Inbound.KAFKA:
+        overrides["kafka_topic"] = Settings.model_fields["kafka_topic"].default
+    worker = build_worker(load_settings(**overrides), configure_logs=False)
     return worker.app.schema.to_specification()
 
 
-def generate(fmt: Format = "yaml") -> str:
-    """The document as text, exactly as ``faststream docs gen`` writes it."""
-    specification = _specification()
+def generate(fmt: Format = "yaml", inbound: Inbound = Inbound.REDIS) -> str:
+    """The document as text, exactly as ``faststream docs gen`` writes it (``inbound``:
+    the worker reading the Redis stream, or a Kafka topic)."""
+    specification = _specification(inbound)
     if fmt == "yaml":
         text: str = specification.to_yaml()
         return text
@@ -81,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"where the committed document lives, for --check (default {DOCUMENT_DIR})",
     )
     parser.add_argument(
+        "--inbound",
+        choices=[inbound.value for inbound in Inbound],
+        default=Inbound.REDIS.value,
+        help="the document of a worker reading the Redis stream (default) or Kafka "
+        f"(INBOUND=kafka; committed in {DOCUMENT_DIR / 'kafka'})",
+    )
+    parser.add_argument(
         "--html",
         metavar="FILE",
         help="write a self-contained HTML page of the document to FILE (no network needed)",
@@ -93,25 +105,29 @@ def _run(args: argparse.Namespace) -> int:
         print("groq-worker asyncapi: --check takes no --format, -o or --html", file=sys.stderr)
         return 2
     try:
+        inbound = Inbound(args.inbound)
         if args.check:
-            return _check(Path(args.dir))
-        return _emit(args)
+            directory = Path(args.dir)
+            if inbound is Inbound.KAFKA and directory == DOCUMENT_DIR:
+                directory = DOCUMENT_DIR / "kafka"
+            return _check(directory, inbound)
+        return _emit(args, inbound)
     except SettingsError as exc:
         print(f"groq-worker asyncapi: {exc}", file=sys.stderr)
         return 2
 
 
-def _emit(args: argparse.Namespace) -> int:
+def _emit(args: argparse.Namespace, inbound: Inbound) -> int:
     fmt: Format = args.format or _format_of(args.output)
     if args.html:
         from app.cli.asyncapi_html import render_html
 
-        page = render_html(document(), source=generate("yaml"))
+        page = render_html(json.loads(generate("json", inbound)), source=generate("yaml", inbound))
         Path(args.html).write_text(page, encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
         if not args.output:
             return 0
-    text = generate(fmt)
+    text = generate(fmt, inbound)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
@@ -129,11 +145,12 @@ def _lines(text: str) -> list[str]:
     return [line if line.endswith("\n") else f"{line}\n" for line in text.splitlines(True)]
 
 
-def _check(directory: Path) -> int:
+def _check(directory: Path, inbound: Inbound = Inbound.REDIS) -> int:
     drifted: list[Path] = []
+    option = " --inbound kafka" if inbound is Inbound.KAFKA else ""
     for fmt in FORMATS:
         path = directory / f"asyncapi.{fmt}"
-        expected = generate(fmt)
+        expected = generate(fmt, inbound)
         if not path.is_file():
             print(f"{path}: missing", file=sys.stderr)
             drifted.append(path)
@@ -154,7 +171,8 @@ def _check(directory: Path) -> int:
         print(
             f"{names}: differs from what the code generates; regenerate with\n"
             + "\n".join(
-                f"  groq-worker asyncapi -o {directory / f'asyncapi.{fmt}'}" for fmt in FORMATS
+                f"  groq-worker asyncapi{option} -o {directory / f'asyncapi.{fmt}'}"
+                for fmt in FORMATS
             ),
             file=sys.stderr,
         )

@@ -5,8 +5,9 @@
     groq-worker dlq purge --yes
 
 Redis and the inbound stream come from the worker's settings (``REDIS_URL``,
-``INSIGHT_STREAM``). Exit codes: 0 done, 1 Redis unreachable or failing, 2 bad usage or a
-bad setting.
+``INSIGHT_STREAM``); with ``INBOUND=kafka`` a letter of a Kafka record goes back to its
+topic (``KAFKA_BOOTSTRAP_SERVERS``). Exit codes: 0 done, 1 Redis unreachable or failing,
+2 bad usage or a bad setting.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from app.adapters import dlq
 from app.adapters.redis_clients import RedisClient
 from app.cli._common import at_least, run_with_redis
+from app.cli.kafka_send import kafka_sender
 from app.domain.insights import DeadLetter, DeadLetterReason
 from app.domain.keys import Keys
 from app.settings import Settings
@@ -98,9 +100,15 @@ def _replay(args: argparse.Namespace) -> int:
     async def action(redis: RedisClient, settings: Settings) -> int:
         stream = settings.insight_stream
         try:
-            result = await dlq.replay(
-                redis, stream=stream, limit=args.limit, reason=args.reason, dry_run=args.dry_run
-            )
+            async with kafka_sender(settings, dry_run=args.dry_run) as kafka:
+                result = await dlq.replay(
+                    redis,
+                    stream=stream,
+                    limit=args.limit,
+                    reason=args.reason,
+                    dry_run=args.dry_run,
+                    kafka=kafka,
+                )
         except dlq.ReplayInterrupted as exc:
             if not (exc.result.replayed or exc.result.skipped):
                 raise exc.cause from None  # nothing happened: a plain Redis error
@@ -150,7 +158,8 @@ def _print_replay(result: dlq.ReplayResult) -> None:
     verb = "would replay" if result.dry_run else "replayed"
     for replayed in result.replayed:
         letter = replayed.letter
-        target = f"{result.stream} {replayed.stream_entry_id}" if replayed.stream_entry_id else ""
+        stream = replayed.target or result.stream
+        target = f"{stream} {replayed.stream_entry_id}" if replayed.stream_entry_id else ""
         print(
             f"{verb} {letter.entry_id} {letter.event_id or '-'} ({letter.reason.value})"
             + (f" -> {target}" if target else f" onto {result.stream}")

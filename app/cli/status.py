@@ -13,20 +13,22 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from app.adapters import inspect
+from app.adapters.kafka_lag import KafkaGroupLag
 from app.adapters.redis_clients import RedisClient
 from app.adapters.redis_lane import LaneSummary, RedisLaneStore
 from app.adapters.redis_scheduler import waiting_stats
 from app.cli._common import EXIT_OK, EXIT_PROBLEM, at_least, redis_address, run_with_redis
+from app.cli.kafka_status import collect_kafka_lag, render_kafka_lag
 from app.domain.keys import Keys
 from app.domain.scheduling import WaitingStats
-from app.settings import RedisMode, Settings
+from app.settings import Inbound, RedisMode, Settings
 
 __all__ = ["StatusReport", "collect_status", "format_duration", "register"]
 
@@ -69,6 +71,7 @@ class StatusReport:
     event_order: str
     scheduler: WaitingStats | None  # None in a cluster (no scheduler there)
     now: float
+    kafka: KafkaGroupLag | None = None  # INBOUND=kafka: the Kafka group's lag
 
     def as_json(self) -> dict[str, Any]:
         group: dict[str, Any] = {"name": self.group_name, "exists": self.group is not None}
@@ -92,6 +95,7 @@ class StatusReport:
             }
         return {
             "redis": self.redis,
+            **({"kafka": self.kafka.as_json()} if self.kafka is not None else {}),
             "stream": {"name": self.stream, "length": self.stream_length},
             "group": group,
             "consumers": [
@@ -177,7 +181,9 @@ def render(report: StatusReport, console: Console) -> None:
     overview.add_column()
     overview.add_row("length", _number(report.stream_length))
     group = report.group
-    if group is None:
+    if report.kafka is not None:
+        overview.add_row("group", "not read: INBOUND=kafka (the Kafka group is above)")
+    elif group is None:
         overview.add_row("group", f"[red]{report.group_name} does not exist[/red]")
     else:
         overview.add_row("group", group.name)
@@ -271,7 +277,10 @@ def _lane_line(report: StatusReport) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     async def work(settings: Settings, redis: RedisClient) -> StatusReport:
-        return await collect_status(settings, redis, top=args.top, dlq_scan=args.dlq_scan)
+        report = await collect_status(settings, redis, top=args.top, dlq_scan=args.dlq_scan)
+        if settings.inbound is Inbound.KAFKA:
+            report = replace(report, kafka=await collect_kafka_lag(settings))
+        return report
 
     code, report = run_with_redis("status", work)
     if report is None:
@@ -279,7 +288,15 @@ def _status(args: argparse.Namespace) -> int:
     if args.as_json:
         print(json.dumps(report.as_json(), indent=2))
     else:
-        render(report, Console(highlight=False, soft_wrap=True))
+        console = Console(highlight=False, soft_wrap=True)
+        if report.kafka is not None:
+            render_kafka_lag(report.kafka, console)
+        render(report, console)
+    if report.kafka is not None:  # the group that matters is Kafka's
+        if report.kafka.problem:
+            print(f"groq-worker status: {report.kafka.problem}", file=sys.stderr)
+            return EXIT_PROBLEM
+        return EXIT_OK
     if report.group is None:
         print(
             f"groq-worker status: consumer group {report.group_name} does not exist on "

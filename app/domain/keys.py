@@ -59,6 +59,11 @@ class Keys:
         return f"acp:groq:insight:{event_id}"
 
     @staticmethod
+    def kafka_attempts(group: str, topic: str, partition: int, offset: int) -> str:
+        """INBOUND=kafka (internal): how often a record was delivered (Kafka counts none)."""
+        return f"acp:groq:kafka:attempts:{group}:{topic}:{partition}:{offset}"
+
+    @staticmethod
     def by_agent(agent_id: str) -> str:
         return f"acp:groq:insights:by_agent:{agent_id}"
 

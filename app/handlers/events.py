@@ -34,7 +34,7 @@ from app.handlers import asyncapi
 from app.handlers.wire import decode_entry, entry_parser, received
 from app.service.insights import InsightService
 from app.service.rejections import Rejections
-from app.settings import Settings
+from app.settings import Inbound, Settings
 
 __all__ = ["EventRoutes", "dead_letter_invalid", "event_routes", "handle_audit_event"]
 
@@ -62,7 +62,8 @@ class EventRoutes:
     """The router to include in the broker, and what the rest of the worker uses of it."""
 
     router: RedisRouter
-    subscriber: StreamSubscriber  # the recovery loop feeds reclaimed entries to it
+    # the recovery loop feeds reclaimed entries to it; None with INBOUND=kafka
+    subscriber: StreamSubscriber | None
     # InsightCreated, declared for the document: the store XADDs each entry's plain fields
     # in the transaction of the writes (app/adapters/insight_stream.py).
     insights: StreamPublisher
@@ -82,6 +83,33 @@ def event_routes(settings: Settings, *, telemetry: Any = None) -> EventRoutes:
     )
     middlewares = [errors] if telemetry is None else [telemetry, errors]
     router = RedisRouter(middlewares=middlewares)
+    subscriber: StreamSubscriber | None = None
+    if settings.inbound is Inbound.REDIS:
+        subscriber = _stream_subscriber(router, settings)
+    insights = router.publisher(
+        stream=UncopiedStreamSub(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
+        title=f"{Keys.INSIGHTS_STREAM}:publish",
+        description=asyncapi.OUTBOUND_DESCRIPTION,
+        schema=InsightCreatedEntry,
+    )
+    # On a router of its own: a router keeps its publishers in a WeakSet, whose order
+    # changes from run to run, but lists an included router's after its own, so the
+    # document lists the channels in the same order on every run.
+    # Declared for the document only: the store LPUSHes each letter with its XACK.
+    dead_letter_router = RedisRouter()
+    dead_letter_router.publisher(
+        list=Keys.DLQ,
+        title=f"{Keys.DLQ}:publish",
+        description=asyncapi.DEAD_LETTER_DESCRIPTION,
+        schema=DeadLetter,
+    )
+    router.include_router(dead_letter_router)
+    assert isinstance(insights, StreamPublisher)
+    return EventRoutes(router, subscriber, insights)
+
+
+def _stream_subscriber(router: RedisRouter, settings: Settings) -> StreamSubscriber:
+    """The subscriber of INSIGHT_STREAM (INBOUND=redis), with ``handle_audit_event``."""
     subscriber = router.subscriber(
         stream=UncopiedStreamSub(
             settings.insight_stream,
@@ -101,27 +129,8 @@ def event_routes(settings: Settings, *, telemetry: Any = None) -> EventRoutes:
         description=asyncapi.INBOUND_DESCRIPTION,
     )
     subscriber(handle_audit_event)
-    insights = router.publisher(
-        stream=UncopiedStreamSub(Keys.INSIGHTS_STREAM, maxlen=INSIGHT_STREAM_MAXLEN),
-        title=f"{Keys.INSIGHTS_STREAM}:publish",
-        description=asyncapi.OUTBOUND_DESCRIPTION,
-        schema=InsightCreatedEntry,
-    )
-    # On a router of its own: a router keeps its publishers in a WeakSet, whose order
-    # changes from run to run, but lists an included router's after its own, so the
-    # document lists the channels in the same order on every run.
-    # Declared for the document only: the store LPUSHes each letter with its XACK.
-    dead_letter_router = RedisRouter()
-    dead_letter_router.publisher(
-        list=Keys.DLQ,
-        title=f"{Keys.DLQ}:publish",
-        description=asyncapi.DEAD_LETTER_DESCRIPTION,
-        schema=DeadLetter,
-    )
-    router.include_router(dead_letter_router)
     assert isinstance(subscriber, StreamSubscriber)
-    assert isinstance(insights, StreamPublisher)
-    return EventRoutes(router, subscriber, insights)
+    return subscriber
 
 
 def _json_or_none(message: RedisStreamMessage) -> Any:

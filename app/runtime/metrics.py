@@ -136,6 +136,13 @@ class Metrics:
             "Entries in the stream not yet delivered to the group (sampled).",
             registry=r,
         )
+        self.kafka_lag = Gauge(
+            "acp_groq_kafka_lag",
+            "INBOUND=kafka: records of each partition this process owns not yet done "
+            "(high watermark minus the done prefix; sampled).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.group_pending = Gauge(
             "acp_groq_group_pending",
             "Entries delivered to the group and not yet acknowledged (sampled).",

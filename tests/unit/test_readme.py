@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from app.settings import Settings, sections
+from app.settings.kafka import KafkaSettings
 from app.settings.tracing import TracingSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -25,6 +26,7 @@ TABLES: list[tuple[str, type[BaseSettings]]] = [
     ("Cluster", sections.ClusterSettings),
     ("Logs", sections.LogSettings),
     ("Tracing", TracingSettings),
+    ("Kafka inbound", KafkaSettings),
 ]
 
 

