@@ -73,7 +73,10 @@ __all__ = [
 # lease set to 'sched' (a copy arriving meanwhile is a duplicate) and its entry acked.
 # With a time (ARGV[16]: an admitted event that must wait, e.g. for flex capacity), the
 # job waits among the retries later instead (the reaper queues it when the time comes).
-# Nothing is acknowledged without its job kept, and nothing is charged twice.
+# Nothing is acknowledged without its job kept, and nothing is charged twice. An event
+# that expects to run now may leave its job out (ARGV[13] empty: building and sending it
+# is most of the cost of an event that runs at once); if it must wait after all, the
+# answer is 'must_wait' (charged, nothing else done) and it asks again with the job.
 #
 # The look-ahead (ARGV[17] = '1', app/service/lookahead.py) schedules urgent events read
 # ahead of the group's position: their entries are not delivered yet, so they are marked
@@ -129,6 +132,7 @@ if ARGV[8] ~= '' then
     wait = redis.call('ZCARD', ARGV[15] .. 'since:' .. severities[r]) > 0
   end
   if wait then
+    if ARGV[13] == '' then return 'must_wait' end  -- asked without its job: ask again
     redis.call('HSET', KEYS[7], ARGV[7], ARGV[13])
     if ARGV[16] ~= '' then
       redis.call('ZADD', ARGV[15] .. 'later', ARGV[16], ARGV[7])

@@ -80,6 +80,9 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     RATE_LIMITED = "rate_limited"
+    # Asked without its job (it expected to run now) and it may not: ask again with it.
+    # Charged already; the second asking never charges again.
+    MUST_WAIT = "must_wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class ScheduleRequest:
     severity: str
     rank: int  # 0 for critical ... 3 for low
     cost: float  # 1 / its tenant's weight
-    job_json: str  # the Job, as the scheduler keeps it
+    job_json: str  # the Job, as the scheduler keeps it ("": not sent, see MUST_WAIT)
     later_ms: int | None = None  # wait until then (epoch ms) before queueing: a retry later
     ahead: bool = False  # the look-ahead's: its entry is not delivered yet (see Lookahead)
 

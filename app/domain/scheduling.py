@@ -131,11 +131,21 @@ def schedule_request(
     now: float,
     later: float | None = None,
     ahead: bool = False,
+    with_job: bool = True,
 ) -> ScheduleRequest:
     """What the admission needs to schedule ``event``, its job made of the entry as
     received (the payload once, the entry's other fields); ``later``: seconds it waits
     before it is queued (an admitted event that must wait); ``ahead``: the look-ahead
-    schedules it before the group delivers its entry."""
+    schedules it before the group delivers its entry; ``with_job=False``: the job is
+    left out (an event expected to run now: ``Admission.MUST_WAIT`` asks for it)."""
+    if not with_job:
+        return ScheduleRequest(
+            may_run=may_run,
+            severity=event.severity.value,
+            rank=rank(event.severity),
+            cost=cost,
+            job_json="",
+        )
     payload = as_text(received.payload) if received.payload else event.model_dump_json()
     job = Job(
         event_id=event.event_id,

@@ -59,8 +59,14 @@ class Admitter:
     ) -> Admission:
         """The event just read: admitted to run now, scheduled (the dispatcher woken),
         refused, or already scheduled by the look-ahead (``AHEAD``)."""
-        schedule = self._schedule(event, received, may_run=may_run)
+        # With a free slot and nothing waiting a moment ago, the event will most likely
+        # run now: its job is sent only if the store says it must wait after all.
+        light = may_run and self.dispatcher is not None and self.dispatcher.nothing_waits
+        schedule = self._schedule(event, received, may_run=may_run, with_job=not light)
         admission = await self._admit(event, entry, schedule)
+        if admission is Admission.MUST_WAIT:
+            schedule = self._schedule(event, received, may_run=may_run)
+            admission = await self._admit(event, entry, schedule)
         if admission is Admission.SCHEDULED:
             assert self.dispatcher is not None
             self.dispatcher.wake()
@@ -114,11 +120,11 @@ class Admitter:
         return Report(Outcome.DUPLICATE, started)
 
     def _schedule(
-        self, event: AuditEvent, received: Received, *, may_run: bool
+        self, event: AuditEvent, received: Received, *, may_run: bool, with_job: bool = True
     ) -> ScheduleRequest | None:
         if self.dispatcher is None:  # the stream's order: nothing is scheduled
             return None
-        return self._request(event, received, may_run=may_run)
+        return self._request(event, received, may_run=may_run, with_job=with_job)
 
     def _request(
         self,
@@ -128,10 +134,18 @@ class Admitter:
         may_run: bool,
         later: float | None = None,
         ahead: bool = False,
+        with_job: bool = True,
     ) -> ScheduleRequest:
         cost = self._weights.cost(event.tenant_id)
         return schedule_request(
-            event, received, cost=cost, may_run=may_run, now=time.time(), later=later, ahead=ahead
+            event,
+            received,
+            cost=cost,
+            may_run=may_run,
+            now=time.time(),
+            later=later,
+            ahead=ahead,
+            with_job=with_job,
         )
 
     async def _admit(

@@ -18,10 +18,13 @@ import pytest
 
 from app.adapters.redis_batch import GroupCommit
 from app.adapters.redis_scheduler import RedisScheduler
+from app.adapters.redis_store import RedisInsightStore
 from app.bootstrap import Worker, build_worker
 from app.cli.status import collect_status
+from app.domain.events import AuditEvent
 from app.domain.keys import Keys
-from app.domain.scheduling import SEVERITY_ORDER
+from app.domain.ports import Admission, EntryRef, Received
+from app.domain.scheduling import SEVERITY_ORDER, schedule_request
 from app.operations.http import GroupSampler
 from app.runtime.metrics import Metrics
 from tests.conftest import running
@@ -260,6 +263,54 @@ async def test_waiting_events_need_no_stream_entry_once_retention_trims_it(
     async with running(worker.app):
         await until(lambda: _insights(redis, [f"job-{n}" for n in range(3)]), what="the jobs")
     assert await redis.llen(Keys.DLQ) == 0
+
+
+async def test_an_event_asked_in_without_its_job_must_wait_and_is_charged_once(
+    redis, fake_groq, make_settings
+):
+    """An event that expects to run now leaves its job out of the admission; when events
+    as urgent wait after all, the store says MUST_WAIT (charged, nothing else done) and
+    the second asking, with the job, schedules it without charging again."""
+    await schedule_only(redis, make_settings, fake_groq, 2)
+    store = RedisInsightStore(redis)
+    parsed = AuditEvent.model_validate(event("late"))
+    received = Received("9-0", {b"payload": json.dumps(event("late")).encode()})
+    entry = EntryRef(STREAM, GROUP, "9-0")
+
+    async def admit(**request: Any) -> Admission:
+        schedule = schedule_request(parsed, received, cost=1.0, now=time.time(), **request)
+        return await store.admit(
+            event_id="late", tenant_id="acme", budget=100, entry=entry, schedule=schedule
+        )
+
+    assert await admit(may_run=True, with_job=False) is Admission.MUST_WAIT
+    assert not await redis.hexists(Keys.SCHED_JOBS, "late")
+    assert await admit(may_run=True) is Admission.SCHEDULED
+    assert await redis.hexists(Keys.SCHED_JOBS, "late")
+    assert await redis.sismember(Keys.charged("acme"), "late")
+    # the holder and the two waiting, and it: once each
+    assert int(await redis.get(Keys.rate_limit("acme"))) == 4
+    assert await redis.scard(Keys.charged("acme")) == 4
+
+
+async def test_with_nothing_waiting_an_event_without_its_job_runs_now(redis):
+    """The everyday case: no job built or sent, admitted to run at once."""
+    store = RedisInsightStore(redis)
+    parsed = AuditEvent.model_validate(event("now"))
+    received = Received("1-0", {b"payload": json.dumps(event("now")).encode()})
+    schedule = schedule_request(
+        parsed, received, cost=1.0, may_run=True, now=time.time(), with_job=False
+    )
+    assert schedule.job_json == ""
+    verdict = await store.admit(
+        event_id="now",
+        tenant_id="acme",
+        budget=100,
+        entry=EntryRef(STREAM, GROUP, "1-0"),
+        schedule=schedule,
+    )
+    assert verdict is Admission.ADMITTED
+    assert await redis.exists(Keys.SCHED_JOBS) == 0
 
 
 async def _insights(redis: Any, event_ids: list[str]) -> bool:
