@@ -174,6 +174,9 @@ class WorkerProcess:
     Its environment is this process's without any setting (``without_settings``), plus the
     settings given here: a setting exported in the shell never reaches the worker."""
 
+    ready_line = "consumer_group_ready"  # the log line ``start`` waits for
+    ready_what = "the worker to start"
+
     def __init__(self, redis_url: str, groq_url: str, *, worker_id: str, **env: Any) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"worker-{worker_id}-", suffix=".log")[1])
         self.env = {
@@ -205,9 +208,9 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         wait_until(
-            lambda: "consumer_group_ready" in self.log() or self.process.poll() is not None,
+            lambda: self.ready_line in self.log() or self.process.poll() is not None,
             within=30,
-            what="the worker to start",
+            what=self.ready_what,
         )
         assert self.process.poll() is None, f"worker exited at start:\n{self.log()[-3000:]}"
         return self

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from typing import Any
@@ -22,7 +20,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.domain.keys import Keys
 from tests.faults.harness import (
-    ROOT,
     FakeGroqProcess,
     RedisClient,
     WorkerProcess,
@@ -40,24 +37,8 @@ FAKE_LATENCY = 0.3  # seconds per model answer: events are in flight when things
 class KafkaWorkerProcess(WorkerProcess):
     """A worker on Kafka: started once it is a member of the group with partitions."""
 
-    def start(self) -> KafkaWorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "faststream"), "run", "app:app"]
-            if (ROOT / ".venv" / "bin" / "faststream").exists()
-            else [sys.executable, "-m", "faststream", "run", "app:app"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(
-            lambda: "kafka_partitions_assigned" in self.log() or self.process.poll() is not None,
-            within=30,
-            what="the worker to join the group",
-        )
-        assert self.process.poll() is None, f"worker exited at start:\n{self.log()[-3000:]}"
-        return self
+    ready_line = "kafka_partitions_assigned"
+    ready_what = "the worker to join the group"
 
 
 class KafkaWorkers(Workers):

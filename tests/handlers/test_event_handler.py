@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from faststream.redis import TestRedisBroker
 
 from app.bootstrap import build_worker
 from app.domain.errors import PermanentLLMError
-from app.domain.insights import InsightCreated
+from tests.handlers.wiring import announced, event
 from tests.support.fakes import MemoryStore, ScriptedLLM
 
 STREAM = "acp:groq_queue"
-
-
-def event(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event_id": "evt-1",
-        "tenant_id": "acme",
-        "agent_id": "bot",
-        "severity": "medium",
-        "decision": "allow",
-        "timestamp": 1_795_573_200,
-        "raw_input": "do not send me",
-    }
-    body.update(overrides)
-    return body
-
-
-def announced(store: MemoryStore) -> list[InsightCreated]:
-    """The InsightCreated messages the store's entries carry, read as a plain client would."""
-    return [InsightCreated.model_validate_json(fields["payload"]) for fields in store.stream]
 
 
 @pytest.fixture

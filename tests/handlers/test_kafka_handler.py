@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.redis import TestRedisBroker
 
 from app.bootstrap import build_worker
-from app.domain.insights import InsightCreated
+from tests.handlers.wiring import announced, event
 from tests.support.fakes import MemoryStore, ScriptedLLM
 
 TOPIC = "acp.groq.events"
-
-
-def event(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event_id": "kafka-evt-1",
-        "tenant_id": "acme",
-        "agent_id": "bot",
-        "severity": "medium",
-        "decision": "allow",
-        "timestamp": 1_795_573_200,
-        "raw_input": "do not send me",
-    }
-    body.update(overrides)
-    return body
-
-
-def announced(store: MemoryStore) -> list[InsightCreated]:
-    """The InsightCreated messages the store's entries carry, read as a plain client would."""
-    return [InsightCreated.model_validate_json(fields["payload"]) for fields in store.stream]
 
 
 @pytest.fixture
@@ -56,7 +36,9 @@ async def test_a_record_is_enriched_by_the_same_service_and_published_on_redis(w
         TestRedisBroker(worker.broker),
         TestKafkaBroker(worker.kafka_broker) as kafka,
     ):
-        await kafka.publish(json.dumps(event()).encode(), topic=TOPIC, key=b"acme")
+        await kafka.publish(
+            json.dumps(event(event_id="kafka-evt-1")).encode(), topic=TOPIC, key=b"acme"
+        )
         assert await worker.kafka.inbound.drain(5.0) == 0
     assert list(store.insights) == ["kafka-evt-1"]
     assert "do not send me" not in llm.requests[0].user

@@ -36,6 +36,7 @@ from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.cli.demo.kafka_broker import tansu_argv
 from tests.support.redis_server import free_port
 from tests.support.server_process import ServerProcess
 
@@ -164,18 +165,7 @@ class TansuServer(ServerProcess):
         began = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    str(self.binary),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                    "--cluster-id",
-                    self.cluster_id,
-                ],
+                tansu_argv(self.binary, url, self.cluster_id),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

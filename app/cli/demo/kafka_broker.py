@@ -62,18 +62,7 @@ def launch_tansu() -> Iterator[str]:
     directory = Path(tempfile.mkdtemp(prefix="groq-demo-tansu-"))
     log = (directory / "tansu.log").open("wb")
     process = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-            "--cluster-id",
-            "groq-demo",
-        ],
+        tansu_argv(binary, url, "groq-demo"),
         cwd=directory,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -97,3 +86,20 @@ def launch_tansu() -> Iterator[str]:
                 process.wait(timeout=5)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def tansu_argv(binary: Path | str, url: str, cluster_id: str) -> list[str]:
+    """Tansu's command line for one in-memory broker listening (and advertised) at ``url``:
+    always both URLs (its defaults listen on every interface and advertise localhost)."""
+    return [
+        str(binary),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        cluster_id,
+    ]
