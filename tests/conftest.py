@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from app.settings import RedisMode, Settings
@@ -101,6 +102,17 @@ def kafka_server() -> Iterator[TansuServer]:
         pytest.skip(TANSU_MISSING)
     with TansuServer(binary) as server:
         yield server
+
+
+@pytest.fixture
+async def producer(kafka_server: TansuServer) -> AsyncIterator[AIOKafkaProducer]:
+    """A Kafka producer on the session's broker, stopped after the test."""
+    client = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
 
 
 @pytest.fixture

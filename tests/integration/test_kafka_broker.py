@@ -56,16 +56,6 @@ class Recorder(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 @pytest.fixture
-async def producer(kafka_server: TansuServer) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.stop()
-
-
-@pytest.fixture
 async def admin(kafka_server: TansuServer) -> AsyncIterator[AIOKafkaAdminClient]:
     client = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
     await client.start()

@@ -12,7 +12,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -46,16 +45,6 @@ def event(n: int, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture
-async def producer(kafka_server: TansuServer) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.stop()
 
 
 @pytest.fixture
