@@ -80,8 +80,8 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     RATE_LIMITED = "rate_limited"
-    # Asked without its job (it expected to run now) and it may not: ask again with it.
-    # Charged already; the second asking never charges again.
+    # Asked without its job (it expected to run now) and events as urgent wait: ask again
+    # with the job, to wait behind them. Charged already; the second asking is not.
     MUST_WAIT = "must_wait"
 
 

@@ -64,8 +64,9 @@ class Admitter:
         light = may_run and self.dispatcher is not None and self.dispatcher.nothing_waits
         schedule = self._schedule(event, received, may_run=may_run, with_job=not light)
         admission = await self._admit(event, entry, schedule)
-        if admission is Admission.MUST_WAIT:
-            schedule = self._schedule(event, received, may_run=may_run)
+        if admission is Admission.MUST_WAIT:  # events as urgent waited: it waits behind
+            # them (asked to run now again, it could overtake one picked meanwhile)
+            schedule = self._schedule(event, received, may_run=False)
             admission = await self._admit(event, entry, schedule)
         if admission is Admission.SCHEDULED:
             assert self.dispatcher is not None
