@@ -27,6 +27,7 @@ from app.domain.keys import Keys
 from bench.common import DLQ, GROUP, STREAM, event_payload
 from bench.otlp_sink import OtlpSink
 from bench.scenarios import BIN, IMPLEMENTATIONS, Spec
+from tests.support.environment import without_settings
 from tests.support.fake_groq import API_KEY
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, free_port
@@ -261,6 +262,26 @@ def scheduled(client: sync_redis.Redis) -> int:
 
 def count_keys(client: sync_redis.Redis, pattern: str) -> int:
     return sum(1 for _ in client.scan_iter(match=pattern, count=5000))
+
+
+def worker_env(redis_url: str, groq_url: str, worker_id: str, **settings: str) -> dict[str, str]:
+    """The environment of a worker a benchmark starts from this repository: the shell's
+    without any setting (``without_settings``: an exported ``GROQ_RPM_LIMIT`` or
+    ``OTEL_*`` never reaches it), the fake Groq, JSON logs, no metrics port, then
+    ``settings``."""
+    env = without_settings(os.environ)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        REDIS_URL=redis_url,
+        GROQ_BASE_URL=groq_url,
+        GROQ_API_KEY=API_KEY,
+        LLM_PROVIDER="groq",
+        WORKER_ID=worker_id,
+        METRICS_PORT="0",
+        LOG_FORMAT="json",
+        **settings,
+    )
+    return env
 
 
 def implementation_env(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,8 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.domain.keys import Keys
 from bench.common import STREAM, event_payload
-from bench.driver import BUDGET, Fake, proc_cpu, stop_process
-from tests.support.fake_groq import API_KEY
+from bench.driver import BUDGET, Fake, proc_cpu, stop_process, worker_env
 from tests.support.kafka_broker import TansuServer, find_tansu
 from tests.support.redis_server import RedisServer
 
@@ -121,22 +119,12 @@ def measure(
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         client = sync_redis.Redis.from_url(redis_server.url)
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("GROQ_", "KAFKA_", "INBOUND", "REDIS_", "WORKER_"))
-        }
-        env.update(
-            PYTHONPATH=str(ROOT),
-            REDIS_URL=redis_server.url,
-            GROQ_BASE_URL=fake.url,
-            GROQ_API_KEY=API_KEY,
-            LLM_PROVIDER="groq",
-            WORKER_ID=f"bench-{inbound}",
+        env = worker_env(
+            redis_server.url,
+            fake.url,
+            f"bench-{inbound}",
             WORKER_CONCURRENCY=str(concurrency),
-            METRICS_PORT="0",
             LOG_LEVEL="WARNING",
-            LOG_FORMAT="json",
             INSIGHT_BUDGET_PER_HOUR_PER_TENANT=BUDGET,
             EVENT_ORDER="fifo",
         )

@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ import redis as sync_redis
 from app.settings import Settings
 from bench.common import STREAM, event_payload
 from bench.driver import group_state, stop_process
-from tests.support.fake_groq import API_KEY
+from bench.driver import worker_env as bench_worker_env
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,23 +100,16 @@ def start_fake(latency: float) -> tuple[subprocess.Popen[bytes], str]:
 def worker_env(
     args: argparse.Namespace, redis_url: str, groq_url: str, name: str
 ) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GROQ_")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        REDIS_URL=redis_url,
-        GROQ_BASE_URL=groq_url,
-        GROQ_API_KEY=API_KEY,
-        LLM_PROVIDER="groq",
-        WORKER_ID=name,
+    return bench_worker_env(
+        redis_url,
+        groq_url,
+        name,
         WORKER_CONCURRENCY=str(args.concurrency),
-        METRICS_PORT="0",
         LOG_LEVEL="INFO",
-        LOG_FORMAT="json",
         INSIGHT_BUDGET_PER_HOUR_PER_TENANT=BUDGET,
         STREAM_RETENTION="acked",
         STREAM_KEEP_ENTRIES=str(args.keep_entries),
     )
-    return env
 
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
