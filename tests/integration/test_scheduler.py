@@ -392,6 +392,11 @@ async def test_a_graceful_stop_gives_back_the_jobs_it_could_not_finish(
     assert await redis.hexists(Keys.SCHED_JOBS, "waiting")
 
 
+def gauge(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """A sampled gauge's value (None: the series does not exist)."""
+    return metrics.registry.get_sample_value(name, labels)
+
+
 async def test_metrics_and_status_show_what_waits_by_severity_and_tenant(
     redis, fake_groq, make_settings
 ):
@@ -403,9 +408,6 @@ async def test_metrics_and_status_show_what_waits_by_severity_and_tenant(
     worker = build_worker(settings, configure_logs=False)
     metrics = Metrics()
     sampler = GroupSampler(redis, metrics, STREAM, GROUP, scheduler=True)
-
-    def gauge(name: str, **labels: str) -> float | None:
-        return metrics.registry.get_sample_value(name, labels)
 
     async with running(worker.app):
         await write(redis, event("holder"))
@@ -422,9 +424,9 @@ async def test_metrics_and_status_show_what_waits_by_severity_and_tenant(
         await until(lambda: consumed(worker, "enriched") == 7, what="every insight")
         await sampler.sample()
 
-    assert gauge("acp_groq_waiting_events_by_tenant", tenant_id="noisy") is None  # gone
-    assert gauge("acp_groq_waiting_events", severity="low") == 0
-    assert gauge("acp_groq_backlog_events") == 0
+    assert gauge(metrics, "acp_groq_waiting_events_by_tenant", tenant_id="noisy") is None  # gone
+    assert gauge(metrics, "acp_groq_waiting_events", severity="low") == 0
+    assert gauge(metrics, "acp_groq_backlog_events") == 0
 
     assert report.scheduler is not None
     assert report.scheduler.waiting == {"critical": 0, "high": 2, "medium": 0, "low": 4}
@@ -444,9 +446,6 @@ async def test_the_sampled_gauges_count_the_waiting_events(redis, fake_groq, mak
     metrics = Metrics()
     sampler = GroupSampler(redis, metrics, STREAM, GROUP, scheduler=True)
 
-    def gauge(name: str, **labels: str) -> float | None:
-        return metrics.registry.get_sample_value(name, labels)
-
     async with running(worker.app):
         await write(redis, event("holder"))
         await until(lambda: fake_groq.stats.in_flight == 1, what="the slot busy")
@@ -456,12 +455,12 @@ async def test_the_sampled_gauges_count_the_waiting_events(redis, fake_groq, mak
         await asyncio.sleep(0.05)
         await sampler.sample()
         fake_groq.release()
-    assert gauge("acp_groq_waiting_events", severity="low") == 3
-    assert gauge("acp_groq_waiting_events", severity="high") == 1
-    assert gauge("acp_groq_waiting_events", severity="critical") == 0
-    assert (gauge("acp_groq_oldest_waiting_seconds", severity="low") or 0) > 0
-    assert gauge("acp_groq_oldest_waiting_seconds", severity="critical") == 0
-    assert gauge("acp_groq_waiting_events_by_tenant", tenant_id="noisy") == 3
-    assert gauge("acp_groq_waiting_events_by_tenant", tenant_id="acme") == 1
-    assert gauge("acp_groq_scheduled_running") == 0  # the holder runs inline, not as a job
-    assert gauge("acp_groq_backlog_events") == 4  # lag 0 + 4 waiting
+    assert gauge(metrics, "acp_groq_waiting_events", severity="low") == 3
+    assert gauge(metrics, "acp_groq_waiting_events", severity="high") == 1
+    assert gauge(metrics, "acp_groq_waiting_events", severity="critical") == 0
+    assert (gauge(metrics, "acp_groq_oldest_waiting_seconds", severity="low") or 0) > 0
+    assert gauge(metrics, "acp_groq_oldest_waiting_seconds", severity="critical") == 0
+    assert gauge(metrics, "acp_groq_waiting_events_by_tenant", tenant_id="noisy") == 3
+    assert gauge(metrics, "acp_groq_waiting_events_by_tenant", tenant_id="acme") == 1
+    assert gauge(metrics, "acp_groq_scheduled_running") == 0  # the holder runs inline, not as a job
+    assert gauge(metrics, "acp_groq_backlog_events") == 4  # lag 0 + 4 waiting
